@@ -1,0 +1,66 @@
+"""``mrisr_plan_and_preprocess``: verify, fingerprint, plan and preprocess datasets."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from mrisr.planning.planners import PLANNERS
+from mrisr.utilities.cli_support import run_command, setup_logging
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mrisr_plan_and_preprocess",
+        description="Check a raw dataset, fingerprint it, write plans.json with every "
+        "configuration, and preprocess the data for training.",
+    )
+    p.add_argument(
+        "-d",
+        nargs="+",
+        metavar="ID",
+        help="dataset id(s) or name(s); default: all under $mrisr_raw",
+    )
+    p.add_argument("-np", type=int, default=2, metavar="N", help="worker processes (default 2)")
+    p.add_argument(
+        "-pl",
+        default="DefaultPlanner",
+        metavar="PLANNER",
+        help=f"planner class (default DefaultPlanner; known: {', '.join(PLANNERS.names())})",
+    )
+    p.add_argument("--verify-only", action="store_true", help="run only the integrity check")
+    p.add_argument(
+        "--clean", action="store_true", help="recompute the fingerprint and preprocess from scratch"
+    )
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+
+    def body() -> int:
+        from mrisr.planning.plan_and_preprocess_api import (
+            dataset_names,
+            plan_and_preprocess,
+            summary_text,
+        )
+
+        for name in dataset_names(args.d):
+            t0 = time.time()
+            verified, plans = plan_and_preprocess(
+                name, args.np, verify_only=args.verify_only, clean=args.clean, planner=args.pl
+            )
+            if plans is None:
+                print(f"{name}: OK ({len(verified.cases)} cases pass the integrity check)")
+            else:
+                print(summary_text(name, verified, plans))
+                print(f"  done in {time.time() - t0:.1f} s")
+        return 0
+
+    return run_command("mrisr_plan_and_preprocess", body)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

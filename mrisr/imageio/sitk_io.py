@@ -1,0 +1,194 @@
+"""Reading and writing scans with SimpleITK, with the checks a user's data deserve.
+
+Conventions: SimpleITK index order is (x, y, z); numpy arrays from it are (z, y, x).
+Every scan is handled as a 3D volume: a 2D image becomes a one-slice volume.
+"""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from mrisr.utilities.errors import IntegrityError
+from mrisr.utilities.file_io import atomic_path
+
+
+@dataclass
+class Geometry:
+    """Voxel grid in physical space (SimpleITK order: index axes x, y, z)."""
+
+    size: tuple[int, int, int]
+    spacing: tuple[float, float, float]
+    origin: tuple[float, float, float]
+    direction: tuple[float, ...]  # 9 values, row-major; column j = physical direction of axis j
+
+    @classmethod
+    def of(cls, image: sitk.Image) -> Geometry:
+        return cls(
+            size=tuple(int(v) for v in image.GetSize()),
+            spacing=tuple(float(v) for v in image.GetSpacing()),
+            origin=tuple(float(v) for v in image.GetOrigin()),
+            direction=tuple(float(v) for v in image.GetDirection()),
+        )
+
+    @classmethod
+    def from_json(cls, d: dict) -> Geometry:
+        return cls(
+            size=tuple(int(v) for v in d["size"]),
+            spacing=tuple(float(v) for v in d["spacing"]),
+            origin=tuple(float(v) for v in d["origin"]),
+            direction=tuple(float(v) for v in d["direction"]),
+        )
+
+    def to_json(self) -> dict:
+        return {
+            "size": list(self.size),
+            "spacing": list(self.spacing),
+            "origin": list(self.origin),
+            "direction": list(self.direction),
+        }
+
+    @property
+    def direction_matrix(self) -> np.ndarray:
+        return np.asarray(self.direction, dtype=np.float64).reshape(3, 3)
+
+    def index_to_physical(self, index_xyz: np.ndarray) -> np.ndarray:
+        """Continuous indices (..., 3) in (x, y, z) order -> physical points (..., 3)."""
+        idx = np.asarray(index_xyz, dtype=np.float64)
+        return np.asarray(self.origin) + (idx * np.asarray(self.spacing)) @ self.direction_matrix.T
+
+    def physical_to_index(self, points: np.ndarray) -> np.ndarray:
+        p = np.asarray(points, dtype=np.float64) - np.asarray(self.origin)
+        return (p @ self.direction_matrix) / np.asarray(self.spacing)
+
+    def corners(self) -> np.ndarray:
+        """Physical positions of the 8 outer corners of the field of view (voxel edges)."""
+        lo = np.full(3, -0.5)
+        hi = np.asarray(self.size, dtype=np.float64) - 0.5
+        c = np.array(
+            [[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])]
+        )
+        return self.index_to_physical(c)
+
+    def extent_mm(self) -> list[float]:
+        return [float(n * s) for n, s in zip(self.size, self.spacing)]
+
+    def apply_to(self, image: sitk.Image) -> sitk.Image:
+        image.SetSpacing(self.spacing)
+        image.SetOrigin(self.origin)
+        image.SetDirection(self.direction)
+        return image
+
+
+def _is_nifti(path: Path) -> bool:
+    name = path.name.lower()
+    return name.endswith(".nii") or name.endswith(".nii.gz")
+
+
+def _check_complete(path: Path) -> int:
+    """Detect truncated files, which some ImageIOs read without complaint.
+
+    For NIfTI, also returns the number of non-finite voxels in the stored data: ITK's
+    NIfTI reader silently replaces NaN, so it is counted on the raw data with nibabel.
+    """
+    if _is_nifti(path):
+        import nibabel as nib
+
+        try:
+            data = np.asarray(nib.load(str(path)).dataobj)
+        except Exception as e:  # nibabel raises many types for broken files
+            raise IntegrityError(
+                f"{path}: truncated or corrupt NIfTI file ({type(e).__name__}); "
+                "copy or export it again"
+            ) from None
+        if data.dtype.kind in "fc":
+            return int((~np.isfinite(data)).sum())
+        return 0
+    if path.name.lower().endswith(".gz"):
+        try:
+            with gzip.open(path, "rb") as f:
+                while f.read(1 << 24):
+                    pass
+        except (EOFError, OSError, zlib.error) as e:
+            raise IntegrityError(
+                f"{path}: truncated or corrupt compressed file ({e}); copy or export it again"
+            ) from None
+    return 0
+
+
+def read_header(path: str | Path) -> sitk.ImageFileReader:
+    """Read the header only; IntegrityError naming the file if it is not a readable image."""
+    path = Path(path)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        raise IntegrityError(
+            f"{path}: not a readable image (unknown format or corrupt header); "
+            "export it as NIfTI (.nii.gz) or another format SimpleITK reads"
+        ) from None
+    return reader
+
+
+def read_scan(path: str | Path, check: bool = True) -> sitk.Image:
+    """Read a scan as a 3D float32 image; a 2D image becomes a one-slice volume.
+
+    With ``check`` the file is validated: readable, complete, one channel, at most 3D,
+    finite and not constant. Each failure is an IntegrityError naming the file and the fix.
+    """
+    path = Path(path)
+    reader = read_header(path)
+    dim = reader.GetDimension()
+    if dim > 3 and any(s > 1 for s in reader.GetSize()[3:]):
+        raise IntegrityError(
+            f"{path}: {dim}D image of size {reader.GetSize()}; mrisr needs one 3D (or 2D) scan "
+            "per file: split the series into separate files"
+        )
+    if reader.GetNumberOfComponents() != 1:
+        raise IntegrityError(
+            f"{path}: image has {reader.GetNumberOfComponents()} channels per voxel; "
+            "save one channel (e.g. the magnitude) per file"
+        )
+    n_nonfinite = _check_complete(path) if check else 0
+    try:
+        image = reader.Execute()
+    except RuntimeError:
+        raise IntegrityError(
+            f"{path}: could not read the voxel data (truncated or corrupt); export it again"
+        ) from None
+    if image.GetDimension() == 4:
+        image = image[:, :, :, 0]
+    if image.GetDimension() == 2:
+        image = sitk.JoinSeries(image)
+    image = sitk.Cast(image, sitk.sitkFloat32)
+    if check:
+        arr = sitk.GetArrayViewFromImage(image)
+        n_bad = max(n_nonfinite, int((~np.isfinite(arr)).sum()))
+        if n_bad:
+            raise IntegrityError(
+                f"{path}: {n_bad} voxel(s) are NaN or Inf; replace them (e.g. by 0) and retry"
+            )
+        if float(arr.max()) == float(arr.min()):
+            raise IntegrityError(
+                f"{path}: image is empty (every voxel equals {float(arr.min())}); "
+                "remove the file or export the scan again"
+            )
+    return image
+
+
+def write_scan(image: sitk.Image, path: str | Path) -> None:
+    """Write atomically; the file format follows the ending of ``path``."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        sitk.WriteImage(image, str(tmp), useCompression=True)
+
+
+def image_from_array(array_zyx: np.ndarray, geometry: Geometry) -> sitk.Image:
+    img = sitk.GetImageFromArray(np.ascontiguousarray(array_zyx))
+    return geometry.apply_to(img)

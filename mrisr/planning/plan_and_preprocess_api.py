@@ -1,0 +1,102 @@
+"""The importable API behind ``mrisr_plan_and_preprocess``."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+from mrisr import paths
+from mrisr.dataset.dataset_json import list_datasets, resolve_dataset_name
+from mrisr.dataset.integrity import VerifiedDataset, verify_dataset
+from mrisr.planning.fingerprint import FINGERPRINT_FILE, load_or_compute_fingerprint
+from mrisr.planning.planners import PLANNERS
+from mrisr.planning.plans_handler import Plans
+from mrisr.preprocessing.preprocessor import preprocess_dataset
+from mrisr.utilities.errors import MrisrError
+from mrisr.utilities.file_io import save_json
+
+logger = logging.getLogger(__name__)
+
+
+def dataset_names(identifiers: list[str] | None) -> list[str]:
+    root = paths.raw_root()
+    if not root.is_dir():
+        raise MrisrError(f"mrisr_raw folder {root} does not exist")
+    if identifiers:
+        return [resolve_dataset_name(i, root) for i in identifiers]
+    names = list_datasets(root)
+    if not names:
+        raise MrisrError(f"no DatasetNNN_Name folders in {root} (mrisr_raw)")
+    return names
+
+
+def plans_path(preprocessed_dir: Path, plans_name: str) -> Path:
+    return preprocessed_dir / f"{plans_name}.json"
+
+
+def plan_and_preprocess(
+    dataset: str,
+    num_processes: int = 2,
+    verify_only: bool = False,
+    clean: bool = False,
+    planner: str = "DefaultPlanner",
+    preprocess: bool = True,
+) -> tuple[VerifiedDataset, Plans | None]:
+    """Verify, fingerprint, plan and preprocess one dataset; nothing is written before the
+    integrity check has passed."""
+    planner_cls = PLANNERS.get(planner)
+    raw_dir = paths.raw_root() / dataset
+    verified = verify_dataset(raw_dir, num_processes)
+    n_pairs = sum(c.is_pair for c in verified.cases)
+    logger.info(
+        "%s: integrity check passed (%d cases, %d pairs)", dataset, len(verified.cases), n_pairs
+    )
+    if verify_only:
+        return verified, None
+    out = paths.preprocessed_root() / dataset
+    if clean and out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_json(verified.info.to_json(), out / "dataset.json")
+    fp = load_or_compute_fingerprint(
+        out, dataset, verified.cases, verified.geometries, num_processes, clean=clean
+    )
+    plans = planner_cls(fp).plan(dataset)
+    plans.save(plans_path(out, plans.plans_name))
+    if preprocess:
+        preprocess_dataset(verified.cases, plans, out / plans.data_identifier, num_processes)
+    return verified, plans
+
+
+def summary_text(dataset: str, verified: VerifiedDataset, plans: Plans) -> str:
+    """What was decided and why, for the terminal."""
+    n_pairs = sum(c.is_pair for c in verified.cases)
+    n_hr = sum(c.hr is not None for c in verified.cases)
+    n_lr = sum(c.lr is not None for c in verified.cases)
+    dsgan = plans.configuration("dsgan_edsr").degradation
+    edsr = plans.configuration("dsgan_edsr").sr
+    gauss = plans.configuration("gaussian_edsr").degradation
+    den = plans.denoising
+    lines = [
+        f"{dataset}: {len(verified.cases)} cases ({n_pairs} pairs, {n_hr} HR, {n_lr} LR scans)",
+        f"  scale            x{plans.scale}  (HR in-plane {plans.hr_spacing:.4g} mm, "
+        f"LR working {plans.lr_spacing:.4g} mm)",
+        f"  DSGAN            kernel mode {dsgan['kernel_mode']}, crops HR {dsgan['hr_crop']} / "
+        f"LR {dsgan['lr_crop']}, {dsgan['iterations']} iterations",
+        f"  EDSR             patches LR {edsr['lr_patch']} / HR {edsr['hr_patch']}, "
+        f"{edsr['num_blocks']} blocks x {edsr['num_features']} features, "
+        f"{edsr['iterations']} iterations, batch {edsr['batch_size']}",
+        f"  Gaussian sigma   {gauss['sigma']:g} HR px ({'fitted to real LR' if gauss.get('fitted') else 'paper default'})",
+        f"  LR denoising     {den['method']}"
+        + (
+            f", h = {den['h']:.3g} (noise sigma {den['sigma']:.3g})"
+            if den["method"] != "none"
+            else ""
+        ),
+        "  why:",
+    ]
+    lines += [f"    {k}: {v}" for k, v in plans.data["decisions"].items()]
+    out = paths.preprocessed_root() / dataset
+    lines.append(f"  wrote {out / FINGERPRINT_FILE}, {plans.path}, {out / plans.data_identifier}/")
+    return "\n".join(lines)

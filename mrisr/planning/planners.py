@@ -1,0 +1,311 @@
+"""Planners: from a dataset fingerprint to plans.json.
+
+A planner decides every hyper-parameter from the fingerprint and records the reason for
+each decision (``plans["decisions"]``), which ``mrisr_plan_and_preprocess`` prints.
+New planners subclass :class:`DefaultPlanner`, override one decision, and register a name.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from mrisr.planning.fingerprint import DatasetFingerprint
+from mrisr.planning.plans_handler import Plans
+from mrisr.utilities.registry import Registry
+
+logger = logging.getLogger(__name__)
+
+PLANNERS: Registry[type] = Registry("planner")
+
+KERNEL_SIZE = 13  # receptive field of the linear generator (7 + 5 + 3 - 2)
+D_FIELD = 7  # receptive field of the patch discriminator
+KERNELGAN_RANGE = 2.0  # KernelGAN's thresholds are on a [-1, 1] intensity scale
+PAPER_SIGMA = 1.5
+
+
+@PLANNERS.register
+class DefaultPlanner:
+    """The planner of the paper's method, adapted to each dataset by its fingerprint."""
+
+    plans_name = "mrisrPlans"
+    hr_crop = 64
+    edsr_lr_patch = 48
+    dsgan_iterations = 3000
+    nlm_h_factor = 0.8  # NLM strength h = factor x estimated noise sigma (scikit-image advice)
+    intensity_range = 1.0  # normalised foreground intensities lie in about [0, 1]
+
+    def __init__(self, fingerprint: DatasetFingerprint):
+        self.fp = fingerprint
+        self.decisions: dict[str, str] = {}
+
+    def _decide(self, key: str, why: str) -> None:
+        self.decisions[key] = why
+
+    # ---- geometry
+    def plan_hr_spacing(self) -> float:
+        sp = [float(np.mean(s.inplane_spacing)) for s in self.fp.scans("hr")]
+        h = float(np.median(sp))
+        self._decide(
+            "hr_inplane_spacing", f"{h:.4g} mm: median HR in-plane spacing of {len(sp)} scans"
+        )
+        return h
+
+    def plan_scale(self, hr_spacing: float) -> int:
+        pairs = self.fp.pairs
+        if pairs:
+            ratios = [float(np.mean(c.pair.inplane_ratio)) for c in pairs]
+            src = f"median LR/HR in-plane ratio of {len(pairs)} pairs"
+        else:
+            ratios = [float(np.mean(s.inplane_spacing)) / hr_spacing for s in self.fp.scans("lr")]
+            src = f"median LR in-plane spacing / HR spacing over {len(ratios)} LR scans"
+        r = float(np.median(ratios))
+        s = max(2, int(round(r)))
+        self._decide("scale", f"x{s}: {src} is {r:.3g}, rounded to an integer for pixel shuffle")
+        return s
+
+    # ---- intensities and noise
+    def plan_normalization(self) -> dict:
+        self._decide(
+            "normalization",
+            "per scan, HR and LR separately: divide by the foreground 99.5th percentile "
+            "(MR magnitude has a physical zero; LR and HR scales differ)",
+        )
+        return {
+            "scheme": "percentile_scale",
+            "percentile": 99.5,
+            "separate_hr_lr": True,
+            "intensity_range": self.intensity_range,
+        }
+
+    def plan_denoising(self) -> dict:
+        sig = [s.noise_sigma_normalised for s in self.fp.scans("lr") if s.noise_sigma_normalised]
+        sigma = float(np.median(sig)) if sig else 0.0
+        if sigma < 1e-3:
+            self._decide("denoising", f"none: LR noise sigma {sigma:.2g} is negligible")
+            return {"method": "none", "sigma": sigma, "h": 0.0}
+        h = self.nlm_h_factor * sigma
+        self._decide(
+            "denoising",
+            f"NLM on LR, h = {h:.3g} ({self.nlm_h_factor} x median LR noise sigma {sigma:.3g} "
+            "of normalised intensity, wavelet estimate)",
+        )
+        return {
+            "method": "nlm",
+            "sigma": sigma,
+            "h": h,
+            "patch_size": 5,
+            "patch_distance": 6,
+            "fast_mode": True,
+        }
+
+    # ---- DSGAN
+    def plan_kernel_mode(self) -> str:
+        pairs = self.fp.pairs
+        if pairs and all(c.pair.slices_match for c in pairs):
+            self._decide(
+                "kernel_mode",
+                "per_slice (paper): every pair has LR slices at the HR slice positions",
+            )
+            return "per_slice"
+        if pairs:
+            self._decide(
+                "kernel_mode", "per_volume: pairs exist but their slices do not match one to one"
+            )
+            return "per_volume"
+        self._decide("kernel_mode", "per_dataset: no pairs, one kernel from all unpaired LR and HR")
+        return "per_dataset"
+
+    def plan_dsgan(self, scale: int, kernel_mode: str) -> dict:
+        min_hr = min(min(s.shape_zyx[1:]) for s in self.fp.scans("hr"))
+        min_lr_work = min(
+            int(
+                min(s.extent_mm[i] for i in range(3) if i != s.through_plane_axis)
+                // (scale * self._hr_spacing)
+            )
+            for s in self.fp.scans("lr")
+        )
+        hr_crop = self.hr_crop
+        smallest_hr_crop = KERNEL_SIZE + scale * (D_FIELD - 1)  # D must see >= 7x7 LR pixels
+        while hr_crop > smallest_hr_crop and (
+            hr_crop > min_hr or (hr_crop - KERNEL_SIZE) // scale + 1 > min_lr_work
+        ):
+            hr_crop -= 2
+        lr_crop = (hr_crop - KERNEL_SIZE) // scale + 1
+        why = f"HR crop {hr_crop}, LR crop {lr_crop} = (HR crop - receptive field {KERNEL_SIZE}) // {scale} + 1"
+        if hr_crop < self.hr_crop:
+            why += f" (reduced from {self.hr_crop}: smallest HR slice {min_hr} px, LR {min_lr_work} px)"
+        self._decide("dsgan_crops", why)
+        ref = self.intensity_range / KERNELGAN_RANGE
+        it = self.dsgan_iterations
+        self._decide(
+            "dsgan_schedule",
+            f"{it} iterations; bicubic threshold 0.4 x {ref**2:.3g} (MSE on this dataset's "
+            f"[0, {self.intensity_range:g}] scale vs KernelGAN's [-1, 1]); lr / 10 at 1/4, 1/2, 3/4",
+        )
+        return {
+            "name": "dsgan",
+            "kernel_mode": kernel_mode,
+            "iterations": it,
+            "hr_crop": hr_crop,
+            "lr_crop": lr_crop,
+            "kernel_size": KERNEL_SIZE,
+            "g_channels": 64,
+            "d_channels": 64,
+            "g_lr": 2e-4,
+            "d_lr": 2e-4,
+            "betas": [0.5, 0.999],
+            "lr_decay_iterations": [it // 4, it // 2, 3 * it // 4],
+            "lr_decay_factor": 10.0,
+            "d_input_noise_sd": (1.0 / 255.0) * ref,
+            "lambdas": {
+                "bicubic": 5.0,
+                "sum2one": 0.5,
+                "boundaries": 0.5,
+                "center": 0.0,
+                "sparse": 0.0,
+            },
+            "schedule": {
+                "bicubic_threshold": 0.4 * ref**2,
+                "threshold_patience": 10,
+                "decay_every": 200,
+                "decay_factor": 100.0,
+                "bicubic_min": 5e-6,
+                "switch_below": 5e-3,
+                "center_end": 1.0,
+                "sparse_end": 5.0,
+            },
+            "sampling": {"clip_percentile": 97.0, "window": 5},
+            "postprocess": {"n_largest": 41, "threshold_fraction": 0.75},
+        }
+
+    # ---- EDSR
+    def plan_edsr(self, scale: int) -> dict:
+        sizes = []
+        for s in self.fp.scans("lr"):
+            inpl = [s.extent_mm[i] for i in range(3) if i != s.through_plane_axis]
+            sizes.append(int(min(inpl) // (scale * self._hr_spacing)))
+        for s in self.fp.scans("hr"):
+            sizes.append(min(s.shape_zyx[1:]) // scale)
+        smallest = min(sizes)
+        patch = min(self.edsr_lr_patch, smallest - smallest % 2)
+        n_slices = sum(s.shape_zyx[0] for s in self.fp.scans("hr"))
+        iterations = int(np.clip(400 * n_slices, 20_000, 150_000) // 1000 * 1000)
+        why = f"LR patch {patch} -> HR {patch * scale}"
+        if patch < self.edsr_lr_patch:
+            why += f" (reduced from {self.edsr_lr_patch}: smallest LR slice {smallest} px)"
+        self._decide("edsr_patch", why)
+        self._decide(
+            "edsr_iterations",
+            f"{iterations}: 400 per HR slice ({n_slices} slices), within [20k, 150k]; "
+            "Adam 1e-4 halved at 1/2 and 3/4",
+        )
+        return {
+            "name": "edsr",
+            "lr_patch": patch,
+            "hr_patch": patch * scale,
+            "num_blocks": 16,
+            "num_features": 64,
+            "res_scale": 1.0,
+            "batch_size": 16,
+            "iterations": iterations,
+            "learning_rate": 1e-4,
+            "betas": [0.9, 0.999],
+            "lr_milestones": [iterations // 2, 3 * iterations // 4],
+            "lr_gamma": 0.5,
+            "grad_clip_norm": 1.0,
+            "augmentation": "dihedral8",
+            "checkpoint_every": max(iterations // 20, 100),
+            "validate_every": max(iterations // 10, 100),
+        }
+
+    # ---- baselines
+    def plan_gaussian(self, scale: int) -> dict:
+        sigmas = self.fp.gaussian_fit_sigmas
+        curves = [c.pair.gaussian_fit_ssim for c in self.fp.pairs]
+        curves = [c for c in curves if not np.any(np.isnan(c))]
+        if curves:
+            mean = np.mean(np.asarray(curves), axis=0)
+            i = int(np.argmax(mean))
+            sigma = float(sigmas[i])
+            self._decide(
+                "gaussian_sigma",
+                f"{sigma:g} HR px: best mean SSIM ({mean[i]:.3f}) of blurred, decimated HR to "
+                f"real LR over {len(curves)} pairs (paper's choice by similarity: 1.5)",
+            )
+            return {"name": "gaussian", "sigma": sigma, "fitted": True, "ssim": float(mean[i])}
+        self._decide("gaussian_sigma", f"{PAPER_SIGMA} HR px (paper): no pairs to fit it on")
+        return {"name": "gaussian", "sigma": PAPER_SIGMA, "fitted": False}
+
+    def plan_zerofill(self, scale: int) -> dict:
+        return {
+            "name": "zerofill",
+            "keep_fraction": [1.0 / scale, 1.0 / scale],
+            "fermi_radius": 0.9,
+            "fermi_width": 0.05,
+        }
+
+    def plan_dsn(self, scale: int) -> dict:
+        return {
+            "name": "dsn",
+            "channels": 32,
+            "num_layers": 4,
+            "iterations": 2000,
+            "learning_rate": 1e-4,
+            "batch_size": 16,
+            "hr_crop": 64,
+            "loss": "l1",
+        }
+
+    # ---- assemble
+    def plan(self, dataset_name: str) -> Plans:
+        self._hr_spacing = h = self.plan_hr_spacing()
+        s = self.plan_scale(h)
+        kernel_mode = self.plan_kernel_mode()
+        edsr = self.plan_edsr(s)
+        data = {
+            "plans_name": self.plans_name,
+            "planner": type(self).__name__,
+            "dataset_name": dataset_name,
+            "scale": s,
+            "hr_inplane_spacing": h,
+            "lr_working_inplane_spacing": s * h,
+            "through_plane_normal": self.fp.through_plane_normal,
+            "preprocessing": {
+                "normalization": self.plan_normalization(),
+                "denoising": self.plan_denoising(),
+                "hr_interpolator": "bspline",
+                "lr_interpolator": "bspline",
+                "sampling": {"clip_percentile": 97.0, "window": 5},
+            },
+            "configurations": {
+                "dsgan_edsr": {
+                    "description": "EDSR trained on HR degraded by the learned DSGAN kernels",
+                    "degradation": self.plan_dsgan(s, kernel_mode),
+                    "sr": edsr,
+                },
+                "gaussian_edsr": {
+                    "inherits_from": "dsgan_edsr",
+                    "description": "EDSR trained on Gaussian-blurred, decimated HR (GB+EDSR)",
+                    "degradation": self.plan_gaussian(s),
+                },
+                "zerofill_edsr": {
+                    "inherits_from": "dsgan_edsr",
+                    "description": "EDSR trained on k-space zero-filled HR (ZF+EDSR)",
+                    "degradation": self.plan_zerofill(s),
+                },
+                "dsn_edsr": {
+                    "inherits_from": "dsgan_edsr",
+                    "description": "EDSR trained on HR downsampled by a CNN fit to real LR (DSN+EDSR)",
+                    "degradation": self.plan_dsn(s),
+                },
+                "bicubic": {
+                    "description": "bicubic interpolation of real LR (no training)",
+                    "degradation": None,
+                    "sr": None,
+                },
+            },
+            "decisions": dict(self.decisions),
+        }
+        return Plans(data)

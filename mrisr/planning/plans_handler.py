@@ -1,0 +1,141 @@
+"""Typed access to plans.json.
+
+Plans are data: plain JSON on disk. Configurations may inherit from another one
+(``"inherits_from": "dsgan_edsr"``): the child's top-level keys replace the parent's, the
+rest is inherited. Inheritance is resolved here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from mrisr.utilities.errors import MrisrError
+from mrisr.utilities.file_io import load_json, save_json
+
+DEFAULT_CONFIGURATION = "dsgan_edsr"
+
+
+@dataclass(frozen=True)
+class ConfigurationPlans:
+    name: str
+    data: dict
+
+    @property
+    def degradation(self) -> dict | None:
+        """The degradation model's section (``name`` plus its parameters), None for bicubic."""
+        return self.data.get("degradation")
+
+    @property
+    def degradation_name(self) -> str | None:
+        d = self.degradation
+        return d["name"] if d else None
+
+    @property
+    def sr(self) -> dict | None:
+        """The SR network's section (EDSR), None for configurations without training."""
+        return self.data.get("sr")
+
+    @property
+    def requires_training(self) -> bool:
+        return self.sr is not None
+
+    @property
+    def description(self) -> str:
+        return self.data.get("description", "")
+
+
+class Plans:
+    def __init__(self, data: dict, path: Path | None = None):
+        self.data = data
+        self.path = path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Plans:
+        path = Path(path)
+        if not path.is_file():
+            raise MrisrError(f"{path}: plans file not found; run mrisr_plan_and_preprocess first")
+        return cls(load_json(path), path)
+
+    def save(self, path: str | Path) -> None:
+        save_json(self.data, path)
+        self.path = Path(path)
+
+    # ---- global decisions
+    @property
+    def plans_name(self) -> str:
+        return self.data["plans_name"]
+
+    @property
+    def dataset_name(self) -> str:
+        return self.data["dataset_name"]
+
+    @property
+    def scale(self) -> int:
+        return int(self.data["scale"])
+
+    @property
+    def hr_spacing(self) -> float:
+        """Target HR in-plane spacing (mm)."""
+        return float(self.data["hr_inplane_spacing"])
+
+    @property
+    def lr_spacing(self) -> float:
+        """LR working in-plane spacing (mm) = scale x HR spacing."""
+        return float(self.data["lr_working_inplane_spacing"])
+
+    @property
+    def through_plane_normal(self) -> list[float]:
+        return list(self.data["through_plane_normal"])
+
+    @property
+    def preprocessing(self) -> dict:
+        return self.data["preprocessing"]
+
+    @property
+    def normalization(self) -> dict:
+        return self.data["preprocessing"]["normalization"]
+
+    @property
+    def denoising(self) -> dict:
+        return self.data["preprocessing"]["denoising"]
+
+    @property
+    def data_identifier(self) -> str:
+        """Folder name of the preprocessed data inside the dataset's preprocessed folder."""
+        return f"{self.plans_name}_preprocessed"
+
+    def preprocessing_identity(self) -> str:
+        """Hash of everything that changes the preprocessed data (resuming checks it)."""
+        keys = (
+            "scale",
+            "hr_inplane_spacing",
+            "lr_working_inplane_spacing",
+            "preprocessing",
+            "through_plane_normal",
+        )
+        blob = json.dumps({k: self.data[k] for k in keys}, sort_keys=True)
+        return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+    # ---- configurations
+    @property
+    def configuration_names(self) -> list[str]:
+        return list(self.data["configurations"])
+
+    def configuration(self, name: str) -> ConfigurationPlans:
+        configs = self.data["configurations"]
+        if name not in configs:
+            raise MrisrError(f"unknown configuration '{name}'; valid names: {', '.join(configs)}")
+        chain, resolved, cur = [], {}, name
+        while cur is not None:
+            if cur in chain:
+                raise MrisrError(f"configuration inheritance loop: {' -> '.join(chain + [cur])}")
+            if cur not in configs:
+                raise MrisrError(f"configuration '{chain[-1]}' inherits from unknown '{cur}'")
+            chain.append(cur)
+            cur = configs[cur].get("inherits_from")
+        for c in reversed(chain):
+            resolved.update({k: v for k, v in configs[c].items() if k != "inherits_from"})
+        return ConfigurationPlans(name, resolved)

@@ -1,0 +1,187 @@
+"""Preprocessing per the plans: working grids, normalisation, NLM, masks, sampling maps.
+
+Output per case in ``$mrisr_preprocessed/DatasetNNN_Name/<plans>_preprocessed/``:
+``<case>_hr.b2nd`` (float32), ``<case>_hr_mask.b2nd`` (uint8), ``<case>_hr_weight.b2nd``
+(float16 gradient sampling weights), the same three for ``_lr`` (LR on the working grid,
+normalised and NLM-denoised), and ``<case>.json`` (properties, written last: a case is done
+when its JSON exists with the current plans identity).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from mrisr.dataset.cases import Case
+from mrisr.imageio.resampling import (
+    lr_grid_for_hr,
+    resample_mask_to,
+    resample_to,
+    through_plane_axis_of_pair,
+    through_plane_axis_single,
+    working_grid,
+)
+from mrisr.imageio.sitk_io import Geometry, read_scan
+from mrisr.planning.plans_handler import Plans
+from mrisr.preprocessing import storage
+from mrisr.preprocessing.denoise import denoise_lr
+from mrisr.preprocessing.foreground import foreground_mask
+from mrisr.preprocessing.normalization import normalization_scale
+from mrisr.preprocessing.sampling import gradient_weight_map
+from mrisr.utilities.file_io import load_json, save_json
+from mrisr.utilities.parallel import map_progress
+
+logger = logging.getLogger(__name__)
+
+INTERPOLATORS = {"bspline": sitk.sitkBSpline, "linear": sitk.sitkLinear}
+
+
+@dataclass
+class PreparedScan:
+    """A scan on its working grid: normalised intensities, masks, and how to undo it all."""
+
+    array: np.ndarray  # (z, y, x) float32, normalised (LR: also denoised)
+    mask: np.ndarray  # foreground, bool
+    valid: np.ndarray  # inside the source field of view, bool
+    grid: Geometry  # working grid (through-plane axis last in SimpleITK order)
+    intensity_scale: float  # original = normalised * intensity_scale
+    source_geometry: Geometry
+
+
+def prepare_hr(image: sitk.Image, tp_axis: int, plans: Plans) -> PreparedScan:
+    grid = working_grid(Geometry.of(image), tp_axis, plans.hr_spacing, multiple_of=plans.scale)
+    interp = INTERPOLATORS[plans.preprocessing.get("hr_interpolator", "bspline")]
+    arr = sitk.GetArrayFromImage(resample_to(image, grid, interp))
+    valid = resample_mask_to(image, grid)
+    mask = foreground_mask(arr, valid)
+    s = normalization_scale(arr, mask, plans.normalization)
+    return PreparedScan(arr / np.float32(s), mask, valid, grid, s, Geometry.of(image))
+
+
+def lr_working_grid(image: sitk.Image, plans: Plans, hr_grid: Geometry | None) -> Geometry:
+    """The partner-aligned grid for a pair, else a grid on the scan's own field of view."""
+    if hr_grid is not None:
+        return lr_grid_for_hr(hr_grid, plans.scale)
+    g = Geometry.of(image)
+    tp = through_plane_axis_single(g, np.asarray(plans.through_plane_normal))
+    return working_grid(g, tp, plans.lr_spacing)
+
+
+def prepare_lr(image: sitk.Image, plans: Plans, hr_grid: Geometry | None = None) -> PreparedScan:
+    """Exactly the LR preprocessing of training and inference: grid, normalisation, NLM."""
+    grid = lr_working_grid(image, plans, hr_grid)
+    interp = INTERPOLATORS[plans.preprocessing.get("lr_interpolator", "bspline")]
+    arr = sitk.GetArrayFromImage(resample_to(image, grid, interp))
+    valid = resample_mask_to(image, grid)
+    arr[~valid] = 0.0
+    mask = foreground_mask(arr, valid)
+    s = normalization_scale(arr, mask, plans.normalization)
+    arr = denoise_lr(arr / np.float32(s), plans.denoising)
+    return PreparedScan(arr, mask, valid, grid, s, Geometry.of(image))
+
+
+def case_files(folder: Path, case: str) -> dict[str, Path]:
+    names = {
+        f"{k}{suffix}": folder / f"{case}_{k}{suffix}{storage.SUFFIX}"
+        for k in ("hr", "lr")
+        for suffix in ("", "_mask", "_weight")
+    }
+    names["properties"] = folder / f"{case}.json"
+    return names
+
+
+def is_case_done(folder: Path, case: str, identity: str) -> bool:
+    f = case_files(folder, case)
+    if not f["properties"].is_file():
+        return False
+    try:
+        props = load_json(f["properties"])
+    except ValueError:
+        return False
+    if props.get("plans_identity") != identity:
+        return False
+    needed = [k for k in ("hr", "lr") if props.get(f"has_{k}")]
+    return all(f[f"{k}{s}"].is_file() for k in needed for s in ("", "_mask", "_weight"))
+
+
+def _save_scan(files: dict[str, Path], key: str, scan: PreparedScan, sampling: dict) -> dict:
+    storage.save_array(files[key], scan.array.astype(np.float32))
+    storage.save_array(files[f"{key}_mask"], scan.mask.astype(np.uint8))
+    weight = gradient_weight_map(
+        scan.array, sampling.get("clip_percentile", 97.0), sampling.get("window", 5)
+    )
+    weight[~scan.valid] = 0.0
+    storage.save_array(files[f"{key}_weight"], weight.astype(np.float16))
+    return {
+        "shape_zyx": list(scan.array.shape),
+        "working_geometry": scan.grid.to_json(),
+        "source_geometry": scan.source_geometry.to_json(),
+        "intensity_scale": scan.intensity_scale,
+        "foreground_fraction": float(scan.mask.mean()),
+    }
+
+
+def preprocess_case(args: tuple[Case, dict, str]) -> str:
+    """Preprocess one case into ``out_dir`` (runs in a worker process). Returns the case name."""
+    case, plans_data, out_dir = args
+    plans = Plans(plans_data)
+    folder = Path(out_dir)
+    files = case_files(folder, case.name)
+    hr_img = read_scan(case.hr, check=False) if case.hr else None
+    lr_img = read_scan(case.lr, check=False) if case.lr else None
+    props: dict = {
+        "case": case.name,
+        "plans_identity": plans.preprocessing_identity(),
+        "scale": plans.scale,
+        "has_hr": hr_img is not None,
+        "has_lr": lr_img is not None,
+        "is_pair": hr_img is not None and lr_img is not None,
+        "source_files": {
+            "hr": str(case.hr) if case.hr else None,
+            "lr": str(case.lr) if case.lr else None,
+        },
+    }
+    sampling = plans.preprocessing.get("sampling", {})
+    hr_grid = None
+    if hr_img is not None:
+        hg = Geometry.of(hr_img)
+        if lr_img is not None:
+            tp = through_plane_axis_of_pair(hg, Geometry.of(lr_img))[0]
+        else:
+            tp = through_plane_axis_single(hg, np.asarray(plans.through_plane_normal))
+        hr = prepare_hr(hr_img, tp, plans)
+        hr_grid = hr.grid
+        props["hr"] = _save_scan(files, "hr", hr, sampling)
+    if lr_img is not None:
+        lr = prepare_lr(lr_img, plans, hr_grid)
+        props["lr"] = _save_scan(files, "lr", lr, sampling)
+        props["lr"]["denoising"] = plans.denoising.get("method", "none")
+    save_json(props, files["properties"])  # last: marks the case as done
+    return case.name
+
+
+def preprocess_dataset(
+    cases: list[Case], plans: Plans, out_dir: Path, num_processes: int = 1
+) -> list[str]:
+    """Preprocess every case not already done with these plans; returns the cases processed."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ident = plans.preprocessing_identity()
+    todo = [c for c in cases if not is_case_done(out_dir, c.name, ident)]
+    if len(todo) < len(cases):
+        logger.info(
+            "%d of %d cases already preprocessed with these plans: skipped",
+            len(cases) - len(todo),
+            len(cases),
+        )
+    map_progress(
+        preprocess_case,
+        [(c, plans.data, str(out_dir)) for c in todo],
+        num_processes,
+        desc="preprocessing",
+    )
+    return [c.name for c in todo]

@@ -1,0 +1,23 @@
+"""Parallel map with a progress bar (processes; sequential when num_processes <= 1)."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from tqdm import tqdm
+
+
+def map_progress(
+    fn: Callable[[Any], Any], items: Sequence[Any], num_processes: int, desc: str
+) -> list[Any]:
+    """``[fn(x) for x in items]`` in ``num_processes`` processes, in order, with a tqdm bar."""
+    items = list(items)
+    disable = len(items) < 2
+    if num_processes <= 1 or len(items) < 2:
+        return [fn(x) for x in tqdm(items, desc=desc, disable=disable, leave=False)]
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(min(num_processes, len(items))) as pool:
+        it = pool.imap(fn, items)
+        return list(tqdm(it, total=len(items), desc=desc, leave=False))

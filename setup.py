@@ -1,0 +1,35 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="mrisr",
+    version="0.1.0",
+    description="Self-configuring super-resolution of real low-resolution MRI "
+    "(learned realistic downsampling + EDSR)",
+    license="Apache-2.0",
+    packages=find_packages(include=["mrisr", "mrisr.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "torch>=2.1",
+        "numpy>=1.24",
+        "scipy>=1.10",
+        "SimpleITK>=2.2",
+        "scikit-image>=0.21",
+        "batchgenerators>=0.25",
+        "acvl-utils>=0.2",
+        "blosc2>=2.2",
+        "tqdm>=4.60",
+        "matplotlib>=3.6",
+        "PyWavelets>=1.4",
+        "nibabel>=5",
+    ],
+    extras_require={
+        "demo": ["nilearn>=0.10"],
+        "test": ["pytest>=7", "ruff>=0.4"],
+    },
+    entry_points={
+        "console_scripts": [
+            "mrisr_plan_and_preprocess=mrisr.cli.plan_and_preprocess:main",
+            "mrisr_demo=mrisr.cli.demo:main",
+        ]
+    },
+)
