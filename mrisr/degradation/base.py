@@ -1,0 +1,258 @@
+"""The degradation interface: HR slices -> LR slices, and the registry of models.
+
+A degradation model turns HR in-plane slices into the LR slices an SR network is trained
+on. The plans name one per configuration (its ``"degradation"`` section, e.g.
+``{"name": "gaussian", "sigma": 1.5}``) and :func:`build_degradation` builds it.
+
+Conventions shared by every model
+---------------------------------
+* Input: float32 ``(z, H, W)`` stack of slices (or one ``(H, W)`` slice), intensities
+  normalised to about [0, 1] (background 0).
+* Output: ``(z, H // s, W // s)`` (or ``(H // s, W // s)``) float32 for the integer scale
+  ``s``. HR rows/columns beyond ``s * (H // s)`` are not covered by any LR pixel and are
+  ignored.
+* Grid (pixel-shuffle convention): LR pixel ``i`` covers HR pixels ``s*i .. s*i+s-1``; its
+  centre is at HR position ``s*i + (s-1)/2``. A blob centred at HR position ``c`` is
+  centred at LR position ``(c - (s-1)/2) / s`` for every model.
+* Intensity: a smooth image keeps its mean (models sum to one / keep the k-space DC).
+
+Adding a model: subclass :class:`Degradation` (or :class:`LearnedDegradation` for a
+model with weights) in its own module, set ``name``, implement ``degrade`` (and ``fit``),
+and decorate it with ``@DEGRADATIONS.register(name=...)``. Add the module to
+:data:`BUILTIN_MODULES` so :func:`build_degradation` finds it without the caller
+importing it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from mrisr.utilities.errors import MrisrError
+from mrisr.utilities.file_io import atomic_path, load_json, save_json
+from mrisr.utilities.registry import Registry
+
+logger = logging.getLogger(__name__)
+
+#: name -> Degradation subclass
+DEGRADATIONS: Registry[type[Degradation]] = Registry("degradation")
+
+#: Modules (in ``mrisr.degradation``) whose import registers the built-in models.
+BUILTIN_MODULES: tuple[str, ...] = ("gaussian_model", "kspace", "bicubic", "dsn", "dsgan")
+
+#: Version of the on-disk format written by :meth:`LearnedDegradation.save`.
+FORMAT_VERSION = 1
+
+
+def check_scale(scale: Any) -> int:
+    """Return ``scale`` as an int >= 1, or raise ValueError."""
+    try:
+        s = int(scale)
+    except (TypeError, ValueError):
+        raise ValueError(f"scale must be a positive integer, got {scale!r}") from None
+    if s < 1 or s != scale:
+        raise ValueError(f"scale must be a positive integer, got {scale!r}")
+    return s
+
+
+def as_slice_stack(hr: np.ndarray, scale: int) -> tuple[np.ndarray, bool]:
+    """Validate HR input; return a float32 ``(z, H, W)`` stack and whether it was 2D.
+
+    Raises ValueError for wrong dimensions, slices smaller than ``scale`` or
+    non-finite values.
+    """
+    vol = np.asarray(hr, dtype=np.float32)
+    if vol.ndim not in (2, 3):
+        raise ValueError(f"expected HR slices (z, H, W) or one slice (H, W), got shape {vol.shape}")
+    squeeze = vol.ndim == 2
+    if squeeze:
+        vol = vol[None]
+    if vol.shape[1] < scale or vol.shape[2] < scale:
+        raise ValueError(f"HR slices of {vol.shape[1:]} are smaller than the scale {scale}")
+    if not np.isfinite(vol).all():
+        raise ValueError("HR slices contain NaN or infinite values")
+    return vol, squeeze
+
+
+class Degradation:
+    """Base class of the degradation models (HR slices -> LR slices).
+
+    ``params`` is the plans' ``"degradation"`` section (``name`` plus the model's
+    parameters); ``scale`` the integer in-plane scale. Subclasses read their parameters
+    in ``__init__`` (raising ValueError for invalid ones) and implement :meth:`degrade`.
+    """
+
+    name: ClassVar[str] = ""
+    learned: ClassVar[bool] = False
+
+    def __init__(self, params: dict, scale: int):
+        self.scale = check_scale(scale)
+        self.params = dict(params or {})
+        given = self.params.get("name", self.name)
+        if given != self.name:
+            raise ValueError(f"parameters for '{given}' given to the '{self.name}' model")
+        self.params["name"] = self.name
+
+    def degrade(self, hr: np.ndarray) -> np.ndarray:
+        """``(z, H, W)`` or ``(H, W)`` float32 HR -> ``(z, H//s, W//s)`` (or 2D) float32 LR."""
+        raise NotImplementedError
+
+    def __call__(self, hr: np.ndarray) -> np.ndarray:
+        return self.degrade(hr)
+
+    def describe(self) -> dict:
+        """JSON-able description: the parameters plus the scale."""
+        return {**self.params, "scale": self.scale}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params.items() if k != "name")
+        return f"{type(self).__name__}(scale={self.scale}, {args})"
+
+
+class LearnedDegradation(Degradation):
+    """A degradation with weights fitted on (HR, real LR) data.
+
+    On disk a model is two files: ``path`` (``torch.save`` of a plain state dict of
+    tensors, loaded with ``weights_only=True``) and ``path`` with suffix ``.json`` (name,
+    scale, parameters, fit history), so a checkpoint describes itself and
+    :func:`load_degradation` rebuilds it without knowing its class;
+    ``model.load(path)`` loads weights into an existing model.
+    """
+
+    learned: ClassVar[bool] = True
+
+    def __init__(self, params: dict, scale: int):
+        super().__init__(params, scale)
+        self.fit_history: dict = {}
+
+    def fit(self, pairs, *args, **kwargs) -> dict:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        raise NotImplementedError
+
+    def load_state_dict(self, state: dict) -> None:
+        raise NotImplementedError
+
+    def metadata(self) -> dict:
+        return {
+            "name": self.name,
+            "class": type(self).__name__,
+            "format_version": FORMAT_VERSION,
+            "scale": self.scale,
+            "params": self.params,
+            "fit": self.fit_history,
+        }
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the weights to ``path`` and the metadata to ``path.with_suffix('.json')``.
+
+        Both files are written atomically. Returns the metadata path.
+        """
+        import torch
+
+        path = Path(path)
+        meta_path = path.with_suffix(".json")
+        if meta_path == path:
+            raise ValueError(f"weights path must not end in .json: {path}")
+        state = {k: v.detach().cpu().clone() for k, v in self.state_dict().items()}
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
+        save_json(self.metadata(), meta_path)
+        return meta_path
+
+    def load(self, path: str | os.PathLike) -> LearnedDegradation:
+        """Load weights saved with :meth:`save` into this model (in place); returns ``self``.
+
+        The model must have been built with the same architecture parameters. If the
+        metadata JSON next to the weights holds this format, its name and scale are
+        checked and the fit history restored; a JSON without them (e.g. replaced by a
+        caller's own notes) is ignored. To rebuild a model from disk without knowing its
+        parameters use :func:`load_degradation`.
+        """
+        import torch
+
+        path = Path(path)
+        if not path.is_file():
+            raise MrisrError(f"no saved {self.name} weights at {path}")
+        meta_path = path.with_suffix(".json")
+        meta = load_json(meta_path) if meta_path.is_file() else {}
+        if "params" in meta:
+            if meta.get("name") != self.name or meta.get("scale") != self.scale:
+                raise MrisrError(
+                    f"{path} holds a '{meta.get('name')}' model of scale {meta.get('scale')}, "
+                    f"not '{self.name}' of scale {self.scale}"
+                )
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            self.load_state_dict(state)
+        except RuntimeError as e:
+            raise MrisrError(
+                f"{path} does not fit this {self.name} model (different parameters?): "
+                f"{str(e).splitlines()[0]}"
+            ) from None
+        if "params" in meta:
+            self.fit_history = meta.get("fit", {}) or {}
+        return self
+
+
+def _import_builtin_models() -> None:
+    """Import the built-in model modules so that they register themselves.
+
+    A module that does not exist (yet) is skipped; any other import error propagates.
+    """
+    for mod in BUILTIN_MODULES:
+        full = f"mrisr.degradation.{mod}"
+        try:
+            importlib.import_module(full)
+        except ModuleNotFoundError as e:
+            if e.name != full:
+                raise
+            logger.debug("degradation module %s not present", full)
+
+
+def available_degradations() -> list[str]:
+    """Names of the registered degradation models."""
+    _import_builtin_models()
+    return DEGRADATIONS.names()
+
+
+def build_degradation(params: dict, scale: int) -> Degradation:
+    """Build the model named by ``params["name"]`` (a plans ``"degradation"`` section).
+
+    Raises MrisrError (one line, listing the valid names) for an unknown name and
+    ValueError for invalid parameters.
+    """
+    if not isinstance(params, dict) or "name" not in params:
+        raise MrisrError(
+            f"a degradation section needs a 'name'; got {params!r} "
+            f"(valid names: {', '.join(available_degradations())})"
+        )
+    _import_builtin_models()
+    return DEGRADATIONS.get(params["name"])(params, scale)
+
+
+def load_degradation(path: str | os.PathLike) -> LearnedDegradation:
+    """Rebuild a learned model saved with :meth:`LearnedDegradation.save` (any registered one)."""
+    path = Path(path)
+    meta_path = path.with_suffix(".json")
+    if not path.is_file() or not meta_path.is_file():
+        raise MrisrError(
+            f"no saved degradation model at {path} (needs {path.name} and {meta_path.name})"
+        )
+    meta = load_json(meta_path)
+    if "params" not in meta or "scale" not in meta:
+        raise MrisrError(f"{meta_path} does not describe a saved degradation model")
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise MrisrError(
+            f"{meta_path} was written by a newer mrisr (format {meta['format_version']})"
+        )
+    model = build_degradation(meta["params"], meta["scale"])
+    if not isinstance(model, LearnedDegradation):
+        raise MrisrError(f"{meta_path}: '{model.name}' is not a learned degradation")
+    return model.load(path)

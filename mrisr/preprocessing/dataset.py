@@ -1,0 +1,73 @@
+"""Read access to a preprocessed dataset (what the degradation and SR trainers consume)."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from mrisr import paths
+from mrisr.planning.plans_handler import Plans
+from mrisr.preprocessing import storage
+from mrisr.utilities.errors import MrisrError
+from mrisr.utilities.file_io import load_json
+
+KEYS = ("hr", "hr_mask", "hr_weight", "lr", "lr_mask", "lr_weight")
+
+
+class PreprocessedDataset:
+    """The cases of ``$mrisr_preprocessed/<dataset>/<plans>_preprocessed``.
+
+    Arrays are opened lazily and kept open, so repeated crops touch only the blocks they need.
+    """
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        if not self.folder.is_dir():
+            raise MrisrError(
+                f"{self.folder}: preprocessed data not found; run mrisr_plan_and_preprocess first"
+            )
+        self._open: dict[tuple[str, str], object] = {}
+
+    @classmethod
+    def for_plans(cls, plans: Plans) -> PreprocessedDataset:
+        return cls(paths.preprocessed_root() / plans.dataset_name / plans.data_identifier)
+
+    @cached_property
+    def properties(self) -> dict[str, dict]:
+        props = {}
+        for f in sorted(self.folder.glob("*.json")):
+            d = load_json(f)
+            props[d["case"]] = d
+        if not props:
+            raise MrisrError(f"{self.folder}: no preprocessed cases; run mrisr_plan_and_preprocess")
+        return props
+
+    @property
+    def cases(self) -> list[str]:
+        return list(self.properties)
+
+    def with_hr(self) -> list[str]:
+        return [c for c, p in self.properties.items() if p["has_hr"]]
+
+    def with_lr(self) -> list[str]:
+        return [c for c, p in self.properties.items() if p["has_lr"]]
+
+    def pairs(self) -> list[str]:
+        return [c for c, p in self.properties.items() if p["is_pair"]]
+
+    def path(self, case: str, key: str) -> Path:
+        if key not in KEYS:
+            raise ValueError(f"unknown array '{key}'; one of {KEYS}")
+        return self.folder / f"{case}_{key}{storage.SUFFIX}"
+
+    def array(self, case: str, key: str):
+        """The stored array, opened once (slice it to read)."""
+        k = (case, key)
+        if k not in self._open:
+            self._open[k] = storage.open_array(self.path(case, key))
+        return self._open[k]
+
+    def load(self, case: str, key: str) -> np.ndarray:
+        return np.asarray(self.array(case, key)[...])

@@ -1,0 +1,98 @@
+"""The degradation stage: per-fold synthetic training LR, kernels on disk, resumability."""
+
+import json
+
+import numpy as np
+import pytest
+from synthetic import write_dataset
+
+from mrisr.cli.plan_and_preprocess import main as plan_main
+from mrisr.degradation.stage import degradation_dir, ensure_synthetic_lr, load_unit_summaries
+from mrisr.planning.plans_handler import Plans
+from mrisr.preprocessing import storage
+from mrisr.preprocessing.dataset import PreprocessedDataset
+
+
+@pytest.fixture
+def plans(mrisr_env):
+    write_dataset(
+        mrisr_env["mrisr_raw"],
+        n_pairs=3,
+        hr_only=1,
+        lr_only=1,
+        hr_size=(80, 80, 3),
+        lr_size=(40, 40, 3),
+    )
+    assert plan_main(["-d", "1", "-np", "1"]) == 0
+    p = Plans.load(mrisr_env["mrisr_preprocessed"] / "Dataset001_Synth" / "mrisrPlans.json")
+    deg = p.data["configurations"]["dsgan_edsr"]["degradation"]
+    deg["iterations"] = 12
+    deg["lr_decay_iterations"] = [3, 6, 9]
+    return p
+
+
+def test_dsgan_per_slice_for_one_fold(plans):
+    files = ensure_synthetic_lr(plans, "dsgan_edsr", ["case_000", "case_003"], progress=False)
+    out = degradation_dir(plans, "dsgan_edsr")
+    summaries = {s["unit"]: s for s in load_unit_summaries(plans, "dsgan_edsr")}
+    # only the units of the requested pair were trained: one per slice
+    assert sorted(summaries) == ["case_000__z000", "case_000__z001", "case_000__z002"]
+    for s in summaries.values():
+        assert s["status"] == "ok"
+        assert s["kernel"]["sum"] == pytest.approx(1.0, abs=1e-4)
+        assert len(s["kernel"]["sigma"]) == 2 and "losses" in s
+    k = np.load(out / "units" / "case_000__z001_kernel.npy")
+    assert k.ndim == 2 and k.min() >= 0
+    assert np.load(out / "units" / "case_000__z001_kernel_raw.npy").shape == (13, 13)
+    assert (out / "case_000_kernels.png").is_file()
+    # synthetic LR for the pair and for the HR-only case (mean kernel), on the LR grid
+    ds = PreprocessedDataset.for_plans(plans)
+    assert set(files) == {"case_000", "case_003"}
+    for c, f in files.items():
+        lr = storage.load_array(f)
+        hr = ds.load(c, "hr")
+        assert lr.shape == (hr.shape[0], hr.shape[1] // 2, hr.shape[2] // 2)
+        assert abs(lr.mean() - hr.mean()) < 0.05 * hr.mean()
+
+
+def test_dsgan_is_resumable(plans):
+    ensure_synthetic_lr(plans, "dsgan_edsr", ["case_000"], progress=False)
+    units = degradation_dir(plans, "dsgan_edsr") / "units"
+    m = {f.name: f.stat().st_mtime_ns for f in units.iterdir()}
+    # a second fold that shares case_000 trains only case_001's units
+    ensure_synthetic_lr(plans, "dsgan_edsr", ["case_000", "case_001"], progress=False)
+    after = {f.name: f.stat().st_mtime_ns for f in units.iterdir()}
+    assert all(after[n] == t for n, t in m.items())
+    assert sum(n.startswith("case_001__") and n.endswith(".json") for n in after) == 3
+
+
+def test_empty_slice_is_skipped_not_fatal(plans):
+    ds = PreprocessedDataset.for_plans(plans)
+    hr = ds.load("case_001", "hr")
+    hr[1] = 0.0
+    storage.save_array(ds.path("case_001", "hr"), hr)
+    w = ds.load("case_001", "hr_weight")
+    w[1] = 0
+    storage.save_array(ds.path("case_001", "hr_weight"), w)
+    files = ensure_synthetic_lr(plans, "dsgan_edsr", ["case_001"], progress=False)
+    s = {x["unit"]: x for x in load_unit_summaries(plans, "dsgan_edsr")}
+    assert s["case_001__z001"]["status"] == "skipped" and s["case_001__z001"]["message"]
+    assert s["case_001__z000"]["status"] == "ok"
+    assert storage.load_array(files["case_001"]).shape[0] == 3  # the slice still gets LR
+
+
+@pytest.mark.parametrize("config", ["gaussian_edsr", "zerofill_edsr"])
+def test_fixed_baselines(plans, config):
+    files = ensure_synthetic_lr(plans, config, ["case_000", "case_001", "case_004"], progress=False)
+    assert set(files) == {"case_000", "case_001"}  # case_004 is LR-only: no HR to degrade
+    lr = storage.load_array(files["case_000"])
+    assert lr.shape == (3, 40, 40)
+
+
+def test_dsn_per_fold(plans):
+    plans.data["configurations"]["dsn_edsr"]["degradation"]["iterations"] = 5
+    files = ensure_synthetic_lr(plans, "dsn_edsr", ["case_000", "case_001"], progress=False)
+    d = degradation_dir(plans, "dsn_edsr")
+    meta = [json.loads(f.read_text()) for f in d.glob("dsn_*.json")]
+    assert len(meta) == 1 and meta[0]["cases"] == ["case_000", "case_001"]
+    assert storage.load_array(files["case_001"]).shape == (3, 40, 40)
