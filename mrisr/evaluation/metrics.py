@@ -1,0 +1,74 @@
+"""Image-quality metrics, one function each, with one documented convention.
+
+Convention: a prediction is compared with its reference *in physical space*, after the
+reference has been resampled onto the prediction's grid. LR and HR series of a session have
+different intensity scales, so both images are first divided by their own foreground 99.5th
+percentile (the normalisation mrisr trains with); PSNR and SSIM then use ``data_range = 1``
+and are computed over the reference's foreground mask only (no border crop: the mask
+excludes the background). SSIM is 2D, per slice (the method is in-plane), with
+scikit-image's Gaussian-weighted variant (sigma 1.5, as Wang et al.), averaged over the
+masked pixels of all slices.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import SimpleITK as sitk
+from skimage.metrics import structural_similarity
+
+from mrisr.imageio.resampling import resample_mask_to, resample_to
+from mrisr.imageio.sitk_io import Geometry
+from mrisr.preprocessing.foreground import foreground_mask
+
+PERCENTILE = 99.5
+
+
+def normalise(volume: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    vals = volume[mask] if mask.any() else volume.ravel()
+    s = float(np.percentile(vals, PERCENTILE))
+    return volume / (s if s > 0 else 1.0)
+
+
+def psnr(
+    reference: np.ndarray, prediction: np.ndarray, mask: np.ndarray, data_range: float = 1.0
+) -> float:
+    """Peak signal-to-noise ratio (dB) over ``mask``."""
+    err = (reference[mask].astype(np.float64) - prediction[mask]) ** 2
+    mse = float(err.mean()) if err.size else float("nan")
+    return float(10 * np.log10(data_range**2 / mse)) if mse > 0 else float("inf")
+
+
+def ssim(
+    reference: np.ndarray, prediction: np.ndarray, mask: np.ndarray, data_range: float = 1.0
+) -> float:
+    """Mean SSIM over ``mask``; 2D per slice for (z, y, x) volumes."""
+    ref = np.asarray(reference, dtype=np.float64)
+    pred = np.asarray(prediction, dtype=np.float64)
+    if ref.ndim == 2:
+        ref, pred, mask = ref[None], pred[None], mask[None]
+    _, smap = structural_similarity(
+        ref,
+        pred,
+        channel_axis=0,
+        data_range=data_range,
+        full=True,
+        gaussian_weights=True,
+        sigma=1.5,
+        use_sample_covariance=False,
+    )
+    return float(smap[mask].mean()) if mask.any() else float("nan")
+
+
+def compare_in_physical_space(reference: sitk.Image, prediction: sitk.Image) -> dict:
+    """PSNR and SSIM of ``prediction`` against ``reference`` resampled onto its grid."""
+    grid = Geometry.of(prediction)
+    ref = sitk.GetArrayFromImage(resample_to(reference, grid, sitk.sitkBSpline))
+    valid = resample_mask_to(reference, grid)
+    pred = sitk.GetArrayFromImage(prediction).astype(np.float32)
+    mask = foreground_mask(ref, valid)
+    ref_n, pred_n = normalise(ref, mask), normalise(pred, mask)
+    return {
+        "psnr": psnr(ref_n, pred_n, mask),
+        "ssim": ssim(ref_n, pred_n, mask),
+        "foreground_voxels": int(mask.sum()),
+    }
