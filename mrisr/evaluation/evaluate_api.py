@@ -1,0 +1,102 @@
+"""``mrisr_evaluate``: compare predicted scans with reference scans, per case and overall."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from mrisr.evaluation.brisque_metric import brisque_volume
+from mrisr.evaluation.metrics import compare_in_physical_space
+from mrisr.imageio.sitk_io import read_scan
+from mrisr.preprocessing.foreground import foreground_mask
+from mrisr.utilities.errors import MrisrError
+from mrisr.utilities.file_io import save_json
+from mrisr.utilities.parallel import map_progress
+
+logger = logging.getLogger(__name__)
+
+METRICS = ("psnr", "ssim", "brisque")
+IMAGE_ENDINGS = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr", ".tif", ".tiff", ".png")
+
+
+def _is_image(p: Path) -> bool:
+    return p.is_file() and not p.name.startswith(".") and p.name.lower().endswith(IMAGE_ENDINGS)
+
+
+def match_files(ref: Path, pred: Path) -> list[tuple[str, Path, Path]]:
+    """(case, reference file, prediction file) for every prediction with a same-name reference."""
+    ref, pred = Path(ref), Path(pred)
+    if pred.is_file() and ref.is_file():
+        return [(pred.name, ref, pred)]
+    for p, what in ((ref, "-ref"), (pred, "-pred")):
+        if not p.is_dir():
+            raise MrisrError(f"{p}: {what} must be an existing folder (or both files)")
+    preds = sorted(p for p in pred.iterdir() if _is_image(p))
+    if not preds:
+        raise MrisrError(f"{pred}: no images to evaluate")
+    pairs = [(p.name, ref / p.name, p) for p in preds if (ref / p.name).is_file()]
+    missing = [p.name for p in preds if not (ref / p.name).is_file()]
+    if missing:
+        logger.warning(
+            "no reference for %d prediction(s): %s", len(missing), ", ".join(missing[:5])
+        )
+    if not pairs:
+        raise MrisrError(f"no file in {pred} has a reference of the same name in {ref}")
+    return pairs
+
+
+def evaluate_case(args: tuple[str, Path, Path]) -> dict:
+    case, ref_path, pred_path = args
+    ref, pred = read_scan(ref_path), read_scan(pred_path)
+    out = compare_in_physical_space(ref, pred)
+    arr = sitk.GetArrayFromImage(pred)
+    out["brisque"] = brisque_volume(arr, foreground_mask(arr))
+    out.update(case=case, reference=str(ref_path), prediction=str(pred_path))
+    return out
+
+
+def summarise(cases: list[dict]) -> dict:
+    """Mean and sd of each metric over the cases (finite values only)."""
+    out = {}
+    for m in METRICS:
+        v = np.array([c[m] for c in cases if np.isfinite(c.get(m, np.nan))], dtype=float)
+        out[m] = {
+            "mean": float(v.mean()) if v.size else float("nan"),
+            "sd": float(v.std(ddof=1)) if v.size > 1 else 0.0,
+            "n": int(v.size),
+        }
+    return out
+
+
+def evaluate_folders(
+    ref: Path, pred: Path, output: Path | None = None, num_processes: int = 2
+) -> dict:
+    pairs = match_files(ref, pred)
+    cases = map_progress(evaluate_case, pairs, num_processes, desc="evaluating")
+    result = {
+        "reference": str(ref),
+        "prediction": str(pred),
+        "convention": "reference resampled onto the prediction grid in physical space; each "
+        "image divided by its foreground 99.5th percentile; PSNR/SSIM (data range 1) on the "
+        "reference's foreground; BRISQUE (lower is better) per slice of the prediction",
+        "cases": cases,
+        "mean": summarise(cases),
+    }
+    if output is not None:
+        save_json(result, output)
+    return result
+
+
+def format_table(result: dict) -> str:
+    lines = [f"{'case':<28} {'PSNR':>8} {'SSIM':>7} {'BRISQUE':>8}"]
+    for c in result["cases"]:
+        lines.append(f"{c['case']:<28} {c['psnr']:>8.2f} {c['ssim']:>7.4f} {c['brisque']:>8.2f}")
+    m = result["mean"]
+    lines.append(
+        f"{'mean +- sd':<28} {m['psnr']['mean']:>5.2f}+-{m['psnr']['sd']:<5.2f} "
+        f"{m['ssim']['mean']:.4f}+-{m['ssim']['sd']:.4f} {m['brisque']['mean']:.2f}+-{m['brisque']['sd']:.2f}"
+    )
+    return "\n".join(lines)
