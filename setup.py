@@ -21,6 +21,8 @@ setup(
         "matplotlib>=3.6",
         "PyWavelets>=1.4",
         "nibabel>=5",
+        "brisque>=0.2",
+        "opencv-python-headless>=4.5",
     ],
     extras_require={
         "demo": ["nilearn>=0.10"],
@@ -30,6 +32,10 @@ setup(
         "console_scripts": [
             "mrisr_plan_and_preprocess=mrisr.cli.plan_and_preprocess:main",
             "mrisr_demo=mrisr.cli.demo:main",
+            "mrisr_evaluate=mrisr.cli.evaluate:main",
+            "mrisr_predict=mrisr.cli.predict:main",
+            "mrisr_find_best_configuration=mrisr.cli.find_best_configuration:main",
+            "mrisr_train=mrisr.cli.train:main",
         ]
     },
 )

@@ -232,7 +232,7 @@ def _dsgan_synthesize(
 
 
 # ---------------------------------------------------------------------------- the others
-def _dsn_synthesize(
+def _model_synthesize(
     plans: Plans,
     config: str,
     ds: PreprocessedDataset,
@@ -242,53 +242,40 @@ def _dsn_synthesize(
     device: str,
     progress: bool,
 ) -> None:
+    """Models behind ``mrisr.degradation.base``: fixed ones, and the DSN (fit once per case set)."""
     from mrisr.degradation.base import build_degradation
 
     model = build_degradation(deg, plans.scale)
-    weights = degradation_dir(plans, config) / f"dsn_{mid}.pt"
+    if model.learned:
+        _fit_or_load(model, plans, config, ds, cases, mid, device, progress)
+    for c in cases:
+        dest = synthetic_path(plans, config, mid, c)
+        if ds.properties[c]["has_hr"] and not dest.is_file():
+            storage.save_array(dest, model.degrade(ds.load(c, "hr")))
+
+
+def _fit_or_load(model, plans, config, ds, cases, mid, device, progress) -> None:
+    weights = degradation_dir(plans, config) / f"{model.name}_{mid}.pt"
     if weights.is_file():
         model.load(weights)
-    else:
-        pairs = [c for c in cases if ds.properties[c]["is_pair"]]
-        if not pairs:
-            raise MrisrError(
-                f"configuration '{config}' (DSN) needs LR/HR pairs among the training cases"
-            )
-        logger.info("DSN: fitting on %d pairs", len(pairs))
-        model.fit(
-            [(ds.load(c, "hr"), ds.load(c, "lr")) for c in pairs],
-            masks=[ds.load(c, "lr_mask") for c in pairs],
-            seed=_seed(mid),
-            device=device,
-            progress=progress,
+        return
+    pairs = [c for c in cases if ds.properties[c]["is_pair"]]
+    if not pairs:
+        raise MrisrError(
+            f"configuration '{config}' ({model.name}) needs LR/HR pairs among the training cases"
         )
-        meta_path = model.save(weights)
-        meta = load_json(meta_path)
-        meta.update(cases=sorted(pairs), model=mid)
-        save_json(meta, meta_path)
-    for c in cases:
-        dest = synthetic_path(plans, config, mid, c)
-        if ds.properties[c]["has_hr"] and not dest.is_file():
-            storage.save_array(dest, model.degrade(ds.load(c, "hr")))
-
-
-def _fixed_synthesize(
-    plans: Plans,
-    config: str,
-    ds: PreprocessedDataset,
-    deg: dict,
-    cases: list[str],
-    mid: str,
-    device: str,
-    progress: bool,
-) -> None:
-    from mrisr.degradation.base import build_degradation
-
-    model = build_degradation(deg, plans.scale)
-    for c in cases:
-        dest = synthetic_path(plans, config, mid, c)
-        if ds.properties[c]["has_hr"] and not dest.is_file():
-            storage.save_array(dest, model.degrade(ds.load(c, "hr")))
+    logger.info("%s: fitting on %d pairs", model.name, len(pairs))
+    model.fit(
+        [(ds.load(c, "hr"), ds.load(c, "lr")) for c in pairs],
+        masks=[ds.load(c, "lr_mask") for c in pairs],
+        seed=_seed(mid),
+        device=device,
+        progress=progress,
+    )
+    meta_path = model.save(weights)
+    meta = load_json(meta_path)
+    meta.update(cases=sorted(pairs), model=mid)
+    save_json(meta, meta_path)
 
 
 def ensure_synthetic_lr(
@@ -312,7 +299,7 @@ def ensure_synthetic_lr(
     if not missing:
         return files
     logger.info("%s: making synthetic LR for %d cases (%s)", config, len(missing), deg["name"])
-    run = {"dsgan": _dsgan_synthesize, "dsn": _dsn_synthesize}.get(deg["name"], _fixed_synthesize)
+    run = _dsgan_synthesize if deg["name"] == "dsgan" else _model_synthesize
     run(plans, config, ds, deg, list(cases), mid, device, progress)
     return files
 

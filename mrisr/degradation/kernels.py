@@ -1,0 +1,337 @@
+"""Blur kernels: construction, KernelGAN post-processing, statistics, plots, application.
+
+Conventions (shared with :mod:`mrisr.networks.linear_generator`)
+-----------------------------------------------------------------
+* Kernels are 2D arrays indexed ``[row, col]`` = ``[y, x]`` and are **correlation**
+  kernels (PyTorch ``conv2d``; no flip).
+* Decimation phase: for an integer scale ``s``, LR pixel ``i`` stands for HR pixels
+  ``s*i .. s*i+s-1``; its physical centre is at HR position ``s*i + (s-1)/2``.
+* A kernel of odd size ``K`` is applied with its centre tap ``(K-1)/2`` over HR pixel
+  ``s*i`` (:func:`degrade_with_kernel`). Its centre of mass must therefore sit at
+  ``(K-1)/2 + (s-1)/2`` (KernelGAN's ``wanted_center_of_mass`` for odd sizes), so that the
+  response of LR pixel ``i`` is centred on ``s*i + (s-1)/2``. For ``s = 2`` and ``K = 13``
+  that is 6.5. :func:`post_process_kernel` shifts estimated kernels there.
+* The generator's "valid" output ``m`` covers HR pixels ``s*m .. s*m+K-1``; with a kernel
+  centred as above, it is LR pixel ``m + (K-1)/(2s)`` (the crop border is shaved).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+from mrisr.utilities.file_io import atomic_path
+
+logger = logging.getLogger(__name__)
+
+
+def wanted_center(size: int, scale: int) -> float:
+    """Centre of mass (per axis) a ``size`` kernel needs for decimation by ``scale``.
+
+    KernelGAN's ``k_size // 2 + 0.5 * (scale - k_size % 2)``; ``(size-1)/2 + (scale-1)/2``
+    for odd sizes.
+    """
+    return size // 2 + 0.5 * (scale - size % 2)
+
+
+# --------------------------------------------------------------------------- construction
+def gaussian_kernel(
+    sigma_y: float, sigma_x: float | None = None, size: int = 13, scale: int = 2
+) -> np.ndarray:
+    """Sampled anisotropic Gaussian, sum 1, centred at :func:`wanted_center` for ``scale``.
+
+    Sigmas are in HR pixels; ``scale = 1`` centres it on the middle tap.
+    """
+    sigma_x = sigma_y if sigma_x is None else sigma_x
+    if sigma_y <= 0 or sigma_x <= 0:
+        raise ValueError("Gaussian sigmas must be positive")
+    c = wanted_center(size, scale)
+    t = np.arange(size, dtype=np.float64) - c
+    k = np.exp(-(t[:, None] ** 2) / (2 * sigma_y**2) - (t[None, :] ** 2) / (2 * sigma_x**2))
+    return (k / k.sum()).astype(np.float32)
+
+
+def _keys_cubic(x: np.ndarray, a: float = -0.5) -> np.ndarray:
+    x = np.abs(x)
+    return np.where(
+        x <= 1,
+        (a + 2) * x**3 - (a + 3) * x**2 + 1,
+        np.where(x < 2, a * x**3 - 5 * a * x**2 + 8 * a * x - 4 * a, 0.0),
+    )
+
+
+def bicubic_kernel_1d(scale: int) -> np.ndarray:
+    """MATLAB ``imresize`` bicubic downscaling weights (Keys a=-0.5, anti-aliased).
+
+    Returns the taps around one LR pixel, centred on the LR pixel centre: ``4*scale``
+    taps for even scales (offsets +-0.5 .. +-(2s-0.5)), ``4*scale-1`` for odd scales
+    (offsets -(2s-1) .. 2s-1); its centre is the middle of the array. For ``scale = 2``
+    this is KernelGAN's fixed bicubic kernel (outer product of
+    ``[-0.0117, -0.0352, 0.1133, 0.4336, 0.4336, 0.1133, -0.0352, -0.0117]``).
+    """
+    s = int(scale)
+    if s < 1:
+        raise ValueError(f"scale must be a positive integer, got {scale}")
+    n = 4 * s if s % 2 == 0 else 4 * s - 1
+    d = np.arange(n, dtype=np.float64) - (n - 1) / 2
+    w = _keys_cubic(d / s) / s
+    return (w / w.sum()).astype(np.float64)
+
+
+def boundary_penalty_mask(size: int = 13, penalty_scale: float = 30.0) -> np.ndarray:
+    """KernelGAN's ``create_penalty_mask``: weights penalising values near the border.
+
+    ``penalty_scale * (1 - g / max g)`` with ``g`` a Gaussian of sigma ``size``, and the
+    central ``size - 2*margin`` square set to zero (``margin = (size - center)//2 - 1``,
+    ``center = size//2 + size%2``): for 13 only the outer two rings are penalised.
+    """
+    t = np.arange(-size // 2 + 1, size // 2 + 1, dtype=np.float64)
+    g1 = np.exp(-(t**2) / (2 * size**2))
+    g = np.outer(g1, g1)
+    mask = 1 - g / g.max()
+    center = size // 2 + size % 2
+    margin = (size - center) // 2 - 1
+    if margin > 0:
+        mask[margin:-margin, margin:-margin] = 0
+    return (penalty_scale * mask).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- statistics
+def center_of_mass(kernel: np.ndarray) -> np.ndarray:
+    """``[row, col]`` centre of mass (of the signed values)."""
+    k = np.asarray(kernel, dtype=np.float64)
+    s = k.sum()
+    if s == 0:
+        return np.array([np.nan, np.nan])
+    rows, cols = np.arange(k.shape[0]), np.arange(k.shape[1])
+    return np.array([(k.sum(1) * rows).sum() / s, (k.sum(0) * cols).sum() / s])
+
+
+def _fwhm(profile: np.ndarray) -> float:
+    """Full width at half maximum of a 1D profile, linear interpolation between taps."""
+    p = np.asarray(profile, dtype=np.float64)
+    i = int(np.argmax(p))
+    half = p[i] / 2.0
+    if p[i] <= 0:
+        return float("nan")
+    left = i
+    while left > 0 and p[left - 1] > half:
+        left -= 1
+    right = i
+    while right < len(p) - 1 and p[right + 1] > half:
+        right += 1
+    if left == 0 or right == len(p) - 1:
+        return float("nan")  # half maximum not reached inside the kernel
+    xl = left - (p[left] - half) / (p[left] - p[left - 1])
+    xr = right + (p[right] - half) / (p[right] - p[right + 1])
+    return float(xr - xl)
+
+
+def kernel_statistics(kernel: np.ndarray) -> dict[str, float | list[float]]:
+    """Summary of a kernel (axis order ``[y, x]`` = ``[row, col]``).
+
+    ``sum``; ``center_of_mass``; ``sigma``: effective width per axis, the square root of
+    the second central moment of the sum-normalised kernel (the sigma of a Gaussian);
+    ``fwhm``: full width at half maximum of the marginal profile per axis (2.355 sigma for
+    a Gaussian; NaN when the half maximum is not reached inside the kernel);
+    ``min``, ``max``.
+    """
+    k = np.asarray(kernel, dtype=np.float64)
+    s = float(k.sum())
+    com = center_of_mass(k)
+    sig = []
+    for axis, c in zip((1, 0), com):
+        prof = k.sum(axis=axis)
+        idx = np.arange(len(prof))
+        var = (prof * (idx - c) ** 2).sum() / s if s != 0 else np.nan
+        sig.append(float(np.sqrt(var)) if var >= 0 else float("nan"))
+    fwhm = [_fwhm(k.sum(axis=1)), _fwhm(k.sum(axis=0))]
+    return {
+        "sum": s,
+        "center_of_mass": [float(com[0]), float(com[1])],
+        "sigma": sig,
+        "fwhm": fwhm,
+        "min": float(k.min()),
+        "max": float(k.max()),
+    }
+
+
+# --------------------------------------------------------------------------- post-processing
+def zeroize_negligible(
+    kernel: np.ndarray, n_largest: int = 41, threshold_fraction: float = 0.75, soft: bool = False
+) -> np.ndarray:
+    """KernelGAN's ``zeroize_negligible_val``: drop values below a fraction of the n-th largest.
+
+    The threshold is ``threshold_fraction`` times the ``n_largest``-th largest value. With
+    ``soft=False`` values below it are set to zero (and negatives clipped); with
+    ``soft=True`` the threshold is also subtracted from the remaining values, as
+    KernelGAN's code does (``clip(k - t, 0)``), which narrows wide kernels more. The result
+    is renormalised to sum 1.
+    """
+    k = np.asarray(kernel, dtype=np.float64)
+    flat = np.sort(k.ravel())
+    n = min(max(int(n_largest), 1), flat.size)
+    t = threshold_fraction * flat[-n]
+    out = np.clip(k - t, 0, None) if soft else np.where(k >= t, np.clip(k, 0, None), 0.0)
+    s = out.sum()
+    if not np.isfinite(s) or s <= 0:
+        raise ValueError("kernel has no positive values left after thresholding")
+    return out / s
+
+
+def kernel_shift(kernel: np.ndarray, scale: int, pad: int = 2, max_rounds: int = 3) -> np.ndarray:
+    """Shift a kernel so its centre of mass is at the decimation phase of ``scale``.
+
+    KernelGAN's ``kernel_shift``: the kernel is zero-padded by ``pad`` on each side (fixed,
+    so every kernel gets the same size ``K + 2*pad``) and shifted by cubic-spline
+    interpolation so that its centre of mass lands on :func:`wanted_center`; spline
+    overshoots are clipped and the kernel renormalised (repeated until the centre is within
+    1e-3 px, at most ``max_rounds`` times). A warning is logged if more than 1% of the mass
+    would leave the padded canvas.
+    """
+    k = np.pad(np.asarray(kernel, dtype=np.float64), pad)
+    if k.shape[0] % 2 == 0 or k.shape[0] != k.shape[1]:
+        raise ValueError(f"kernel must be square with an odd size, got {kernel.shape}")
+    target = wanted_center(k.shape[0], scale)
+    for _ in range(max_rounds):
+        shift = target - center_of_mass(k)
+        if np.max(np.abs(shift)) < 1e-3:
+            break
+        if np.max(np.abs(shift)) > pad:
+            logger.warning(
+                "kernel centre of mass is %.2f px off its decimation phase; the shift may "
+                "cut off part of the kernel (pad %d)",
+                float(np.max(np.abs(shift))),
+                pad,
+            )
+        before = k.sum()
+        k = ndimage.shift(k, shift, order=3, mode="constant", cval=0.0)
+        k = np.clip(k, 0, None)
+        if k.sum() < 0.99 * before:
+            logger.warning("kernel shift lost %.1f%% of the mass", 100 * (1 - k.sum() / before))
+        k = k / k.sum()
+    return k
+
+
+def post_process_kernel(
+    kernel: np.ndarray,
+    scale: int,
+    n_largest: int = 41,
+    threshold_fraction: float = 0.75,
+    pad: int = 2,
+    soft: bool = False,
+) -> np.ndarray:
+    """KernelGAN's post-processing of an estimated kernel.
+
+    Zero values below ``threshold_fraction`` x the ``n_largest``-th largest value, clip
+    negatives, renormalise to sum 1 (:func:`zeroize_negligible`), then shift the centre
+    of mass to the decimation phase of ``scale`` (:func:`kernel_shift`; output size
+    ``K + 2*pad``). Returns float32, non-negative, summing to 1.
+    """
+    k = zeroize_negligible(kernel, n_largest, threshold_fraction, soft=soft)
+    return kernel_shift(k, scale, pad=pad).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- application
+def degrade_with_kernel(
+    hr_slices: np.ndarray | torch.Tensor,
+    kernel: np.ndarray | torch.Tensor,
+    scale: int,
+    chunk: int = 64,
+) -> np.ndarray:
+    """Blur HR slices with a kernel and decimate by ``scale`` (the learned degradation).
+
+    ``hr_slices``: ``(Z, H, W)`` or ``(H, W)``; ``kernel``: ``(K, K)`` for all slices or
+    ``(Z, K, K)`` (one per slice), ``K`` odd. Correlation (no flip); the HR stack is
+    reflect-padded by ``(K-1)//2`` so LR pixel ``i`` is ``sum_t k[t] hr[s*i - (K-1)/2 + t]``,
+    centred on HR position ``s*i + (s-1)/2`` for a kernel centred as
+    :func:`post_process_kernel` leaves it. The LR has exactly ``H//s x W//s`` pixels.
+    Vectorised with ``conv2d`` (grouped for per-slice kernels), ``chunk`` slices at a time.
+    Returns float32 numpy.
+    """
+    s = int(scale)
+    if s < 1 or s != scale:
+        raise ValueError(f"scale must be a positive integer, got {scale}")
+    x = torch.as_tensor(np.asarray(hr_slices, dtype=np.float32))
+    squeeze = x.dim() == 2
+    if squeeze:
+        x = x[None]
+    if x.dim() != 3:
+        raise ValueError(f"expected (Z, H, W) or (H, W) slices, got shape {tuple(x.shape)}")
+    k = torch.as_tensor(np.asarray(kernel, dtype=np.float32))
+    if k.dim() not in (2, 3) or k.shape[-1] != k.shape[-2] or k.shape[-1] % 2 == 0:
+        raise ValueError(f"kernel must be (K, K) or (Z, K, K) with K odd, got {tuple(k.shape)}")
+    per_slice = k.dim() == 3
+    if per_slice and k.shape[0] != x.shape[0]:
+        raise ValueError(f"{k.shape[0]} kernels for {x.shape[0]} slices")
+    z, h, w = x.shape
+    p = (k.shape[-1] - 1) // 2
+    if h <= p or w <= p:
+        raise ValueError(f"slices of {h}x{w} are too small for a {k.shape[-1]} kernel")
+    out = np.empty((z, h // s, w // s), dtype=np.float32)
+    with torch.no_grad():
+        for a in range(0, z, chunk):
+            b = min(a + chunk, z)
+            xp = F.pad(x[a:b, None], (p, p, p, p), mode="reflect")
+            if per_slice:
+                y = F.conv2d(
+                    xp.reshape(1, b - a, *xp.shape[2:]), k[a:b, None], stride=s, groups=b - a
+                )
+                y = y[0]
+            else:
+                y = F.conv2d(xp, k[None, None], stride=s)[:, 0]
+            out[a:b] = y[:, : h // s, : w // s].numpy()
+    return out[0] if squeeze else out
+
+
+# --------------------------------------------------------------------------- plots
+def save_kernel_grid_png(
+    kernels: Sequence[np.ndarray] | np.ndarray,
+    names: Sequence[str],
+    path: str | Path,
+    max_kernels: int = 64,
+    title: str | None = None,
+) -> None:
+    """Write a PNG grid of kernels (each with its own colour scale), atomically.
+
+    At most ``max_kernels`` are drawn (evenly subsampled, e.g. one per slice of a long
+    series).
+    """
+    # Figure + Agg canvas directly: no pyplot state, no global backend switch.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    kernels = list(kernels)
+    names = list(names)
+    if len(kernels) != len(names):
+        raise ValueError(f"{len(kernels)} kernels but {len(names)} names")
+    if not kernels:
+        raise ValueError("no kernels to plot")
+    if len(kernels) > max_kernels:
+        idx = np.unique(np.linspace(0, len(kernels) - 1, max_kernels).round().astype(int))
+        kernels, names = [kernels[i] for i in idx], [names[i] for i in idx]
+    n = len(kernels)
+    cols = int(math.ceil(math.sqrt(n)))
+    rows = int(math.ceil(n / cols))
+    fig = Figure(figsize=(1.6 * cols, 1.7 * rows + (0.4 if title else 0)), dpi=100)
+    FigureCanvasAgg(fig)
+    for i, (k, name) in enumerate(zip(kernels, names)):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        k = np.asarray(k, dtype=np.float32)
+        ax.imshow(k, cmap="viridis", interpolation="nearest")
+        st = kernel_statistics(k)
+        ax.set_title(f"{name}\n$\\sigma$ {st['sigma'][0]:.2f}/{st['sigma'][1]:.2f}", fontsize=6)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")

@@ -1,0 +1,292 @@
+"""The paper's Table 2 from cross-validation results, and Fig. 4 / Fig. 5-like figures.
+
+Rows BRISQUE / SSIM / PSNR; columns Bicubic, ZF+EDSR, GB+EDSR, DSN+EDSR, DSGAN+EDSR; each
+cell mean +- sd over every held-out validation case of the trained folds, and the p-value
+of a paired t-test (same cases) against the best column of the row. Bicubic numbers come
+from the bicubic baseline every fold's validation computes for its cases.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import stats
+
+from mrisr import paths
+from mrisr.evaluation.brisque_metric import brisque_volume
+from mrisr.preprocessing.foreground import foreground_mask
+from mrisr.utilities.errors import MrisrError
+from mrisr.utilities.file_io import atomic_path, load_json, save_json
+
+logger = logging.getLogger(__name__)
+
+COLUMNS = [
+    ("bicubic", "Bicubic"),
+    ("zerofill_edsr", "ZF+EDSR"),
+    ("gaussian_edsr", "GB+EDSR"),
+    ("dsn_edsr", "DSN+EDSR"),
+    ("dsgan_edsr", "DSGAN+EDSR"),
+]
+ROWS = [("brisque", "BRISQUE", False), ("ssim", "SSIM", True), ("psnr", "PSNR", True)]
+FOLDS = ("0", "1", "2", "3", "4")
+
+
+def _brisque_of(path: Path, cache: dict) -> float:
+    key = str(path)
+    if key not in cache:
+        arr = sitk.GetArrayFromImage(sitk.ReadImage(str(path), sitk.sitkFloat32))
+        cache[key] = brisque_volume(arr, foreground_mask(arr))
+    return cache[key]
+
+
+def collect_results(
+    dataset: str, trainer: str = "EDSRTrainer", plans_name: str = "mrisrPlans"
+) -> dict:
+    """config -> case -> {"psnr", "ssim", "brisque", "fold", "sr_file"} over held-out folds."""
+    root = paths.results_root() / dataset
+    results: dict[str, dict[str, dict]] = {}
+    for config, _ in COLUMNS:
+        folder = root / f"{trainer}__{plans_name}__{config}"
+        for fold in FOLDS:
+            vdir = folder / f"fold_{fold}" / "validation"
+            if not (vdir / "summary.json").is_file():
+                continue
+            summary = load_json(vdir / "summary.json")
+            if not summary.get("held_out", True):
+                continue
+            cache_file = vdir / "brisque.json"
+            cache = load_json(cache_file) if cache_file.is_file() else {}
+            n_cached = len(cache)
+            for case, metrics in summary["cases"].items():
+                sr_file = next(iter(sorted(vdir.glob(f"{case}.*"))), None)
+                for method, m in metrics.items():
+                    entry = {"psnr": m["psnr"], "ssim": m["ssim"], "fold": fold}
+                    if method == config:
+                        if sr_file is not None:
+                            entry.update(brisque=_brisque_of(sr_file, cache), sr_file=str(sr_file))
+                        results.setdefault(config, {})[case] = entry
+                    elif method == "bicubic":  # the baseline every fold computes
+                        results.setdefault("bicubic", {}).setdefault(case, entry)
+            if len(cache) != n_cached:
+                save_json(cache, cache_file)
+    return results
+
+
+def _bicubic_brisque(dataset: str, results: dict, plans_name: str) -> None:
+    """BRISQUE of bicubic-interpolated real LR for cases that only have bicubic PSNR/SSIM."""
+    from mrisr.imageio.sitk_io import read_scan
+    from mrisr.inference.predictor import bicubic_scan
+    from mrisr.planning.plans_handler import Plans
+    from mrisr.preprocessing.dataset import PreprocessedDataset
+
+    todo = [c for c, m in results.get("bicubic", {}).items() if "brisque" not in m]
+    if not todo:
+        return
+    plans = Plans.load(paths.preprocessed_root() / dataset / f"{plans_name}.json")
+    props = PreprocessedDataset.for_plans(plans).properties
+    for c in todo:
+        img = bicubic_scan(read_scan(props[c]["source_files"]["lr"], check=False), plans)
+        arr = sitk.GetArrayFromImage(img)
+        results["bicubic"][c]["brisque"] = brisque_volume(arr, foreground_mask(arr))
+
+
+def comparison_table(results: dict) -> dict:
+    """Mean, sd and paired t-test p-value against the best column, per metric row."""
+    configs = [c for c, _ in COLUMNS if results.get(c)]
+    if not configs:
+        raise MrisrError("no cross-validation results found: train folds with mrisr_train first")
+    common = sorted(set.intersection(*(set(results[c]) for c in configs)))
+    table = {"cases": common, "columns": configs, "rows": {}}
+    for key, _, higher_better in ROWS:
+        vals = {
+            c: np.array([results[c][k].get(key, np.nan) for k in common], float) for c in configs
+        }
+        means = {
+            c: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
+            for c, v in vals.items()
+        }
+        finite = {c: m for c, m in means.items() if np.isfinite(m)}
+        best = (max if higher_better else min)(finite, key=finite.get) if finite else None
+        row = {}
+        for c in configs:
+            v = vals[c]
+            p = None
+            if best is not None and c != best:
+                ok = np.isfinite(v) & np.isfinite(vals[best])
+                if ok.sum() >= 2 and not np.allclose(v[ok], vals[best][ok]):
+                    p = float(stats.ttest_rel(v[ok], vals[best][ok]).pvalue)
+            row[c] = {
+                "mean": means[c],
+                "sd": float(np.nanstd(v, ddof=1)) if np.isfinite(v).sum() > 1 else 0.0,
+                "n": int(np.isfinite(v).sum()),
+                "p_vs_best": p,
+                "best": c == best,
+            }
+        table["rows"][key] = row
+    return table
+
+
+def table_markdown(table: dict) -> str:
+    names = dict(COLUMNS)
+    cols = table["columns"]
+    lines = [
+        "| metric | " + " | ".join(names[c] for c in cols) + " |",
+        "|---|" + "---|" * len(cols),
+    ]
+    fmt = {"brisque": "{:.1f} ± {:.1f}", "ssim": "{:.3f} ± {:.3f}", "psnr": "{:.2f} ± {:.2f}"}
+    for key, label, higher in ROWS:
+        cells = []
+        for c in cols:
+            r = table["rows"][key][c]
+            cell = fmt[key].format(r["mean"], r["sd"])
+            if r["best"]:
+                cell = f"**{cell}**"
+            elif r["p_vs_best"] is not None:
+                cell += f" (p={r['p_vs_best']:.2g})"
+            cells.append(cell)
+        arrow = "↑" if higher else "↓"
+        lines.append(f"| {label} {arrow} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append(
+        f"{len(table['cases'])} held-out cases (cross-validation); mean ± sd; p: paired t-test "
+        "against the best column (bold). BRISQUE: lower is better."
+    )
+    return "\n".join(lines)
+
+
+def comparison_figure(
+    dataset: str, results: dict, path: Path, plans_name: str = "mrisrPlans"
+) -> Path | None:
+    """Fig. 4-like: real LR, bicubic, each configuration, HR; same slice and zoom."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from mrisr.imageio.resampling import resample_to
+    from mrisr.imageio.sitk_io import Geometry, read_scan
+    from mrisr.inference.predictor import bicubic_scan
+    from mrisr.planning.plans_handler import Plans
+    from mrisr.preprocessing.dataset import PreprocessedDataset
+
+    configs = [c for c, _ in COLUMNS if c != "bicubic" and results.get(c)]
+    if not configs:
+        return None
+    case = sorted(set.intersection(*(set(results[c]) for c in configs)))
+    if not case:
+        return None
+    case = case[0]
+    ref_img = sitk.ReadImage(results[configs[0]][case]["sr_file"], sitk.sitkFloat32)
+    grid = Geometry.of(ref_img)
+    plans = Plans.load(paths.preprocessed_root() / dataset / f"{plans_name}.json")
+    props = PreprocessedDataset.for_plans(plans).properties[case]
+    lr = read_scan(props["source_files"]["lr"], check=False)
+    hr = read_scan(props["source_files"]["hr"], check=False)
+    panels = {
+        "real LR": resample_to(lr, grid, sitk.sitkNearestNeighbor, antialias=False),
+        "Bicubic": bicubic_scan(lr, plans),
+    }
+    names = dict(COLUMNS)
+    for c in configs:
+        panels[names[c]] = sitk.ReadImage(results[c][case]["sr_file"], sitk.sitkFloat32)
+    panels["HR"] = resample_to(hr, grid, sitk.sitkBSpline)
+    arrays = {k: sitk.GetArrayFromImage(v) for k, v in panels.items()}
+    hr_arr = arrays["HR"]
+    mask = foreground_mask(hr_arr)
+    z = int(np.argmax(mask.sum(axis=(1, 2))))
+    ys, xs = np.nonzero(mask[z])
+    cy, cx = int(ys.mean()), int(xs.mean())
+    half = max(16, min(hr_arr.shape[1], hr_arr.shape[2]) // 4)
+    sl = (z, slice(max(cy - half, 0), cy + half), slice(max(cx - half, 0), cx + half))
+    fig = Figure(figsize=(2.4 * len(arrays), 2.8), dpi=120)
+    FigureCanvasAgg(fig)
+    for i, (name, arr) in enumerate(arrays.items()):
+        m = foreground_mask(arr)
+        top = np.percentile(arr[m], 99.5) if m.any() else arr.max()
+        ax = fig.add_subplot(1, len(arrays), i + 1)
+        ax.imshow(arr[sl] / top, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_title(name, fontsize=9)
+        ax.axis("off")
+    fig.suptitle(f"{case}, slice {z} (zoom)", fontsize=9)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", bbox_inches="tight")
+    return path
+
+
+def mscn_figure(dataset: str, path: Path, plans_name: str = "mrisrPlans") -> dict | None:
+    """Fig. 5-like: MSCN statistics of each configuration's synthetic LR vs the real LR."""
+    from mrisr.degradation.stage import FOLD_INDEPENDENT
+    from mrisr.evaluation.mscn import mscn_distance, mscn_histograms, save_mscn_figure
+    from mrisr.planning.plans_handler import Plans
+    from mrisr.preprocessing import storage
+    from mrisr.preprocessing.dataset import PreprocessedDataset
+
+    plans = Plans.load(paths.preprocessed_root() / dataset / f"{plans_name}.json")
+    ds = PreprocessedDataset.for_plans(plans)
+    pairs = ds.pairs()
+    sets = {
+        "real LR": mscn_histograms(
+            [ds.load(c, "lr") for c in pairs],
+            mask=[ds.load(c, "lr_mask").astype(bool) for c in pairs],
+        )
+    }
+    for config, label in COLUMNS:
+        base = ds.folder / "synthetic" / config
+        if not base.is_dir():
+            continue
+        folders = [base / FOLD_INDEPENDENT] + sorted(
+            p for p in base.iterdir() if p.name != FOLD_INDEPENDENT
+        )
+        imgs, masks = [], []
+        for c in pairs:
+            f = next(
+                (
+                    d / f"{c}_lr{storage.SUFFIX}"
+                    for d in folders
+                    if (d / f"{c}_lr{storage.SUFFIX}").is_file()
+                ),
+                None,
+            )
+            if f is not None:
+                imgs.append(storage.load_array(f))
+                masks.append(ds.load(c, "lr_mask").astype(bool))
+        if imgs:
+            sets[label] = mscn_histograms(imgs, mask=masks)
+    if len(sets) < 2:
+        return None
+    save_mscn_figure(sets, path, title="MSCN statistics: synthetic vs real LR", reference="real LR")
+    return {n: mscn_distance(sets["real LR"], h) for n, h in sets.items() if n != "real LR"}
+
+
+def find_best_configuration(
+    dataset: str, trainer: str = "EDSRTrainer", plans_name: str = "mrisrPlans"
+) -> dict:
+    """Write comparison.md / comparison.json and the figures into $mrisr_results/<dataset>/."""
+    results = collect_results(dataset, trainer, plans_name)
+    if "bicubic" in results:
+        _bicubic_brisque(dataset, results, plans_name)
+    table = comparison_table(results)
+    out = paths.results_root() / dataset
+    md = table_markdown(table)
+    with atomic_path(out / "comparison.md") as tmp:
+        tmp.write_text(f"# {dataset}: cross-validation comparison\n\n{md}\n")
+    fig4 = comparison_figure(dataset, results, out / "comparison_fig4.png", plans_name)
+    mscn = mscn_figure(dataset, out / "mscn_fig5.png", plans_name)
+    psnr_row = table["rows"]["psnr"]
+    best = max(
+        (c for c in psnr_row if np.isfinite(psnr_row[c]["mean"])), key=lambda c: psnr_row[c]["mean"]
+    )
+    report = {
+        "dataset": dataset,
+        "table": table,
+        "best_configuration_by_psnr": best,
+        "figures": {
+            "comparison": str(fig4) if fig4 else None,
+            "mscn": str(out / "mscn_fig5.png") if mscn else None,
+        },
+        "mscn_distance_to_real_lr": mscn,
+    }
+    save_json(report, out / "comparison.json")
+    report["markdown"] = md
+    return report

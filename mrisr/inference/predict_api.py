@@ -1,0 +1,201 @@
+"""The importable API behind ``mrisr_predict``: super-resolve a folder of real LR scans."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from mrisr import paths
+from mrisr.dataset.dataset_json import list_datasets, resolve_dataset_name
+from mrisr.evaluation.evaluate_api import IMAGE_ENDINGS
+from mrisr.imageio.resampling import inplane_axes, through_plane_axis_single
+from mrisr.imageio.sitk_io import Geometry, read_header, read_scan, write_scan
+from mrisr.inference.predictor import SRPredictor, bicubic_scan
+from mrisr.planning.fingerprint import FINGERPRINT_FILE
+from mrisr.planning.plans_handler import Plans
+from mrisr.utilities.errors import IntegrityError, MrisrError
+from mrisr.utilities.file_io import load_json, save_json
+
+logger = logging.getLogger(__name__)
+
+FOLDS = ("0", "1", "2", "3", "4", "all")
+SPACING_WARN_RATIO = 1.25
+
+
+def resolve_results_dataset(identifier: str | None) -> str:
+    root = paths.results_root()
+    if identifier is not None:
+        return resolve_dataset_name(identifier, root)
+    names = list_datasets(root)
+    if len(names) != 1:
+        raise MrisrError(
+            f"{'no trained dataset' if not names else 'several datasets'} in {root} "
+            f"(mrisr_results){': choose one with -d (' + ', '.join(names) + ')' if names else ''}"
+        )
+    return names[0]
+
+
+def model_folder(dataset: str, trainer: str, plans_name: str, configuration: str) -> Path:
+    return paths.results_root() / dataset / f"{trainer}__{plans_name}__{configuration}"
+
+
+def _input_files(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise MrisrError(f"{folder}: input folder does not exist")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    if not files:
+        raise MrisrError(
+            f"{folder}: input folder is empty; put the real LR scans to super-resolve there"
+        )
+    return files
+
+
+def _check_inputs(files: list[Path]) -> None:
+    """Header-level checks of every input before anything is written."""
+    for f in files:
+        if not f.name.lower().endswith(IMAGE_ENDINGS):
+            raise IntegrityError(
+                f"{f}: not an image file (expected one of {', '.join(IMAGE_ENDINGS)})"
+            )
+        r = read_header(f)
+        if r.GetDimension() > 3 and any(s > 1 for s in r.GetSize()[3:]):
+            raise IntegrityError(
+                f"{f}: {r.GetDimension()}D image; give one 3D (or 2D) scan per file"
+            )
+        if r.GetNumberOfComponents() != 1:
+            raise IntegrityError(
+                f"{f}: {r.GetNumberOfComponents()}-channel image; give one channel per file"
+            )
+
+
+def _warn_spacing(f: Path, geom: Geometry, plans: Plans, trained_lr_spacing: float | None) -> None:
+    ref = trained_lr_spacing or plans.lr_spacing
+    tp = through_plane_axis_single(geom, np.asarray(plans.through_plane_normal))
+    sp = [geom.spacing[a] for a in inplane_axes(tp)]
+    r = float(np.mean(sp)) / ref
+    if r > SPACING_WARN_RATIO or r < 1 / SPACING_WARN_RATIO:
+        logger.warning(
+            "%s: in-plane spacing %.3g mm is far from the %.3g mm the model was trained for "
+            "(ratio %.2f); predicting anyway after resampling to the working grid",
+            f.name,
+            float(np.mean(sp)),
+            ref,
+            r,
+        )
+
+
+def _trained_lr_spacing(folder: Path) -> float | None:
+    fp = folder / FINGERPRINT_FILE
+    if not fp.is_file():
+        return None
+    cases = load_json(fp)["cases"]
+    sp = [np.mean(c["lr"]["inplane_spacing"]) for c in cases if c.get("lr")]
+    return float(np.median(sp)) if sp else None
+
+
+def predict_folder(
+    input_folder: Path,
+    output_folder: Path,
+    dataset: str | None = None,
+    configuration: str = "dsgan_edsr",
+    trainer: str = "EDSRTrainer",
+    plans_name: str = "mrisrPlans",
+    folds: list[str] | None = None,
+    tta: bool = True,
+    device: str = "cpu",
+    num_parts: int = 1,
+    part_id: int = 0,
+    resume: bool = False,
+    checkpoint: str = "final",
+) -> list[Path]:
+    """Super-resolve every scan of ``input_folder`` into ``output_folder`` (same file names)."""
+    inp, out = Path(input_folder).resolve(), Path(output_folder).resolve()
+    if inp == out:
+        raise MrisrError(
+            f"{out}: output folder equals the input folder; inputs are never overwritten"
+        )
+    if not 0 <= part_id < num_parts:
+        raise MrisrError(f"--part-id {part_id} must be in 0..{num_parts - 1}")
+    if checkpoint not in ("final", "best"):
+        raise MrisrError(f"-chk must be 'final' or 'best', not '{checkpoint}'")
+    files = _input_files(inp)
+    _check_inputs(files)
+    dataset = resolve_results_dataset(dataset)
+    trainer_name = "none" if configuration == "bicubic" else trainer
+    folder = model_folder(dataset, trainer, plans_name, configuration)
+    plans_file = folder / "plans.json"
+    if not plans_file.is_file():
+        pre = paths.preprocessed_root() / dataset / f"{plans_name}.json"
+        if configuration != "bicubic" or not pre.is_file():
+            raise MrisrError(
+                f"no trained model for configuration '{configuration}' in {folder}: "
+                f"train it with mrisr_train FOLD -d {dataset} -c {configuration} -tr {trainer}"
+            )
+        plans_file = pre
+    plans = Plans.load(plans_file)
+    plans.configuration(configuration)  # unknown configuration -> one-line error
+    networks = []
+    used_folds: list[str] = []
+    if configuration != "bicubic":
+        from mrisr.training.checkpointing import load_network
+
+        wanted = folds or [
+            f for f in FOLDS if (folder / f"fold_{f}" / f"checkpoint_{checkpoint}.pth").is_file()
+        ]
+        if not wanted:
+            raise MrisrError(
+                f"no trained fold in {folder}: train one with "
+                f"mrisr_train 0 -d {dataset} -c {configuration} -tr {trainer}"
+            )
+        for f in wanted:
+            if f not in FOLDS:
+                raise MrisrError(f"unknown fold '{f}'; valid: {', '.join(FOLDS)}")
+            chk = folder / f"fold_{f}" / f"checkpoint_{checkpoint}.pth"
+            if not chk.is_file():
+                raise MrisrError(
+                    f"{chk} not found: train it with mrisr_train {f} -d {dataset} "
+                    f"-c {configuration} -tr {trainer}"
+                )
+            networks.append(load_network(chk, device))
+            used_folds.append(f)
+    mine = files[part_id::num_parts]
+    out.mkdir(parents=True, exist_ok=True)
+    save_json(
+        {
+            "input": str(inp),
+            "output": str(out),
+            "dataset": dataset,
+            "configuration": configuration,
+            "trainer": trainer_name,
+            "plans": plans_name,
+            "folds": used_folds,
+            "checkpoint": checkpoint,
+            "tta": tta,
+            "device": device,
+            "num_parts": num_parts,
+            "part_id": part_id,
+            "continue": resume,
+            "model_folder": str(folder),
+        },
+        out / (f"predict_args_part{part_id}.json" if num_parts > 1 else "predict_args.json"),
+    )
+    predictor = SRPredictor(plans, networks, device=device, tta=tta) if networks else None
+    trained_sp = _trained_lr_spacing(folder)
+    written = []
+    for f in tqdm(mine, desc="super-resolving", unit="scan"):
+        dest = out / f.name
+        if resume and dest.is_file():
+            logger.info("%s exists: skipped (--continue)", dest.name)
+            continue
+        t0 = time.time()
+        img = read_scan(f)
+        _warn_spacing(f, Geometry.of(img), plans, trained_sp)
+        sr = predictor.predict_scan(img) if predictor is not None else bicubic_scan(img, plans)
+        write_scan(sr, dest)
+        logger.info("%s -> %s (%.1f s)", f.name, dest, time.time() - t0)
+        written.append(dest)
+    return written

@@ -1,0 +1,316 @@
+"""The importable API behind ``mrisr_train``: one fold of one configuration.
+
+``run_training(fold, dataset, configuration, trainer, ...)``:
+
+1. resolves the dataset (the only one in ``$mrisr_preprocessed`` when not given), its
+   plans, the configuration and the trainer (one-line errors listing the valid names);
+2. reads or creates ``splits_final.json`` and takes the fold's training and validation
+   cases (validation cases never reach the degradation stage or the SR training);
+3. for a configuration that trains (``sr`` section): makes sure the degradation stage's
+   synthetic LR exists for the fold's training cases (runs it first if missing), trains
+   (``--continue`` resumes from ``checkpoint_latest.pth``), in one process or in DDP
+   processes (``num_gpus > 1`` or torchrun);
+4. validates the fold on the real LR scans of its validation pairs with the final network
+   (for ``bicubic``: bicubic interpolation, nothing trained) and writes
+   ``fold_K/validation/summary.json``.
+
+Results: ``$mrisr_results/<dataset>/<Trainer>__<plans>__<configuration>/`` holds copies of
+the plans, dataset.json and dataset_fingerprint.json it trained with, and ``fold_K/``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+import mrisr.training.variants  # noqa: F401  (registers the trainer variants)
+from mrisr import paths
+from mrisr.dataset.dataset_json import list_datasets, resolve_dataset_name
+from mrisr.degradation.stage import ensure_synthetic_lr, model_id, synthetic_path
+from mrisr.planning.fingerprint import FINGERPRINT_FILE
+from mrisr.planning.plans_handler import DEFAULT_CONFIGURATION, Plans
+from mrisr.preprocessing.dataset import PreprocessedDataset
+from mrisr.training import distributed
+from mrisr.training.checkpointing import FINAL, Checkpointer, network_from_state
+from mrisr.training.splits import ALL, fold_cases, load_or_create_splits, parse_fold
+from mrisr.training.trainer import TRAINERS, SRTrainer
+from mrisr.training.validation import validate_fold
+from mrisr.utilities.cli_support import setup_logging
+from mrisr.utilities.errors import MrisrError
+from mrisr.utilities.file_io import load_json, write_bytes_atomic
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TRAINER = "EDSRTrainer"
+DEFAULT_PLANS = "mrisrPlans"
+
+
+def resolve_dataset(identifier: str | int | None) -> str:
+    """``-d`` -> dataset name; without ``-d``, the only dataset in ``$mrisr_preprocessed``."""
+    root = paths.preprocessed_root()
+    if identifier is not None:
+        return resolve_dataset_name(identifier, root)
+    names = list_datasets(root)
+    if not names:
+        raise MrisrError(
+            f"no preprocessed dataset in {root} (mrisr_preprocessed); "
+            "run mrisr_plan_and_preprocess first"
+        )
+    if len(names) > 1:
+        raise MrisrError(f"several datasets in {root}: choose one with -d ({', '.join(names)})")
+    return names[0]
+
+
+def load_plans(dataset: str, plans_name: str = DEFAULT_PLANS) -> Plans:
+    return Plans.load(paths.preprocessed_root() / dataset / f"{plans_name}.json")
+
+
+def results_folder(dataset: str, trainer: str, plans_name: str, configuration: str) -> Path:
+    return paths.results_root() / dataset / f"{trainer}__{plans_name}__{configuration}"
+
+
+def fold_folder(output: Path, fold: int | str) -> Path:
+    return output / f"fold_{fold}"
+
+
+def copy_training_inputs(plans: Plans, output: Path) -> None:
+    """plans.json, dataset.json and dataset_fingerprint.json beside the folds (atomic)."""
+    src = paths.preprocessed_root() / plans.dataset_name
+    files = {
+        "plans.json": Path(plans.path) if plans.path else src / f"{plans.plans_name}.json",
+        "dataset.json": src / "dataset.json",
+        FINGERPRINT_FILE: src / FINGERPRINT_FILE,
+    }
+    for name, f in files.items():
+        if not f.is_file():
+            continue
+        data = f.read_bytes()
+        dest = output / name
+        if dest.is_file() and dest.read_bytes() != data:
+            logger.warning(
+                "%s differs from %s (re-planned?): replaced; folds trained before may not match",
+                dest,
+                f,
+            )
+        if not dest.is_file() or dest.read_bytes() != data:
+            write_bytes_atomic(dest, data)
+
+
+def missing_synthetic_lr(plans: Plans, configuration: str, cases: list[str]) -> list[str]:
+    """HR training cases whose synthetic LR the degradation stage has not made yet."""
+    ds = PreprocessedDataset.for_plans(plans)
+    mid = model_id(plans, configuration, cases)
+    return [
+        c
+        for c in cases
+        if ds.properties[c]["has_hr"] and not synthetic_path(plans, configuration, mid, c).is_file()
+    ]
+
+
+def prepare_synthetic_lr(
+    plans: Plans, configuration: str, train_cases: list[str], device: str, progress: bool
+) -> dict[str, Path]:
+    missing = missing_synthetic_lr(plans, configuration, train_cases)
+    if missing:
+        deg = plans.configuration(configuration).degradation
+        logger.info(
+            "degradation stage (%s) has no synthetic LR yet for %d of the fold's training "
+            "cases: running it first",
+            deg["name"],
+            len(missing),
+        )
+    return ensure_synthetic_lr(plans, configuration, train_cases, device=device, progress=progress)
+
+
+def _file_ending(dataset: str) -> str:
+    f = paths.preprocessed_root() / dataset / "dataset.json"
+    return load_json(f)["file_ending"] if f.is_file() else ".nii.gz"
+
+
+def _train_worker(
+    ctx: distributed.DistContext,
+    trainer_cls: type[SRTrainer],
+    plans_data: dict,
+    configuration: str,
+    fold: int | str,
+    fold_dir: Path,
+    device: str,
+    num_workers: int | None,
+    progress: bool,
+    synthetic: dict[str, Path],
+    val_cases: list[str],
+    continue_training: bool,
+) -> None:
+    """One training process (module level: DDP processes start here through
+    torch.multiprocessing.spawn, with no logging configured yet)."""
+    if not logging.getLogger().handlers:
+        setup_logging()
+    plans = Plans(plans_data)
+    trainer = trainer_cls(
+        plans,
+        configuration,
+        fold,
+        fold_dir,
+        distributed.device_for(device, ctx),
+        ctx,
+        num_workers,
+        progress,
+    )
+    trainer.run(PreprocessedDataset.for_plans(plans), synthetic, val_cases, continue_training)
+
+
+def run_training(
+    fold: int | str,
+    dataset: str | int | None = None,
+    configuration: str = DEFAULT_CONFIGURATION,
+    trainer: str = DEFAULT_TRAINER,
+    plans_name: str = DEFAULT_PLANS,
+    continue_training: bool = False,
+    val_only: bool = False,
+    device: str = "cpu",
+    num_gpus: int = 1,
+    num_workers: int | None = None,
+    tta: bool | None = None,
+    progress: bool = True,
+) -> dict | None:
+    """Train (unless ``val_only`` or nothing to train) and validate one fold; returns the
+    validation summary (None on non-main DDP ranks)."""
+    if device not in ("cpu", "cuda", "mps"):
+        raise MrisrError(f"unknown device '{device}'; valid devices: cpu, cuda, mps")
+    if num_gpus < 1:
+        raise MrisrError(f"--num-gpus must be at least 1, got {num_gpus}")
+    if num_gpus > 1 and distributed.env_world_size() > 1:
+        raise MrisrError("--num-gpus cannot be combined with torchrun; use one or the other")
+    if device == "mps" and num_gpus > 1:
+        raise MrisrError("--num-gpus > 1 needs --device cuda (or cpu processes); not mps")
+    if device == "cuda" and num_gpus > 1 and num_gpus > torch.cuda.device_count():
+        raise MrisrError(
+            f"--num-gpus {num_gpus}: only {torch.cuda.device_count()} CUDA device(s) visible"
+        )
+    ctx = distributed.context_from_env(device)
+    try:
+        return _run(
+            ctx,
+            fold,
+            dataset,
+            configuration,
+            trainer,
+            plans_name,
+            continue_training,
+            val_only,
+            device,
+            num_gpus,
+            num_workers,
+            tta,
+            progress,
+        )
+    finally:
+        if ctx.enabled and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def _run(
+    ctx: distributed.DistContext,
+    fold: int | str,
+    dataset: str | int | None,
+    configuration: str,
+    trainer: str,
+    plans_name: str,
+    continue_training: bool,
+    val_only: bool,
+    device: str,
+    num_gpus: int,
+    num_workers: int | None,
+    tta: bool | None,
+    progress: bool,
+) -> dict | None:
+    name = resolve_dataset(dataset)
+    plans = load_plans(name, plans_name)
+    config = plans.configuration(configuration)
+    trainer_cls = TRAINERS.get(trainer)
+    ds = PreprocessedDataset.for_plans(plans)
+    cases, pairs = ds.cases, ds.pairs()
+    splits = load_or_create_splits(name, cases, pairs, write=ctx.is_main)
+    fold = parse_fold(fold, len(splits))
+    train_cases, val_cases, held_out = fold_cases(splits, fold, cases, pairs)
+    output = results_folder(name, trainer, plans.plans_name, configuration)
+    fold_dir = fold_folder(output, fold)
+    logger.info(
+        "%s | %s | fold %s: %d training cases, %d validation pairs%s",
+        name,
+        configuration,
+        fold,
+        len(train_cases),
+        len(val_cases),
+        "" if held_out else " (not held out: fold 'all')",
+    )
+    if fold != ALL and set(train_cases) & set(val_cases):
+        raise RuntimeError("a validation case is among the training cases")
+
+    if config.requires_training and not val_only:
+        probe = trainer_cls(plans, configuration, fold, fold_dir, "cpu", ctx, num_workers, False)
+        if continue_training:
+            probe.resume_state()  # a foreign or damaged checkpoint fails here, before any write
+        if ctx.is_main:
+            copy_training_inputs(plans, output)
+            synthetic = prepare_synthetic_lr(plans, configuration, train_cases, device, progress)
+        ctx.barrier()
+        if not ctx.is_main:
+            synthetic = ensure_synthetic_lr(plans, configuration, train_cases, device, False)
+        args = (
+            plans.data,
+            configuration,
+            fold,
+            fold_dir,
+            device,
+            num_workers,
+            progress,
+            synthetic,
+            val_cases,
+            continue_training,
+        )
+        if num_gpus > 1:
+            logger.info("starting %d DDP processes (%s)", num_gpus, device)
+            distributed.spawn(_train_worker, num_gpus, device, (trainer_cls, *args))
+        else:
+            _train_worker(ctx, trainer_cls, *args)
+    elif ctx.is_main:
+        copy_training_inputs(plans, output)
+
+    if not ctx.is_main:
+        return None
+    networks = None
+    checkpoint = None
+    if config.requires_training:
+        ident = trainer_cls(plans, configuration, fold, fold_dir, "cpu", None, 0, False)
+        checkpoints = Checkpointer(fold_dir, ident.identity())
+        if not checkpoints.exists(FINAL):
+            raise MrisrError(
+                f"{checkpoints.path(FINAL)} not found: train fold {fold} first "
+                f"(mrisr_train {fold} -c {configuration} -tr {trainer})"
+            )
+        networks = [network_from_state(checkpoints.load(FINAL))]
+        checkpoint = str(checkpoints.path(FINAL))
+    use_tta = trainer_cls.final_validation_tta if tta is None else tta
+    return validate_fold(
+        plans,
+        configuration,
+        networks,
+        ds,
+        val_cases,
+        fold_dir / "validation",
+        _file_ending(name),
+        device=distributed.device_for(device, ctx),
+        tta=use_tta,
+        held_out=held_out,
+        info={
+            "dataset": name,
+            "trainer": trainer,
+            "plans_name": plans.plans_name,
+            "fold": str(fold),
+            "checkpoint": checkpoint,
+        },
+        progress=progress,
+    )

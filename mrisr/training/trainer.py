@@ -1,0 +1,574 @@
+"""SR trainers: a small loop with hooks over separate pieces.
+
+:class:`SRTrainer` owns only the loop (iterate, step, hooks, resume). The work is done by
+pieces built through overridable methods:
+
+==================  ===========================================  ==========================
+piece               module                                       built by
+==================  ===========================================  ==========================
+network             :mod:`mrisr.networks.edsr`                   :meth:`build_network`
+data                :mod:`mrisr.training.data`                   :meth:`build_data`
+optimisation        :mod:`mrisr.training.optimisation`           :meth:`build_optimisation`
+logging             :mod:`mrisr.training.training_log`           ``TrainingLog``
+checkpointing       :mod:`mrisr.training.checkpointing`          ``Checkpointer``
+validation          :mod:`mrisr.training.validation`             :meth:`build_validator`
+==================  ===========================================  ==========================
+
+Trainers are found by name (``mrisr_train -tr NAME``) in :data:`TRAINERS`. A variant is a
+small subclass that changes one thing, e.g. the budget (see
+:mod:`mrisr.training.variants`)::
+
+    @TRAINERS.register
+    class EDSRTrainer_2000iters(EDSRTrainer):
+        iterations = 2000
+
+Class attributes left at ``None`` take the plans' value (the ``sr`` section of the
+configuration). When a variant changes ``iterations``, the planned learning-rate
+milestones, checkpoint and validation intervals are rescaled to the new length unless the
+variant sets them too.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+import torch.distributed
+from torch import nn
+from tqdm import tqdm
+
+from mrisr.networks.edsr import EDSR, edsr_init_args
+from mrisr.planning.plans_handler import Plans
+from mrisr.preprocessing import storage
+from mrisr.preprocessing.dataset import PreprocessedDataset
+from mrisr.training.checkpointing import (
+    BEST,
+    FINAL,
+    LATEST,
+    Checkpointer,
+    plans_identity,
+    rng_state,
+    set_rng_state,
+)
+from mrisr.training.data import (
+    PatchSampler,
+    SRPatchLoader,
+    TrainingVolume,
+    batch_iterator,
+    close_iterator,
+)
+from mrisr.training.distributed import DistContext
+from mrisr.training.optimisation import Optimisation, OptimisationSettings, cpu_bf16_supported
+from mrisr.training.training_log import TrainingLog
+from mrisr.training.validation import PairValidator
+from mrisr.utilities.errors import MrisrError
+from mrisr.utilities.registry import Registry
+
+logger = logging.getLogger(__name__)
+
+#: name -> trainer class (``mrisr_train -tr NAME``)
+TRAINERS: Registry[type] = Registry("trainer")
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """Everything the loop needs, from the plans' ``sr`` section and the trainer variant."""
+
+    scale: int
+    lr_patch: int
+    num_blocks: int
+    num_features: int
+    res_scale: float
+    batch_size: int
+    iterations: int
+    learning_rate: float
+    betas: tuple[float, float]
+    lr_milestones: tuple[int, ...]
+    lr_gamma: float
+    grad_clip_norm: float | None
+    augmentation: str
+    checkpoint_every: int
+    validate_every: int
+
+    @property
+    def hr_patch(self) -> int:
+        return self.scale * self.lr_patch
+
+    def network_args(self) -> dict:
+        return edsr_init_args(
+            {
+                "num_blocks": self.num_blocks,
+                "num_features": self.num_features,
+                "res_scale": self.res_scale,
+            },
+            self.scale,
+        )
+
+
+def default_num_workers(device: torch.device) -> int:
+    """Loader processes: overlap on GPUs; on CPUs loading is ~1% of a step and a worker
+    would compete with the compute threads for the same cores (see benchmarks)."""
+    n = os.cpu_count() or 1
+    if device.type == "cuda":
+        return max(1, min(8, n - 1))
+    return 1 if n > 4 else 0
+
+
+class SRTrainer:
+    """The loop: iterate, step, log, checkpoint, validate, with hooks for variants."""
+
+    # ---- what a variant may change (None: as planned)
+    iterations: int | None = None
+    batch_size: int | None = None
+    lr_patch: int | None = None
+    num_blocks: int | None = None
+    num_features: int | None = None
+    learning_rate: float | None = None
+    lr_milestones: tuple[int, ...] | None = None
+    checkpoint_every: int | None = None
+    validate_every: int | None = None
+    # ---- how it runs
+    seed: int = 12345
+    log_every: int = 50
+    num_workers: int | None = None  # None: default_num_workers(device)
+    channels_last: bool | None = None  # None: on CPU (oneDNN's preferred layout)
+    # bf16 autocast on CPU: None = where oneDNN computes bf16 natively (AMX / AVX512-BF16),
+    # float32 elsewhere; False = always float32 (EDSRTrainer_fp32). Weights, optimiser state
+    # and loss stay float32. On the 2-core AMX machine: 4.6x the float32 step, training and
+    # validation curves indistinguishable from float32 (see benchmarks/bench_edsr.py).
+    cpu_mixed_precision: bool | None = None
+    validation_max_slices: int = 16
+    final_validation_tta: bool = True
+
+    def __init__(
+        self,
+        plans: Plans,
+        configuration: str,
+        fold: int | str,
+        output_folder: str | Path,
+        device: torch.device | str = "cpu",
+        ctx: DistContext | None = None,
+        num_workers: int | None = None,
+        progress: bool = True,
+    ):
+        self.plans = plans
+        self.configuration = configuration
+        self.config = plans.configuration(configuration)
+        if not self.config.requires_training:
+            raise MrisrError(f"configuration '{configuration}' trains no network")
+        self.fold = fold
+        self.output_folder = Path(output_folder)
+        self.device = torch.device(device)
+        self.ctx = ctx or DistContext()
+        self.progress = progress and self.ctx.is_main
+        self.settings = self.training_settings()
+        if num_workers is not None:
+            self.num_workers = num_workers
+        elif self.num_workers is None:
+            self.num_workers = default_num_workers(self.device)
+        if self.channels_last is None:
+            self.channels_last = self.device.type == "cpu"
+        self.log = TrainingLog(self.output_folder, enabled=self.ctx.is_main)
+        self.checkpoints = Checkpointer(
+            self.output_folder, self.identity(), enabled=self.ctx.is_main
+        )
+        self.iteration = 0
+        self.best_psnr = float("-inf")
+        self._stop_requested = False
+        self._hard_stop = False
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    def identity(self) -> dict:
+        """What a checkpoint must match to be resumed by this trainer."""
+        return {
+            "trainer": self.name,
+            "dataset": self.plans.dataset_name,
+            "plans_name": self.plans.plans_name,
+            "configuration": self.configuration,
+            "fold": str(self.fold),
+            "plans_identity": plans_identity(self.plans, self.configuration),
+        }
+
+    # ------------------------------------------------------------------ settings
+    def training_settings(self) -> TrainingSettings:
+        sr = self.config.sr
+        planned_it = int(sr["iterations"])
+        it = int(self.iterations or planned_it)
+        ratio = it / planned_it
+
+        def rescaled(value: int) -> int:
+            return max(1, int(round(value * ratio)))
+
+        milestones = self.lr_milestones
+        if milestones is None:
+            milestones = tuple(rescaled(m) for m in sr["lr_milestones"])
+        s = TrainingSettings(
+            scale=self.plans.scale,
+            lr_patch=int(self.lr_patch or sr["lr_patch"]),
+            num_blocks=int(self.num_blocks or sr["num_blocks"]),
+            num_features=int(self.num_features or sr["num_features"]),
+            res_scale=float(sr.get("res_scale", 1.0)),
+            batch_size=int(self.batch_size or sr["batch_size"]),
+            iterations=it,
+            learning_rate=float(self.learning_rate or sr["learning_rate"]),
+            betas=tuple(float(b) for b in sr["betas"]),
+            lr_milestones=tuple(int(m) for m in milestones),
+            lr_gamma=float(sr["lr_gamma"]),
+            grad_clip_norm=sr.get("grad_clip_norm"),
+            augmentation=str(sr.get("augmentation", "dihedral8")),
+            checkpoint_every=int(self.checkpoint_every or rescaled(sr["checkpoint_every"])),
+            validate_every=int(self.validate_every or rescaled(sr["validate_every"])),
+        )
+        if self.ctx.enabled:
+            per_rank = max(1, s.batch_size // self.ctx.world_size)
+            s = replace(s, batch_size=per_rank)
+        return s
+
+    # ------------------------------------------------------------------ pieces
+    def build_network(self) -> nn.Module:
+        torch.manual_seed(self.seed)
+        return EDSR(**self.settings.network_args())
+
+    def training_volumes(
+        self, dataset: PreprocessedDataset, synthetic: dict[str, Path]
+    ) -> list[TrainingVolume]:
+        vols = []
+        s = self.settings.scale
+        for case in sorted(synthetic):
+            hr_shape = tuple(storage.open_array(dataset.path(case, "hr")).shape)
+            lr_shape = tuple(storage.open_array(synthetic[case]).shape)
+            want = (hr_shape[0], hr_shape[1] // s, hr_shape[2] // s)
+            if lr_shape != want:
+                raise MrisrError(
+                    f"synthetic LR of case {case} ({synthetic[case]}) has shape {lr_shape}, "
+                    f"expected {want}; delete it to have it made again"
+                )
+            vols.append(
+                TrainingVolume(
+                    case, dataset.path(case, "hr"), synthetic[case], dataset.path(case, "hr_weight")
+                )
+            )
+        return vols
+
+    def build_sampler(self, volumes: list[TrainingVolume]) -> PatchSampler:
+        return PatchSampler(
+            volumes,
+            self.settings.scale,
+            self.settings.lr_patch,
+            self.settings.batch_size,
+            self.seed,
+            rank=self.ctx.rank,
+            augment=self.settings.augmentation != "none",
+        )
+
+    def build_data(self, volumes: list[TrainingVolume], sampler: PatchSampler, start: int):
+        loader = SRPatchLoader(volumes, sampler, start, self.num_workers)
+        return batch_iterator(loader, self.num_workers, augment=sampler.augment)
+
+    def build_optimisation(self, network: nn.Module) -> Optimisation:
+        s = self.settings
+        bf16 = self.cpu_mixed_precision
+        if bf16 is None:
+            bf16 = cpu_bf16_supported()
+        return Optimisation(
+            network,
+            OptimisationSettings(
+                s.learning_rate, s.betas, s.lr_milestones, s.lr_gamma, s.grad_clip_norm
+            ),
+            self.device,
+            cpu_bf16=bool(bf16),
+        )
+
+    def build_validator(
+        self, dataset: PreprocessedDataset, val_cases: list[str]
+    ) -> PairValidator | None:
+        if not self.ctx.is_main or not val_cases:
+            return None
+        v = PairValidator(dataset, val_cases, max_slices=self.validation_max_slices)
+        return v if v else None
+
+    # ------------------------------------------------------------------ hooks
+    def on_train_start(self) -> None:
+        s = self.settings
+        n_params = sum(p.numel() for p in self.network.parameters())
+        self.log.log(
+            f"{self.name} | {self.plans.dataset_name} | {self.plans.plans_name} | "
+            f"{self.configuration} | fold {self.fold} | device {self.device}"
+            + (f" x{self.ctx.world_size} (DDP)" if self.ctx.enabled else "")
+        )
+        self.log.log(
+            f"EDSR x{s.scale}: {s.num_blocks} blocks x {s.num_features} features "
+            f"({n_params / 1e6:.2f} M parameters); patches LR {s.lr_patch} / HR {s.hr_patch}, "
+            f"batch {s.batch_size}{' per rank' if self.ctx.enabled else ''}, "
+            f"{s.iterations} iterations, Adam lr {s.learning_rate:g} x{s.lr_gamma:g} at "
+            f"{list(s.lr_milestones)}, clip {s.grad_clip_norm}, {s.augmentation}; "
+            f"loader workers {self.num_workers}, channels_last {self.channels_last}, "
+            f"autocast {self.optimisation.autocast_dtype}, threads {torch.get_num_threads()}"
+        )
+
+    def on_iteration_end(self, iteration: int, loss: torch.Tensor) -> None:
+        """Called after every step (``iteration`` steps done)."""
+
+    def on_validation_end(self, iteration: int, metrics: dict[str, float]) -> None:
+        """Called after every periodic validation."""
+
+    def on_train_end(self) -> None:
+        msg = f"training done: {self.iteration} iterations"
+        if self.log.history["val_iteration"]:
+            msg += f"; best validation PSNR {self.best_psnr:.3f} dB"
+        self.log.log(msg)
+
+    # ------------------------------------------------------------------ state
+    def _unwrapped(self) -> nn.Module:
+        n = self.network
+        return n.module if isinstance(n, nn.parallel.DistributedDataParallel) else n
+
+    def state(self) -> dict:
+        return {
+            "iteration": self.iteration,
+            "total_iterations": self.settings.iterations,
+            "seed": self.seed,
+            "world_size": self.ctx.world_size,
+            "network_class": "EDSR",
+            "network_args": self.settings.network_args(),
+            "network": {k: v.contiguous() for k, v in self._unwrapped().state_dict().items()},
+            "optimisation": self.optimisation.state_dict(),
+            "rng": rng_state(),
+            "history": self.log.state_dict(),
+            "best_psnr": float(self.best_psnr),
+        }
+
+    def load_state(self, state: dict) -> None:
+        net = self._unwrapped()
+        net.load_state_dict(state["network"])
+        if self.channels_last:
+            net.to(memory_format=torch.channels_last)
+        self.optimisation.load_state_dict(state["optimisation"])
+        set_rng_state(state["rng"])
+        self.log.load_state_dict(state["history"])
+        self.iteration = int(state["iteration"])
+        self.best_psnr = float(state.get("best_psnr", float("-inf")))
+        self.seed = int(state["seed"])
+        if int(state.get("world_size", 1)) != self.ctx.world_size:
+            self.log.log(
+                f"resuming a run of {state.get('world_size')} process(es) with "
+                f"{self.ctx.world_size}: batches differ from an uninterrupted run",
+                logging.WARNING,
+            )
+
+    # ------------------------------------------------------------------ the loop
+    def _validate(self, validator: PairValidator | None) -> None:
+        if validator is None:
+            return
+        m = validator(self._unwrapped(), self.device)
+        self.log.record_validation(self.iteration, m["psnr"], m["ssim"])
+        improved = m["psnr"] > self.best_psnr
+        self.log.log(
+            f"iteration {self.iteration}: validation PSNR {m['psnr']:.3f} dB, "
+            f"SSIM {m['ssim']:.4f}" + (" (new best)" if improved else "")
+        )
+        if improved:
+            self.best_psnr = m["psnr"]
+            self.checkpoints.save(BEST, self.state())
+        self.on_validation_end(self.iteration, m)
+
+    def run(
+        self,
+        dataset: PreprocessedDataset,
+        synthetic: dict[str, Path],
+        val_cases: list[str],
+        continue_training: bool = False,
+    ) -> None:
+        """Train on the HR cases of ``synthetic`` (case -> synthetic LR file); validate
+        periodically on ``val_cases``; write the checkpoints of the fold folder."""
+        s = self.settings
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        self.network = self.build_network().to(self.device)
+        if self.channels_last:
+            self.network = self.network.to(memory_format=torch.channels_last)
+        self.optimisation = self.build_optimisation(self.network)
+        if continue_training:
+            self._resume()
+        else:
+            torch.manual_seed(self.seed)
+        if self.ctx.enabled:
+            self.network = nn.parallel.DistributedDataParallel(
+                self.network, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+            self.optimisation.network = self.network
+        volumes = self.training_volumes(dataset, synthetic)
+        sampler = self.build_sampler(volumes)
+        validator = self.build_validator(dataset, val_cases)
+        self.on_train_start()
+        self.log.log(
+            f"training on {len(volumes)} HR cases ({sampler.num_slices} slices); "
+            f"validating on {len(val_cases)} pairs"
+            + ("" if self.iteration == 0 else f"; resuming at iteration {self.iteration}")
+        )
+        if self.iteration >= s.iterations:
+            self.log.log("training already complete")
+            if not self.checkpoints.exists(FINAL):
+                self._finish()
+            return
+        bar = tqdm(
+            total=s.iterations,
+            initial=self.iteration,
+            desc=f"fold {self.fold}",
+            disable=not self.progress,
+            dynamic_ncols=True,
+        )
+        self.network.train()
+        loss_sum = torch.zeros((), device=self.device)
+        n_window, t_window = 0, 0.0  # steps and seconds (data + step) since the last record
+        restore_sigint = self._defer_interrupts()
+        batches = None
+        try:
+            batches = self.build_data(volumes, sampler, self.iteration)
+            while self.iteration < s.iterations:
+                t0 = time.perf_counter()
+                batch = next(batches)
+                if batch["iteration"] != self.iteration:
+                    raise RuntimeError(
+                        f"loader out of step: batch {batch['iteration']} at {self.iteration}"
+                    )
+                lr, hr = self._to_device(batch["data"]), self._to_device(batch["target"])
+                loss = self.optimisation.step(lr, hr)
+                self.iteration += 1
+                loss_sum += loss
+                n_window += 1
+                last = self.iteration == s.iterations
+                if self.iteration % self.log_every == 0 or last:
+                    mean_loss = float(loss_sum) / n_window  # synchronises the device
+                    t_window += time.perf_counter() - t0
+                    dt = t_window / n_window
+                    self.log.record_training(
+                        self.iteration, mean_loss, self.optimisation.learning_rate, dt
+                    )
+                    bar.set_postfix(loss=f"{mean_loss:.4f}", s_it=f"{dt:.3g}")
+                    loss_sum.zero_()
+                    n_window, t_window = 0, 0.0
+                else:
+                    t_window += time.perf_counter() - t0
+                bar.update(1)
+                self.on_iteration_end(self.iteration, loss)
+                if self.iteration % s.validate_every == 0 or last:
+                    self._validate(validator)
+                if self.iteration % s.checkpoint_every == 0 and not last:
+                    self.checkpoints.save(LATEST, self.state())
+                    self.log.plot(self._title())
+                if self._should_stop():
+                    raise KeyboardInterrupt
+        except BaseException as e:
+            interrupted = isinstance(e, KeyboardInterrupt) or self._stop_requested
+            if interrupted and not self._hard_stop and self.iteration > 0:
+                # between iterations: the state is consistent, --continue resumes exactly
+                self.checkpoints.save(LATEST, self.state())
+                self.log.log(
+                    f"interrupted at iteration {self.iteration}: {LATEST} saved; "
+                    "resume with --continue",
+                    logging.WARNING,
+                )
+            if interrupted and not isinstance(e, KeyboardInterrupt):
+                raise KeyboardInterrupt from None  # e.g. loader workers that saw Ctrl-C
+            raise
+        finally:
+            bar.close()
+            if batches is not None:
+                close_iterator(batches)
+            restore_sigint()
+        self._finish()
+
+    def _should_stop(self) -> bool:
+        """Ctrl-C seen (by any rank: DDP ranks agree every 10 iterations, so that they all
+        stop after the same iteration)."""
+        if not self.ctx.enabled:
+            return self._stop_requested
+        if self.iteration % 10:
+            return False
+        flag = torch.tensor([float(self._stop_requested)], device=self.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        self._stop_requested = bool(flag.item())
+        return self._stop_requested
+
+    def _defer_interrupts(self):
+        """Ctrl-C takes effect at the end of the current iteration (so that the saved
+        state is consistent); a second Ctrl-C stops at once, without saving. Installed
+        before the loader workers start, which inherit it and keep producing. Returns the
+        function that restores the previous handler."""
+        self._stop_requested = False
+        self._hard_stop = False
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        previous = signal.getsignal(signal.SIGINT)
+
+        def handler(signum, frame):
+            if self._stop_requested:
+                self._hard_stop = True
+                signal.signal(signal.SIGINT, previous)
+                raise KeyboardInterrupt
+            self._stop_requested = True
+            if self.ctx.is_main:
+                logger.warning("Ctrl-C: stopping after this iteration (again: at once)")
+
+        signal.signal(signal.SIGINT, handler)
+
+        def restore() -> None:
+            if signal.getsignal(signal.SIGINT) is handler:
+                signal.signal(signal.SIGINT, previous)
+
+        return restore
+
+    def _finish(self) -> None:
+        state = self.state()
+        self.checkpoints.save(FINAL, state)
+        self.checkpoints.save(LATEST, state)
+        if not self.log.history["val_iteration"]:
+            # no validation pairs: the final network is the best one there is
+            self.checkpoints.save(BEST, state)
+        self.log.plot(self._title())
+        self.on_train_end()
+        self.ctx.barrier()
+
+    def resume_state(self, map_location: str | torch.device = "cpu") -> dict | None:
+        """The checkpoint ``--continue`` resumes from (latest, else final), checked against
+        this trainer's identity (one-line error for a foreign or damaged file); None when
+        the fold has none."""
+        for name in (LATEST, FINAL):
+            if self.checkpoints.exists(name):
+                return self.checkpoints.load(name, map_location)
+        return None
+
+    def _resume(self) -> None:
+        state = self.resume_state(self.device)
+        if state is None:
+            self.log.log(
+                f"--continue: no checkpoint in {self.output_folder}; starting from scratch",
+                logging.WARNING,
+            )
+            torch.manual_seed(self.seed)
+            return
+        self.load_state(state)
+
+    def _to_device(self, a) -> torch.Tensor:
+        t = torch.from_numpy(a).to(self.device, non_blocking=True)
+        if self.channels_last:
+            t = t.contiguous(memory_format=torch.channels_last)
+        return t
+
+    def _title(self) -> str:
+        return f"{self.name} {self.configuration} fold {self.fold}"
+
+
+@TRAINERS.register
+class EDSRTrainer(SRTrainer):
+    """The paper's EDSR training, entirely as planned (the default trainer)."""

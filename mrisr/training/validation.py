@@ -1,0 +1,168 @@
+"""Validation of a fold: during training (fast) and at its end (the real thing).
+
+* :class:`PairValidator` (during training, picks ``checkpoint_best``): the network on the
+  validation pairs' *preprocessed real LR* (on the HR-aligned working grid, normalised and
+  denoised exactly as at inference), compared with the preprocessed HR on its foreground
+  mask; no TTA, at most ``max_slices`` evenly spaced slices per case. Same metric functions
+  and intensity convention as :mod:`mrisr.evaluation.metrics`, without resampling.
+* :func:`validate_fold` (end of fold, ``fold_K/validation/``): each validation case's raw
+  real LR scan is super-resolved by the shared inference core (:class:`SRPredictor`, or
+  :func:`bicubic_scan` for the ``bicubic`` configuration), written as
+  ``<case><file_ending>``, and compared with its raw HR scan in physical space
+  (:func:`compare_in_physical_space`), together with the bicubic baseline of the same
+  cases. ``summary.json`` holds per-case numbers and mean ± sd for both.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from mrisr.evaluation.metrics import compare_in_physical_space, normalise, psnr, ssim
+from mrisr.imageio.sitk_io import read_scan, write_scan
+from mrisr.inference.predictor import SRPredictor, bicubic_scan
+from mrisr.planning.plans_handler import Plans
+from mrisr.preprocessing.dataset import PreprocessedDataset
+from mrisr.utilities.errors import MrisrError
+from mrisr.utilities.file_io import save_json
+
+logger = logging.getLogger(__name__)
+
+BICUBIC = "bicubic"
+
+
+class PairValidator:
+    """Mean PSNR/SSIM of a network on the preprocessed validation pairs (fast, no TTA)."""
+
+    def __init__(
+        self,
+        dataset: PreprocessedDataset,
+        cases: list[str],
+        max_slices: int = 16,
+        batch_size: int = 8,
+    ):
+        self.items: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.batch_size = batch_size
+        for c in cases:
+            z = dataset.properties[c]["hr"]["shape_zyx"][0]
+            idx = np.unique(np.linspace(0, z - 1, min(z, max_slices)).round().astype(int))
+            lr = dataset.load(c, "lr")[idx]
+            hr = dataset.load(c, "hr")[idx]
+            mask = dataset.load(c, "hr_mask")[idx].astype(bool)
+            if mask.any():
+                self.items.append((lr, hr, mask))
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+    @torch.inference_mode()
+    def __call__(self, network: torch.nn.Module, device: torch.device) -> dict[str, float]:
+        was_training = network.training
+        network.eval()
+        channels_last = device.type == "cpu"
+        psnrs, ssims = [], []
+        for lr, hr, mask in self.items:
+            out = []
+            for a in range(0, len(lr), self.batch_size):
+                x = torch.from_numpy(np.ascontiguousarray(lr[a : a + self.batch_size, None]))
+                x = x.to(device)
+                if channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                out.append(network(x).float()[:, 0].cpu().numpy())
+            pred = np.concatenate(out)[:, : hr.shape[1], : hr.shape[2]]
+            ref = hr[:, : pred.shape[1], : pred.shape[2]]
+            m = mask[:, : pred.shape[1], : pred.shape[2]]
+            ref_n, pred_n = normalise(ref, m), normalise(pred, m)
+            psnrs.append(psnr(ref_n, pred_n, m))
+            ssims.append(ssim(ref_n, pred_n, m))
+        network.train(was_training)
+        return {"psnr": float(np.mean(psnrs)), "ssim": float(np.mean(ssims))}
+
+
+def _mean_sd(values: list[float]) -> dict[str, float]:
+    v = np.asarray([x for x in values if math.isfinite(x)], dtype=np.float64)
+    if v.size == 0:
+        return {"mean": float("nan"), "sd": float("nan"), "n": 0}
+    return {
+        "mean": float(v.mean()),
+        "sd": float(v.std(ddof=1)) if v.size > 1 else 0.0,
+        "n": int(v.size),
+    }
+
+
+def _source(dataset: PreprocessedDataset, case: str, key: str) -> Path:
+    f = dataset.properties[case].get("source_files", {}).get(key)
+    if not f or not Path(f).is_file():
+        raise MrisrError(
+            f"validation case {case}: raw {key.upper()} scan {f} not found (moved?); "
+            "restore it or re-run mrisr_plan_and_preprocess"
+        )
+    return Path(f)
+
+
+def validate_fold(
+    plans: Plans,
+    configuration: str,
+    networks: list[torch.nn.Module] | None,
+    dataset: PreprocessedDataset,
+    cases: list[str],
+    out_dir: Path,
+    file_ending: str,
+    device: str | torch.device = "cpu",
+    tta: bool = True,
+    held_out: bool = True,
+    info: dict | None = None,
+    progress: bool = True,
+) -> dict:
+    """Super-resolve the real LR scans of ``cases``, score them and bicubic; write the SR
+    volumes and ``summary.json`` into ``out_dir``. ``networks=None``: the bicubic
+    configuration (no network). Returns the summary."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    predictor = SRPredictor(plans, networks, device=device, tta=tta) if networks else None
+    per_case: dict[str, dict] = {}
+    for c in tqdm(cases, desc="validation", disable=not progress or not cases, leave=False):
+        lr = read_scan(_source(dataset, c, "lr"), check=False)
+        hr = read_scan(_source(dataset, c, "hr"), check=False)
+        bic = bicubic_scan(lr, plans)
+        sr = predictor.predict_scan(lr) if predictor is not None else bic
+        write_scan(sr, out_dir / f"{c}{file_ending}")
+        m_bic = compare_in_physical_space(hr, bic)
+        m_sr = compare_in_physical_space(hr, sr) if predictor is not None else m_bic
+        per_case[c] = {configuration: m_sr, BICUBIC: m_bic}
+        logger.info(
+            "validation %s: %s PSNR %.2f dB SSIM %.4f | bicubic PSNR %.2f dB SSIM %.4f",
+            c,
+            configuration,
+            m_sr["psnr"],
+            m_sr["ssim"],
+            m_bic["psnr"],
+            m_bic["ssim"],
+        )
+    methods = [configuration] if configuration == BICUBIC else [configuration, BICUBIC]
+    mean = {
+        m: {k: _mean_sd([per_case[c][m][k] for c in cases]) for k in ("psnr", "ssim")}
+        for m in methods
+    }
+    summary = {
+        "configuration": configuration,
+        "held_out": held_out,
+        "note": ""
+        if held_out
+        else "fold 'all' trains on every case: these pairs were seen in training",
+        "tta": bool(tta and predictor is not None),
+        "metric_convention": "mrisr.evaluation.metrics.compare_in_physical_space "
+        "(HR resampled onto the SR grid, per-scan 99.5th percentile normalisation, "
+        "foreground mask, data range 1)",
+        **(info or {}),
+        "num_cases": len(cases),
+        "mean": mean,
+        "cases": per_case,
+    }
+    save_json(summary, out_dir / "summary.json")
+    return summary

@@ -1,0 +1,190 @@
+"""DSGAN networks: the collapsed generator is exact, the discriminators are per unit."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mrisr.networks.linear_generator import (
+    LinearGenerator,
+    apply_kernels,
+    compose_kernel,
+    init_generator_weights,
+    receptive_field,
+)
+from mrisr.networks.patch_discriminator import (
+    D_N_MIDDLE,
+    PatchDiscriminator,
+    StackedPatchDiscriminator,
+    sobel_composed_first_layer,
+    sobel_features,
+)
+
+
+def _randomise(g: LinearGenerator, seed: int) -> None:
+    """O(1)-gain random weights, so that the kernel is far from zero."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for layer in g.layers:
+            w = layer.weight
+            w.copy_(torch.randn(w.shape, generator=gen) / math.sqrt(w[0].numel()))
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max())
+
+
+@pytest.mark.parametrize("scale", [1, 2, 3, 4])
+def test_collapsed_generator_equals_layer_by_layer(scale: int) -> None:
+    torch.manual_seed(scale)
+    g = LinearGenerator(scale)
+    _randomise(g, scale)
+    x = torch.rand(2, 1, 64, 70)
+    with torch.no_grad():
+        ref = g(x)
+        fast = g.forward_collapsed(x)
+    assert fast.shape == ref.shape == (2, 1, g.output_size(64), g.output_size(70))
+    assert _rel(fast, ref) < 1e-5
+    # KernelGAN's definition: the kernel is the flipped response to a delta.
+    g1 = LinearGenerator(1)
+    g1.load_state_dict(g.state_dict())
+    delta = torch.zeros(1, 1, 25, 25)
+    delta[0, 0, 12, 12] = 1.0
+    with torch.no_grad():
+        response = g1(F.pad(delta, (12, 12, 12, 12)))[0, 0, 12:25, 12:25]
+    assert _rel(g.kernel().detach(), response.flip(0, 1)) < 1e-5
+
+
+def test_collapsed_generator_gradients_are_exact() -> None:
+    g = LinearGenerator(2).double()
+    _randomise(g, 7)
+    x = torch.rand(1, 1, 64, 64, dtype=torch.float64)
+    r = torch.rand(1, 1, 26, 26, dtype=torch.float64)
+    (g(x) * r).sum().backward()
+    ref = [layer.weight.grad.clone() for layer in g.layers]
+    g.zero_grad()
+    (g.forward_collapsed(x) * r).sum().backward()
+    for a, b in zip(ref, (layer.weight.grad for layer in g.layers)):
+        assert _rel(b, a) < 1e-9
+
+
+def test_batched_kernels_match_single_generators() -> None:
+    gens = []
+    for i in range(5):
+        g = LinearGenerator(2)
+        _randomise(g, 100 + i)
+        gens.append(g)
+    stacked = [torch.stack([g.layers[j].weight for g in gens]) for j in range(6)]
+    k = compose_kernel(stacked)
+    assert k.shape == (5, receptive_field(), receptive_field()) == (5, 13, 13)
+    x = torch.rand(5, 1, 64, 64)
+    out = apply_kernels(x, k, 2)
+    for i, g in enumerate(gens):
+        assert _rel(k[i].detach(), g.kernel().detach()) < 1e-5
+        with torch.no_grad():
+            assert _rel(out[i : i + 1], g(x[i : i + 1])) < 1e-5
+
+
+def test_apply_kernels_gradient() -> None:
+    x = torch.rand(2, 1, 17, 19, dtype=torch.float64)
+    k = torch.rand(2, 5, 5, dtype=torch.float64, requires_grad=True)
+    for s in (1, 2, 3):
+        assert torch.autograd.gradcheck(lambda kk, s=s: apply_kernels(x, kk, s), (k,))
+
+
+def test_init_depends_only_on_unit_rng() -> None:
+    a = init_generator_weights([torch.Generator().manual_seed(s) for s in (1, 2, 3)])
+    b = init_generator_weights([torch.Generator().manual_seed(s) for s in (3, 1)])
+    for wa, wb in zip(a, b):
+        assert torch.equal(wa[0], wb[1]) and torch.equal(wa[2], wb[0])
+    # Xavier-normal with gain 0.1 (KernelGAN): std of the 5x5 layer.
+    std = 0.1 * math.sqrt(2.0 / (64 * 25 + 64 * 25))
+    assert abs(float(a[1].std()) / std - 1) < 0.02
+
+
+def test_sobel_features_and_folding() -> None:
+    ramp = torch.arange(12.0).repeat(10, 1)[None, None]  # intensity = column index
+    f = sobel_features(ramp)
+    assert f.shape == (1, 3, 10, 12)
+    assert torch.allclose(f[0, 1, :, 1:-1], torch.full((10, 10), 8.0))  # Sobel-x of slope 1
+    assert torch.allclose(f[0, 2], torch.zeros(10, 12))
+    # The Sobel maps folded into a 9x9 first layer on the edge-padded crop: same map.
+    w = torch.randn(4, 3, 7, 7, dtype=torch.float64)
+    x = torch.rand(2, 1, 26, 26, dtype=torch.float64)
+    ref = F.conv2d(sobel_features(x), w)
+    w9 = sobel_composed_first_layer(w).view(4, 1, 9, 9)
+    fast = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), w9)
+    assert _rel(fast, ref) < 1e-12
+
+
+def test_discriminator_output_size_and_receptive_field() -> None:
+    d = PatchDiscriminator()
+    d.eval()  # running BN statistics: outputs depend on their window only
+    x = torch.rand(1, 3, 26, 26)
+    with torch.no_grad():
+        out = d(x)
+        assert out.shape == (1, 1, 20, 20) and d.output_size(26) == 20
+        x2 = x.clone()
+        x2[0, :, 10, 13] += 1.0
+        changed = (d(x2) - out).abs()[0, 0] > 0
+    rows, cols = torch.nonzero(changed, as_tuple=True)
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (4, 10, 7, 13)  # 7x7 window
+    assert changed.sum() == 49
+
+
+def _bn_train_sn_eval(m: PatchDiscriminator) -> None:
+    m.eval()
+    for b in m.modules():
+        if isinstance(b, torch.nn.BatchNorm2d):
+            b.train()
+
+
+def test_stacked_discriminator_matches_reference_modules() -> None:
+    torch.manual_seed(0)
+    mods = [PatchDiscriminator() for _ in range(3)]
+    for m in mods:
+        with torch.no_grad():
+            for p in m.parameters():  # move away from the initialisation
+                p.add_(0.05 * torch.randn_like(p))
+        m.score(torch.rand(1, 1, 26, 26))
+    stacked = StackedPatchDiscriminator([torch.Generator().manual_seed(i) for i in range(3)])
+    stacked.load_units(mods)
+    lr = torch.rand(3, 2, 26, 26)
+    # One crop per unit, one power iteration in both (training mode).
+    out = stacked(lr[:, :1])
+    with torch.no_grad():
+        ref = torch.stack([m.score(lr[i, :1][None])[0] for i, m in enumerate(mods)])
+    assert out.shape == (3, 1, 20, 20)
+    assert (out - ref).abs().max() < 1e-5
+    # Two crops per unit: each crop is its own BatchNorm batch (no power iteration here).
+    for m in mods:
+        _bn_train_sn_eval(m)
+    stacked.load_units(mods)
+    out = stacked(lr, stacked.normalized_weights(0))
+    with torch.no_grad():
+        ref = torch.stack(
+            [
+                torch.cat([m.score(lr[i, b][None, None])[0] for b in range(2)])
+                for i, m in enumerate(mods)
+            ]
+        )
+    assert (out - ref).abs().max() < 1e-5
+
+
+def test_spectral_norm_is_per_unit() -> None:
+    stacked = StackedPatchDiscriminator([torch.Generator().manual_seed(i) for i in range(3)])
+    with torch.no_grad():  # units with very different scales: a shared sigma would fail
+        stacked.w_first[1] *= 50.0
+        stacked.w_mid[2] *= 0.01
+        stacked.w_last[0] *= 7.0
+    sig = stacked.singular_values(power_iterations=200)
+    n, c, k = 3, stacked.channels, stacked.kernel_size
+    w1 = stacked.w_first.detach().reshape(n, c, 3 * k * k) / sig["first"].view(n, 1, 1)
+    wm = stacked.w_mid.detach() / sig["mid"].view(n, D_N_MIDDLE, 1, 1)
+    wl = stacked.w_last.detach() / sig["last"].view(n, 1, 1)
+    for w in (w1, wm.reshape(n * D_N_MIDDLE, c, c), wl):
+        top = torch.linalg.matrix_norm(w, ord=2)
+        assert torch.allclose(top, torch.ones_like(top), atol=1e-3)

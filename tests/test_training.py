@@ -1,0 +1,323 @@
+"""SR training: EDSR, data pipeline, results layout, resuming, checkpoint safety, CLI errors."""
+
+import errno
+import math
+import os
+import shutil
+import signal
+
+import numpy as np
+import pytest
+import torch
+from synthetic import write_dataset
+
+from mrisr.cli.plan_and_preprocess import main as plan_main
+from mrisr.cli.train import main as train_main
+from mrisr.networks.edsr import EDSR
+from mrisr.planning.plans_handler import Plans
+from mrisr.preprocessing import storage
+from mrisr.preprocessing.dataset import PreprocessedDataset
+from mrisr.training import checkpointing
+from mrisr.training.data import (
+    PatchSampler,
+    SRPatchLoader,
+    TrainingVolume,
+    batch_iterator,
+    close_iterator,
+)
+from mrisr.training.train_api import results_folder, run_training
+from mrisr.training.variants import EDSRTrainer_tiny
+
+DS = "Dataset001_Synth"
+ROOTS = ("mrisr_raw", "mrisr_preprocessed", "mrisr_results")
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    """One tiny preprocessed dataset (5 pairs, 1 HR-only, 1 LR-only) for the module."""
+    base = tmp_path_factory.mktemp("prepared")
+    with pytest.MonkeyPatch.context() as mp:
+        for k in ROOTS:
+            (base / k).mkdir()
+            mp.setenv(k, str(base / k))
+        write_dataset(
+            base / "mrisr_raw",
+            n_pairs=5,
+            hr_only=1,
+            lr_only=1,
+            hr_size=(48, 48, 3),
+            lr_size=(24, 24, 3),
+        )
+        assert plan_main(["-d", "1", "-np", "1"]) == 0
+        f = base / "mrisr_preprocessed" / DS / "mrisrPlans.json"
+        plans = Plans.load(f)
+        deg = plans.data["configurations"]["dsgan_edsr"]["degradation"]
+        deg["iterations"] = 12  # a DSGAN that runs in about a second
+        deg["lr_decay_iterations"] = [3, 6, 9]
+        plans.save(f)
+    return base
+
+
+@pytest.fixture
+def env(prepared, tmp_path, monkeypatch):
+    """A private copy of the preprocessed dataset and an empty results folder."""
+    roots = {
+        "mrisr_raw": prepared / "mrisr_raw",
+        "mrisr_preprocessed": tmp_path / "mrisr_preprocessed",
+        "mrisr_results": tmp_path / "mrisr_results",
+    }
+    shutil.copytree(prepared / "mrisr_preprocessed", roots["mrisr_preprocessed"])
+    roots["mrisr_results"].mkdir()
+    for k, p in roots.items():
+        monkeypatch.setenv(k, str(p))
+    return roots
+
+
+def train(fold=0, configuration="gaussian_edsr", trainer="EDSRTrainer_tiny", **kw):
+    return run_training(fold, configuration=configuration, trainer=trainer, progress=False, **kw)
+
+
+def fold_dir(configuration="gaussian_edsr", fold=0, trainer="EDSRTrainer_tiny"):
+    return results_folder(DS, trainer, "mrisrPlans", configuration) / f"fold_{fold}"
+
+
+def error_line(capsys) -> str:
+    """The command's one error line (log lines aside); no traceback."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [x for x in err.splitlines() if x.startswith("mrisr_train: error:")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def weights(path):
+    return torch.load(path, weights_only=True)["network"]
+
+
+# ---------------------------------------------------------------------------- EDSR
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_edsr_output_shape(scale):
+    net = EDSR(scale, num_blocks=2, num_features=8, res_scale=0.1)
+    y = net(torch.rand(2, 1, 7, 9))
+    assert y.shape == (2, 1, scale * 7, scale * 9)
+
+
+def test_edsr_is_the_baseline_by_default():
+    net = EDSR(2)
+    n = sum(p.numel() for p in net.parameters())
+    assert len(net.body) == 17 and net.head.out_channels == 64
+    assert 1.2e6 < n < 1.4e6  # baseline EDSR x2, one channel in and out
+
+
+# ---------------------------------------------------------------------------- data
+def test_patches_are_aligned_augmented_and_reproducible(env):
+    """LR crop (y, x) pairs with HR crop (s*y, s*x); same batches with or without workers."""
+    ds = PreprocessedDataset(env["mrisr_preprocessed"] / DS / "mrisrPlans_preprocessed")
+    vols = []
+    for c in ds.with_hr()[:2]:
+        hr = ds.load(c, "hr")
+        lr = hr.reshape(hr.shape[0], hr.shape[1] // 2, 2, hr.shape[2] // 2, 2).mean(axis=(2, 4))
+        f = env["mrisr_preprocessed"] / f"{c}_blockmean.b2nd"
+        storage.save_array(f, lr)
+        vols.append(TrainingVolume(c, ds.path(c, "hr"), f, ds.path(c, "hr_weight")))
+    sampler = PatchSampler(vols, 2, 8, 6, seed=3)
+
+    def batches(workers, start, n):
+        it = batch_iterator(SRPatchLoader(vols, sampler, start, workers), workers)
+        try:
+            return [next(it) for _ in range(n)]
+        finally:
+            close_iterator(it)
+
+    single = batches(0, 5, 4)
+    multi = batches(2, 7, 2)
+    for b in single:
+        lr, hr = b["data"], b["target"]
+        assert lr.shape == (6, 1, 8, 8) and hr.shape == (6, 1, 16, 16)
+        down = hr.reshape(6, 1, 8, 2, 8, 2).mean(axis=(3, 5))
+        np.testing.assert_allclose(down, lr, atol=1e-5)  # aligned after the dihedral op too
+    assert len({int(e) for b in single for e in b["dihedral"]}) > 1
+    for a, b in zip(single[2:], multi):  # batch 7 and 8, whoever made them
+        assert a["iteration"] == b["iteration"]
+        np.testing.assert_array_equal(a["data"], b["data"])
+        np.testing.assert_array_equal(a["target"], b["target"])
+
+
+# ---------------------------------------------------------------------------- training
+def test_training_writes_the_results_layout(env, capsys):
+    assert train_main(["0", "-c", "gaussian_edsr", "-tr", "EDSRTrainer_tiny"]) == 0
+    out = capsys.readouterr().out
+    assert "gaussian_edsr" in out and "bicubic" in out and "PSNR" in out
+    top = results_folder(DS, "EDSRTrainer_tiny", "mrisrPlans", "gaussian_edsr")
+    for f in ("plans.json", "dataset.json", "dataset_fingerprint.json"):
+        assert (top / f).is_file()
+    fd = top / "fold_0"
+    for f in (
+        "checkpoint_latest.pth",
+        "checkpoint_best.pth",
+        "checkpoint_final.pth",
+        "progress.png",
+        "training_log.txt",
+        "validation/summary.json",
+    ):
+        assert (fd / f).is_file(), f
+    assert not list(fd.rglob(".*tmp*"))
+    ck = torch.load(fd / "checkpoint_final.pth", weights_only=True)
+    assert ck["trainer"] == "EDSRTrainer_tiny" and ck["configuration"] == "gaussian_edsr"
+    assert ck["iteration"] == 8 and ck["plans_name"] == "mrisrPlans"
+    assert len(ck["history"]["loss"]) == 4 and ck["history"]["val_psnr"]
+    assert "validation PSNR" in (fd / "training_log.txt").read_text()
+    # validation: the fold's pair, SR volume written, finite numbers for SR and bicubic
+    splits = PreprocessedDataset.for_plans(Plans.load(top / "plans.json"))
+    import json
+
+    summary = json.loads((fd / "validation" / "summary.json").read_text())
+    val = json.loads((env["mrisr_preprocessed"] / DS / "splits_final.json").read_text())[0]["val"]
+    assert sorted(summary["cases"]) == val and summary["held_out"]
+    for c in val:
+        assert (fd / "validation" / f"{c}.nii.gz").is_file()
+        assert splits.properties[c]["is_pair"]
+        for m in ("gaussian_edsr", "bicubic"):
+            r = summary["cases"][c][m]
+            assert math.isfinite(r["psnr"]) and 5 < r["psnr"] < 60 and 0 < r["ssim"] <= 1
+    assert summary["mean"]["bicubic"]["psnr"]["mean"] > 15
+    # the validation case never reached the degradation stage
+    synth = env["mrisr_preprocessed"] / DS / "mrisrPlans_preprocessed" / "synthetic"
+    made = {p.name.split("_lr")[0] for p in synth.rglob("*_lr.b2nd")}
+    assert made and not made & set(val)
+
+
+def test_dsgan_configuration_trains_its_degradation_first(env, caplog):
+    caplog.set_level("INFO")
+    s = train(1, "dsgan_edsr")
+    assert "running it first" in caplog.text
+    assert math.isfinite(s["mean"]["dsgan_edsr"]["psnr"]["mean"])
+    units = env["mrisr_results"] / DS / "degradation__mrisrPlans__dsgan_edsr" / "units"
+    trained = {f.name.split("__")[0] for f in units.glob("*.json")}
+    assert trained and not trained & set(s["cases"])  # no DSGAN unit on validation pairs
+
+
+def test_bicubic_only_validates_and_fold_all(env):
+    s = train(2, "bicubic")
+    fd = fold_dir("bicubic", 2)
+    assert (fd / "validation" / "summary.json").is_file()
+    assert not list(fd.glob("*.pth")) and s["held_out"]
+    assert math.isfinite(s["mean"]["bicubic"]["psnr"]["mean"])
+    s = train("all", "bicubic")
+    assert not s["held_out"] and s["num_cases"] == 5
+
+
+@pytest.mark.parametrize("interruption", ["crash", "ctrl-c"])
+def test_continue_reaches_the_same_weights(env, monkeypatch, interruption):
+    train(3, num_workers=1)
+    reference = weights(fold_dir(fold=3) / "checkpoint_final.pth")
+    ref_log = torch.load(fold_dir(fold=3) / "checkpoint_final.pth", weights_only=True)
+    monkeypatch.setenv("mrisr_results", str(env["mrisr_results"].parent / "second"))
+
+    def stop(self, iteration, loss):
+        if iteration == 5:
+            if interruption == "ctrl-c":  # takes effect at the end of the iteration
+                os.kill(os.getpid(), signal.SIGINT)
+            else:
+                raise RuntimeError("crash")
+
+    monkeypatch.setattr(EDSRTrainer_tiny, "on_iteration_end", stop)
+    with pytest.raises(KeyboardInterrupt if interruption == "ctrl-c" else RuntimeError):
+        train(3, num_workers=0)
+    latest = torch.load(fold_dir(fold=3) / "checkpoint_latest.pth", weights_only=True)
+    assert latest["iteration"] == (5 if interruption == "ctrl-c" else 4)
+    assert not (fold_dir(fold=3) / "checkpoint_final.pth").exists()
+    monkeypatch.undo()
+    monkeypatch.setenv("mrisr_results", str(env["mrisr_results"].parent / "second"))
+    for k in ("mrisr_raw", "mrisr_preprocessed"):
+        monkeypatch.setenv(k, str(env[k]))
+    assert train_main(["3", "-c", "gaussian_edsr", "-tr", "EDSRTrainer_tiny", "--continue"]) == 0
+    final = torch.load(fold_dir(fold=3) / "checkpoint_final.pth", weights_only=True)
+    assert final["iteration"] == 8
+    for k, v in reference.items():
+        assert torch.equal(v, final["network"][k]), k
+    assert final["history"]["iteration"] == ref_log["history"]["iteration"]
+    assert "resuming at iteration" in (fold_dir(fold=3) / "training_log.txt").read_text()
+
+
+def test_checkpoint_writes_are_atomic(env, monkeypatch):
+    train(4)
+    fd = fold_dir(fold=4)
+    before = (fd / "checkpoint_latest.pth").read_bytes()
+    real_save = torch.save
+
+    def disk_full(obj, f, *a, **k):
+        real_save(obj, f, *a, **k)  # bytes reach the temporary file ...
+        raise OSError(errno.ENOSPC, "No space left on device")  # ... then the disk is full
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    state = torch.load(fd / "checkpoint_final.pth", weights_only=True)
+    with pytest.raises(OSError):
+        checkpointing.save_checkpoint(state, fd / "checkpoint_latest.pth")
+    assert (fd / "checkpoint_latest.pth").read_bytes() == before
+    assert not [p for p in fd.iterdir() if p.name.startswith(".")]
+    checkpointing.read_checkpoint(fd / "checkpoint_latest.pth")  # still valid
+
+
+def test_damaged_or_foreign_checkpoint_on_continue(env, capsys):
+    train(0)
+    fd = fold_dir(fold=0)
+    snapshot = {p.name: p.read_bytes() for p in fd.iterdir() if p.is_file()}
+    (fd / "checkpoint_latest.pth").write_bytes(b"not a checkpoint")
+    snapshot["checkpoint_latest.pth"] = b"not a checkpoint"
+    args = ["0", "-c", "gaussian_edsr", "-tr", "EDSRTrainer_tiny", "--continue"]
+    assert train_main(args) == 2
+    assert "unreadable checkpoint" in error_line(capsys)
+    assert {p.name: p.read_bytes() for p in fd.iterdir() if p.is_file()} == snapshot
+    # a checkpoint of another trainer copied into this fold
+    other = fold_dir(fold=0, trainer="EDSRTrainer_5iters")
+    other.mkdir(parents=True)
+    shutil.copy(fd / "checkpoint_final.pth", other / "checkpoint_latest.pth")
+    assert train_main(["0", "-c", "gaussian_edsr", "-tr", "EDSRTrainer_5iters", "--continue"]) == 2
+    assert "EDSRTrainer_tiny" in error_line(capsys)
+    # ... or of another configuration
+    cfg = fold_dir("zerofill_edsr", 0)
+    cfg.mkdir(parents=True)
+    shutil.copy(fd / "checkpoint_final.pth", cfg / "checkpoint_latest.pth")
+    assert train_main(["0", "-c", "zerofill_edsr", "-tr", "EDSRTrainer_tiny", "--continue"]) == 2
+    assert "configuration" in error_line(capsys)
+
+
+def test_val_only(env, capsys):
+    args = ["1", "-c", "gaussian_edsr", "-tr", "EDSRTrainer_tiny"]
+    assert train_main(args + ["--val-only"]) == 2
+    assert "checkpoint_final.pth not found" in error_line(capsys)
+    train(1)
+    summary = fold_dir(fold=1) / "validation" / "summary.json"
+    summary.unlink()
+    assert train_main(args + ["--val-only", "--disable-tta"]) == 0
+    assert summary.is_file()
+
+
+@pytest.mark.parametrize(
+    "args, listed",
+    [
+        (["7"], "valid folds: 0, 1, 2, 3, 4, all"),
+        (["0", "-tr", "NoSuchTrainer"], "EDSRTrainer_2000iters"),
+        (["0", "-c", "nosuch"], "gaussian_edsr"),
+    ],
+)
+def test_unknown_names_list_the_valid_ones(env, capsys, args, listed):
+    assert train_main(args) == 2
+    err = error_line(capsys)
+    assert listed in err and "valid" in err
+
+
+def test_dataset_is_needed_when_there_are_several(env, capsys):
+    (env["mrisr_preprocessed"] / "Dataset002_Other").mkdir()
+    assert train_main(["0", "-c", "bicubic"]) == 2
+    assert "choose one with -d" in error_line(capsys)
+    assert train_main(["0", "-c", "bicubic", "-d", "1", "--disable-tta"]) == 0
+
+
+def test_bad_user_splits_file_is_reported(env, capsys):
+    f = env["mrisr_preprocessed"] / DS / "splits_final.json"
+    f.write_text('[{"train": ["case_000", "case_001"], "val": ["case_005"]}]')  # HR-only
+    assert train_main(["0", "-c", "bicubic"]) == 2
+    err = error_line(capsys)
+    assert str(f) in err and "case_005" in err
