@@ -19,10 +19,10 @@ logger = logging.getLogger(__name__)
 
 DATASET = "Dataset001_MNIDemo"
 PENDING_STAGES = [
-    "learn the degradation (DSGAN kernels and the baselines)",
-    "train EDSR for every configuration",
-    "super-resolve the held-out scans",
-    "evaluate and print the comparison table",
+    "learn the degradation and train EDSR for every configuration with the demo budget "
+    "(mrisr_train exists; the demo does not run it yet)",
+    "super-resolve the held-out scans (mrisr_predict)",
+    "evaluate and print the comparison table (mrisr_evaluate, mrisr_find_best_configuration)",
 ]
 
 
