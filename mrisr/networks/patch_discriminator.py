@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mrisr.networks.windows import shifted_windows
+
 #: Sobel operators of paper eq. 1 (used as correlation kernels).
 SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
 SOBEL_Y = torch.tensor([[-1.0, -2.0, -1.0], [0.0, 0.0, 0.0], [1.0, 2.0, 1.0]])
@@ -266,11 +268,7 @@ class StackedPatchDiscriminator(nn.Module):
         oh, ow = h - self.kernel_size + 1, w - self.kernel_size + 1
         p = oh * ow
         padded = F.pad(lr.reshape(n * b, 1, h, w), (1, 1, 1, 1), mode="replicate")
-        cols = F.unfold(padded, k2)  # (N*B, k2*k2, P)
-        if b > 1:
-            cols = cols.view(n, b, k2 * k2, p).transpose(1, 2).reshape(n, k2 * k2, b * p)
-        else:
-            cols = cols.view(n, k2 * k2, p)
+        cols = shifted_windows(padded.view(n, b, h + 2, w + 2), k2).view(n, k2 * k2, b * p)
         x = torch.baddbmm(weights["b_first"], weights["first"], cols)  # (N, C, B*P)
         c = self.channels
         # unbind (one backward node) rather than indexing per layer (five full-size
