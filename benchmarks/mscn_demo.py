@@ -46,8 +46,11 @@ def main() -> None:
     masks = [ds.load(c, "lr_mask").astype(bool) for c in pairs]
     sets = {"real LR": mscn_histograms([ds.load(c, "lr") for c in pairs], mask=masks)}
     timings = {}
-    for label, config in (("DSGAN", "dsgan_edsr"), ("Gaussian", "gaussian_edsr"),
-                          ("zero-fill", "zerofill_edsr")):
+    for label, config in (
+        ("DSGAN", "dsgan_edsr"),
+        ("Gaussian", "gaussian_edsr"),
+        ("zero-fill", "zerofill_edsr"),
+    ):
         t0 = time.time()
         files = ensure_synthetic_lr(plans, config, ds.cases)
         timings[label] = time.time() - t0
@@ -55,8 +58,9 @@ def main() -> None:
     bic = build_degradation({"name": "bicubic"}, plans.scale)
     sets["bicubic"] = mscn_histograms([bic.degrade(ds.load(c, "hr")) for c in pairs], mask=masks)
     out = Path(args.workdir) / "mscn"
-    save_mscn_figure(sets, out / "mscn_fig5.png", title="MSCN statistics, demo dataset",
-                     reference="real LR")
+    save_mscn_figure(
+        sets, out / "mscn_fig5.png", title="MSCN statistics, demo dataset", reference="real LR"
+    )
     rows = {n: mscn_distance(sets["real LR"], h) for n, h in sets.items() if n != "real LR"}
     save_json({"distances": rows, "seconds": timings, "pairs": pairs}, out / "mscn_distances.json")
     print(f"{'synthetic LR':<12} {'MSCN JS':>9} {'products JS':>12} {'combined':>9}")

@@ -46,8 +46,18 @@ def test_predict_writes_sr_scans_with_correct_geometry(trained, tmp_path, capsys
     sitk.WriteImage(lr, str(inp / "landmark.nii.gz"))
     shutil.copy(ds / "imagesLR" / "case_000.nii.gz", inp / "case_000.nii.gz")
     out = tmp_path / "out"
-    code, stdout, err = _run(capsys, "-i", str(inp), "-o", str(out), "-c", "gaussian_edsr",
-                             "-tr", "EDSRTrainer_tiny", "--disable-tta")
+    code, stdout, err = _run(
+        capsys,
+        "-i",
+        str(inp),
+        "-o",
+        str(out),
+        "-c",
+        "gaussian_edsr",
+        "-tr",
+        "EDSRTrainer_tiny",
+        "--disable-tta",
+    )
     assert code == 0, err
     assert "2 scan(s)" in stdout
     args = json.loads((out / "predict_args.json").read_text())
@@ -58,7 +68,12 @@ def test_predict_writes_sr_scans_with_correct_geometry(trained, tmp_path, capsys
     assert sr.GetSize() == (86, 86, 3)  # 2 x floor(40 x 2.7 mm / 2.5 mm): the scan's own FOV
     # bicubic (no training) puts the landmark where it belongs, within one HR voxel
     out_b = tmp_path / "out_b"
-    assert _run(capsys, "-i", str(inp), "-o", str(out_b), "-c", "bicubic", "-tr", "EDSRTrainer_tiny")[0] == 0
+    assert (
+        _run(capsys, "-i", str(inp), "-o", str(out_b), "-c", "bicubic", "-tr", "EDSRTrainer_tiny")[
+            0
+        ]
+        == 0
+    )
     peak = _peak(sitk.ReadImage(str(out_b / "landmark.nii.gz")))
     assert np.linalg.norm(peak - target) < 1.25
 
@@ -68,8 +83,19 @@ def test_predict_parts_and_continue(trained, tmp_path, capsys):
     inp = tmp_path / "in"
     shutil.copytree(ds / "imagesLR", inp)
     out = tmp_path / "out"
-    common = ["-i", str(inp), "-o", str(out), "-c", "gaussian_edsr", "-tr", "EDSRTrainer_tiny",
-              "-f", "0", "--disable-tta"]
+    common = [
+        "-i",
+        str(inp),
+        "-o",
+        str(out),
+        "-c",
+        "gaussian_edsr",
+        "-tr",
+        "EDSRTrainer_tiny",
+        "-f",
+        "0",
+        "--disable-tta",
+    ]
     assert _run(capsys, *common, "--num-parts", "2", "--part-id", "0")[0] == 0
     assert len(list(out.glob("*.nii.gz"))) == 3  # 5 scans, part 0 of 2
     m = {f.name: f.stat().st_mtime_ns for f in out.glob("*.nii.gz")}
@@ -114,11 +140,15 @@ def test_find_best_configuration(trained, capsys):
     assert best_main(["-d", "1", "-tr", "EDSRTrainer_tiny"]) == 0
     out = capsys.readouterr().out
     assert "| metric | Bicubic | GB+EDSR |" in out and "BRISQUE" in out and "PSNR" in out
-    report = json.loads((root / "mrisr_results" / "Dataset001_Synth" / "comparison.json").read_text())
+    report = json.loads(
+        (root / "mrisr_results" / "Dataset001_Synth" / "comparison.json").read_text()
+    )
     rows = report["table"]["rows"]
     assert report["table"]["cases"] and len(report["table"]["cases"]) == 2  # folds 0 and 1
     for key in ("psnr", "ssim", "brisque"):
-        assert np.isfinite(rows[key]["bicubic"]["mean"]) and np.isfinite(rows[key]["gaussian_edsr"]["mean"])
+        assert np.isfinite(rows[key]["bicubic"]["mean"]) and np.isfinite(
+            rows[key]["gaussian_edsr"]["mean"]
+        )
         assert sum(r["best"] for r in rows[key].values()) == 1
     assert (root / "mrisr_results" / "Dataset001_Synth" / "comparison_fig4.png").is_file()
     assert (root / "mrisr_results" / "Dataset001_Synth" / "mscn_fig5.png").is_file()
