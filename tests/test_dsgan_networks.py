@@ -188,3 +188,23 @@ def test_spectral_norm_is_per_unit() -> None:
     for w in (w1, wm.reshape(n * D_N_MIDDLE, c, c), wl):
         top = torch.linalg.matrix_norm(w, ord=2)
         assert torch.allclose(top, torch.ones_like(top), atol=1e-3)
+
+
+def test_shift_windows_match_unfold_and_fold_and_are_adjoint() -> None:
+    from mrisr.networks.windows import shift_sum, shifted_windows
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(3, 2, 11, 9, generator=g, dtype=torch.float64, requires_grad=True)
+    s = 4
+    win = shifted_windows(x, s)  # (3, s, s, 2, 8, 6)
+    assert win.shape == (3, s, s, 2, 8, 6)
+    ref = F.unfold(x.reshape(6, 1, 11, 9), s).view(3, 2, s, s, 8, 6).permute(0, 2, 3, 1, 4, 5)
+    assert torch.equal(win, ref)
+    b = torch.randn(win.shape, generator=g, dtype=torch.float64, requires_grad=True)
+    summed = shift_sum(b)
+    folded = F.fold(b.permute(0, 3, 1, 2, 4, 5).reshape(6, s * s, 48), (11, 9), s).view(3, 2, 11, 9)
+    assert torch.allclose(summed, folded)
+    # adjoint: <W x, b> == <x, W* b>, and each is the other's gradient
+    assert torch.allclose((win * b).sum(), (x * summed).sum())
+    assert torch.autograd.gradcheck(lambda t: shifted_windows(t, s), (x,))
+    assert torch.autograd.gradcheck(shift_sum, (b,))

@@ -17,7 +17,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-ref", required=True, help="folder (or file) of reference HR scans")
     p.add_argument("-pred", required=True, help="folder (or file) of predictions, same file names")
     p.add_argument("-o", default=None, help="summary JSON (default: PRED/summary.json)")
-    p.add_argument("-np", type=int, default=2, help="worker processes")
+    p.add_argument("-np", type=int, default=2, help="worker processes (default 2)")
+    p.add_argument(
+        "--no-registration",
+        action="store_true",
+        help="trust the headers: do not rigidly register each reference to its prediction",
+    )
     args = p.parse_args(argv)
     setup_logging()
 
@@ -26,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
 
         pred = Path(args.pred)
         out = Path(args.o) if args.o else (pred / "summary.json" if pred.is_dir() else None)
-        result = evaluate_folders(Path(args.ref), pred, out, args.np)
+        result = evaluate_folders(Path(args.ref), pred, out, args.np, not args.no_registration)
         print(format_table(result))
         if out:
             print(f"written: {out}")

@@ -29,7 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--disable-tta", action="store_true", help="no 8-fold dihedral test-time augmentation"
     )
-    p.add_argument("--device", default="cpu", help="cpu, cuda or mps")
+    p.add_argument(
+        "--device", default="cpu", choices=("cpu", "cuda", "mps"), help="cpu, cuda or mps"
+    )
     p.add_argument("--num-parts", type=int, default=1, help="split the scans over N runs")
     p.add_argument("--part-id", type=int, default=0, help="which part this run does (0..N-1)")
     p.add_argument("--continue", dest="resume", action="store_true", help="skip finished outputs")

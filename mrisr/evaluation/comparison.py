@@ -129,7 +129,7 @@ def comparison_table(results: dict) -> dict:
     return table
 
 
-def table_markdown(table: dict) -> str:
+def table_markdown(table: dict, cases_are: str = "held-out cases (cross-validation)") -> str:
     names = dict(COLUMNS)
     cols = table["columns"]
     lines = [
@@ -151,7 +151,7 @@ def table_markdown(table: dict) -> str:
         lines.append(f"| {label} {arrow} | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append(
-        f"{len(table['cases'])} held-out cases (cross-validation); mean ± sd; p: paired t-test "
+        f"{len(table['cases'])} {cases_are}; mean ± sd; p: paired t-test "
         "against the best column (bold). BRISQUE: lower is better."
     )
     return "\n".join(lines)
@@ -233,6 +233,15 @@ def mscn_figure(dataset: str, path: Path, plans_name: str = "mrisrPlans") -> dic
     }
     for config, label in COLUMNS:
         base = ds.folder / "synthetic" / config
+        if config == "bicubic":  # the bicubic (anti-aliased) decimation of the HR scans
+            from mrisr.degradation.base import build_degradation
+
+            bic = build_degradation({"name": "bicubic"}, plans.scale)
+            sets[label] = mscn_histograms(
+                [bic.degrade(ds.load(c, "hr")) for c in pairs],
+                mask=[ds.load(c, "lr_mask").astype(bool) for c in pairs],
+            )
+            continue
         if not base.is_dir():
             continue
         folders = [base / FOLD_INDEPENDENT] + sorted(
@@ -274,9 +283,8 @@ def find_best_configuration(
     fig4 = comparison_figure(dataset, results, out / "comparison_fig4.png", plans_name)
     mscn = mscn_figure(dataset, out / "mscn_fig5.png", plans_name)
     psnr_row = table["rows"]["psnr"]
-    best = max(
-        (c for c in psnr_row if np.isfinite(psnr_row[c]["mean"])), key=lambda c: psnr_row[c]["mean"]
-    )
+    finite = [c for c in psnr_row if np.isfinite(psnr_row[c]["mean"])]
+    best = max(finite, key=lambda c: psnr_row[c]["mean"]) if finite else None
     report = {
         "dataset": dataset,
         "table": table,

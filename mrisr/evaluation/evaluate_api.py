@@ -48,10 +48,10 @@ def match_files(ref: Path, pred: Path) -> list[tuple[str, Path, Path]]:
     return pairs
 
 
-def evaluate_case(args: tuple[str, Path, Path]) -> dict:
-    case, ref_path, pred_path = args
+def evaluate_case(args: tuple[str, Path, Path, bool]) -> dict:
+    case, ref_path, pred_path, register = args
     ref, pred = read_scan(ref_path), read_scan(pred_path)
-    out = compare_in_physical_space(ref, pred)
+    out = compare_in_physical_space(ref, pred, register)
     arr = sitk.GetArrayFromImage(pred)
     out["brisque"] = brisque_volume(arr, foreground_mask(arr))
     out.update(case=case, reference=str(ref_path), prediction=str(pred_path))
@@ -72,14 +72,19 @@ def summarise(cases: list[dict]) -> dict:
 
 
 def evaluate_folders(
-    ref: Path, pred: Path, output: Path | None = None, num_processes: int = 2
+    ref: Path,
+    pred: Path,
+    output: Path | None = None,
+    num_processes: int = 2,
+    register: bool = True,
 ) -> dict:
-    pairs = match_files(ref, pred)
+    pairs = [(*p, register) for p in match_files(ref, pred)]
     cases = map_progress(evaluate_case, pairs, num_processes, desc="evaluating")
     result = {
         "reference": str(ref),
         "prediction": str(pred),
-        "convention": "reference resampled onto the prediction grid in physical space; each "
+        "convention": ("reference rigidly registered to the prediction, " if register else "")
+        + "reference resampled onto the prediction grid in physical space; each "
         "image divided by its foreground 99.5th percentile; PSNR/SSIM (data range 1) on the "
         "reference's foreground; BRISQUE (lower is better) per slice of the prediction",
         "cases": cases,

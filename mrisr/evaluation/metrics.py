@@ -1,7 +1,9 @@
 """Image-quality metrics, one function each, with one documented convention.
 
 Convention: a prediction is compared with its reference *in physical space*, after the
-reference has been resampled onto the prediction's grid. LR and HR series of a session have
+reference has been rigidly registered to the prediction (the head moves between the LR and
+the HR series of a session; :mod:`mrisr.imageio.registration`) and resampled onto the
+prediction's grid. LR and HR series of a session have
 different intensity scales, so both images are first divided by their own foreground 99.5th
 percentile (the normalisation mrisr trains with); PSNR and SSIM then use ``data_range = 1``
 and are computed over the reference's foreground mask only (no border crop: the mask
@@ -16,6 +18,7 @@ import numpy as np
 import SimpleITK as sitk
 from skimage.metrics import structural_similarity
 
+from mrisr.imageio.registration import rigid_register
 from mrisr.imageio.resampling import resample_mask_to, resample_to
 from mrisr.imageio.sitk_io import Geometry
 from mrisr.preprocessing.foreground import foreground_mask
@@ -59,11 +62,26 @@ def ssim(
     return float(smap[mask].mean()) if mask.any() else float("nan")
 
 
-def compare_in_physical_space(reference: sitk.Image, prediction: sitk.Image) -> dict:
-    """PSNR and SSIM of ``prediction`` against ``reference`` resampled onto its grid."""
+def compare_in_physical_space(
+    reference: sitk.Image,
+    prediction: sitk.Image,
+    register: bool | sitk.Transform = True,
+) -> dict:
+    """PSNR and SSIM of ``prediction`` against ``reference`` resampled onto its grid.
+
+    ``register``: True aligns the reference to the prediction first with a rigid
+    registration (:func:`mrisr.imageio.registration.rigid_register`: the two series of a
+    session differ by the head's motion between them); a transform (prediction point ->
+    reference point) uses that one; False trusts the headers.
+    """
     grid = Geometry.of(prediction)
-    ref = sitk.GetArrayFromImage(resample_to(reference, grid, sitk.sitkBSpline))
-    valid = resample_mask_to(reference, grid)
+    tf = None
+    if register is True:
+        tf = rigid_register(prediction, reference)
+    elif isinstance(register, sitk.Transform):
+        tf = register
+    ref = sitk.GetArrayFromImage(resample_to(reference, grid, sitk.sitkBSpline, transform=tf))
+    valid = resample_mask_to(reference, grid, tf)
     pred = sitk.GetArrayFromImage(prediction).astype(np.float32)
     mask = foreground_mask(ref, valid)
     ref_n, pred_n = normalise(ref, mask), normalise(pred, mask)
@@ -71,4 +89,5 @@ def compare_in_physical_space(reference: sitk.Image, prediction: sitk.Image) -> 
         "psnr": psnr(ref_n, pred_n, mask),
         "ssim": ssim(ref_n, pred_n, mask),
         "foreground_voxels": int(mask.sum()),
+        "registration": list(tf.GetParameters()) if tf is not None else None,
     }

@@ -128,8 +128,12 @@ def resample_to(
     interpolator: int = sitk.sitkBSpline,
     default: float = 0.0,
     antialias: bool = True,
+    transform: sitk.Transform | None = None,
 ) -> sitk.Image:
     """Resample ``image`` onto ``grid`` in physical space (float32).
+
+    ``transform`` (optional) maps grid points to ``image`` points (e.g. a rigid
+    registration); the identity by default.
 
     When the grid is coarser than the image along an axis, the image is first smoothed
     with a Gaussian (sigma = 0.5 * sqrt(r^2 - 1) source voxels for a spacing ratio r), so
@@ -154,7 +158,7 @@ def resample_to(
     out = sitk.Resample(
         image,
         list(grid.size),
-        sitk.Transform(),
+        transform if transform is not None else sitk.Transform(),
         interpolator,
         grid.origin,
         grid.spacing,
@@ -165,15 +169,18 @@ def resample_to(
     return out
 
 
-def resample_mask_to(image: sitk.Image, grid: Geometry) -> np.ndarray:
-    """Boolean (z, y, x) mask of the grid voxels that lie inside ``image``'s field of view."""
+def resample_mask_to(
+    image: sitk.Image, grid: Geometry, transform: sitk.Transform | None = None
+) -> np.ndarray:
+    """Boolean (z, y, x) mask of the grid voxels that lie inside ``image``'s field of view
+    (through ``transform``, grid point -> image point, if given)."""
     ones = sitk.Image(image.GetSize(), sitk.sitkUInt8)
     ones.CopyInformation(image)
     ones = ones + 1
     out = sitk.Resample(
         ones,
         list(grid.size),
-        sitk.Transform(),
+        transform if transform is not None else sitk.Transform(),
         sitk.sitkNearestNeighbor,
         grid.origin,
         grid.spacing,

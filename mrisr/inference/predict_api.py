@@ -120,6 +120,13 @@ def predict_folder(
         )
     if not 0 <= part_id < num_parts:
         raise MrisrError(f"--part-id {part_id} must be in 0..{num_parts - 1}")
+    if device not in ("cpu", "cuda", "mps"):
+        raise MrisrError(f"unknown device '{device}'; valid devices: cpu, cuda, mps")
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise MrisrError("--device cuda: no CUDA device is visible (use --device cpu)")
     if checkpoint not in ("final", "best"):
         raise MrisrError(f"-chk must be 'final' or 'best', not '{checkpoint}'")
     files = _input_files(inp)

@@ -21,6 +21,7 @@ from skimage.restoration import estimate_sigma
 
 from mrisr.dataset.cases import Case
 from mrisr.degradation.gaussian import gaussian_degrade
+from mrisr.imageio.registration import rigid_register
 from mrisr.imageio.resampling import (
     inplane_axes,
     lr_grid_for_hr,
@@ -39,7 +40,7 @@ from mrisr.utilities.parallel import map_progress
 logger = logging.getLogger(__name__)
 
 FINGERPRINT_FILE = "dataset_fingerprint.json"
-FINGERPRINT_VERSION = 1
+FINGERPRINT_VERSION = 2  # 2: the Gaussian fit aligns each pair first
 GAUSSIAN_FIT_SIGMAS = [round(0.3 + 0.1 * i, 2) for i in range(28)]  # 0.3 .. 3.0 HR pixels
 
 
@@ -204,7 +205,9 @@ def _gaussian_fit(hr_img: sitk.Image, lr_img: sitk.Image, a: int, scale: int) ->
     hr_work = working_grid(hr_geom, a, h, multiple_of=scale)
     lr_work = lr_grid_for_hr(hr_work, scale)
     hr_arr = sitk.GetArrayFromImage(resample_to(hr_img, hr_work))
-    lr_arr = sitk.GetArrayFromImage(resample_to(lr_img, lr_work))
+    # the head moves between the two series: align the LR to the HR first
+    tf = rigid_register(hr_img, lr_img)
+    lr_arr = sitk.GetArrayFromImage(resample_to(lr_img, lr_work, transform=tf))
     valid = resample_mask_to(lr_img, lr_work)
     mask = foreground_mask(lr_arr, valid)
     if mask.sum() < 50:

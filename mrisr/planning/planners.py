@@ -7,6 +7,7 @@ New planners subclass :class:`DefaultPlanner`, override one decision, and regist
 
 from __future__ import annotations
 
+import copy
 import logging
 
 import numpy as np
@@ -100,6 +101,16 @@ class DefaultPlanner:
             "fast_mode": True,
         }
 
+    def plan_registration(self) -> bool:
+        if not self.fp.pairs:
+            return False
+        self._decide(
+            "register_pairs",
+            "rigid (Euler 3D, correlation) registration of each pair's LR to its HR: the "
+            "head moves between the two series and the headers do not record it",
+        )
+        return True
+
     # ---- DSGAN
     def plan_kernel_mode(self) -> str:
         pairs = self.fp.pairs
@@ -144,40 +155,20 @@ class DefaultPlanner:
             f"{it} iterations; bicubic threshold 0.4 x {ref**2:.3g} (MSE on this dataset's "
             f"[0, {self.intensity_range:g}] scale vs KernelGAN's [-1, 1]); lr / 10 at 1/4, 1/2, 3/4",
         )
+        from mrisr.degradation.dsgan_core import DEFAULT_DSGAN_PARAMS
+
+        d = copy.deepcopy(DEFAULT_DSGAN_PARAMS)  # KernelGAN's values; this dataset's below
+        d["schedule"]["bicubic_threshold"] = 0.4 * ref**2
         return {
             "name": "dsgan",
             "kernel_mode": kernel_mode,
+            **d,
             "iterations": it,
             "hr_crop": hr_crop,
             "lr_crop": lr_crop,
             "kernel_size": KERNEL_SIZE,
-            "g_channels": 64,
-            "d_channels": 64,
-            "g_lr": 2e-4,
-            "d_lr": 2e-4,
-            "betas": [0.5, 0.999],
             "lr_decay_iterations": [it // 4, it // 2, 3 * it // 4],
-            "lr_decay_factor": 10.0,
             "d_input_noise_sd": (1.0 / 255.0) * ref,
-            "lambdas": {
-                "bicubic": 5.0,
-                "sum2one": 0.5,
-                "boundaries": 0.5,
-                "center": 0.0,
-                "sparse": 0.0,
-            },
-            "schedule": {
-                "bicubic_threshold": 0.4 * ref**2,
-                "threshold_patience": 10,
-                "decay_every": 200,
-                "decay_factor": 100.0,
-                "bicubic_min": 5e-6,
-                "switch_below": 5e-3,
-                "center_end": 1.0,
-                "sparse_end": 5.0,
-            },
-            "sampling": {"clip_percentile": 97.0, "window": 5},
-            "postprocess": {"n_largest": 41, "threshold_fraction": 0.75},
         }
 
     # ---- EDSR
@@ -247,16 +238,9 @@ class DefaultPlanner:
         }
 
     def plan_dsn(self, scale: int) -> dict:
-        return {
-            "name": "dsn",
-            "channels": 32,
-            "num_layers": 4,
-            "iterations": 2000,
-            "learning_rate": 1e-4,
-            "batch_size": 16,
-            "hr_crop": 64,
-            "loss": "l1",
-        }
+        from mrisr.degradation.dsn import DEFAULTS
+
+        return {"name": "dsn", **DEFAULTS}
 
     # ---- assemble
     def plan(self, dataset_name: str) -> Plans:
@@ -275,6 +259,7 @@ class DefaultPlanner:
             "preprocessing": {
                 "normalization": self.plan_normalization(),
                 "denoising": self.plan_denoising(),
+                "register_pairs": self.plan_registration(),
                 "hr_interpolator": "bspline",
                 "lr_interpolator": "bspline",
                 "sampling": {"clip_percentile": 97.0, "window": 5},
@@ -309,3 +294,29 @@ class DefaultPlanner:
             "decisions": dict(self.decisions),
         }
         return Plans(data)
+
+
+@PLANNERS.register
+class DemoPlanner(DefaultPlanner):
+    """The default plans on a demo budget (``mrisr_demo``; plans ``mrisrDemoPlans``).
+
+    One change: DSGAN kernels per volume instead of per slice when the slices of every
+    pair match. A pair then trains one GAN (3000 iterations, crops from all its slices)
+    instead of one per slice, which is 15x cheaper on the demo's 15-slice scans and loses
+    nothing there: the demo's LR is acquired with the same in-plane k-space extent for
+    every slice, so every slice has the same kernel. Everything else is the default plan;
+    the SR budget is a trainer variant (``EDSRTrainer_demo``).
+    """
+
+    plans_name = "mrisrDemoPlans"
+
+    def plan_kernel_mode(self) -> str:
+        mode = super().plan_kernel_mode()
+        if mode == "per_slice":
+            self._decide(
+                "kernel_mode",
+                "per_volume (demo budget): one GAN per pair from all its slices; the paper's "
+                "per-slice mode costs one GAN per slice",
+            )
+            return "per_volume"
+        return mode

@@ -17,6 +17,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from mrisr.dataset.cases import Case
+from mrisr.imageio.registration import rigid_register
 from mrisr.imageio.resampling import (
     lr_grid_for_hr,
     resample_mask_to,
@@ -71,12 +72,21 @@ def lr_working_grid(image: sitk.Image, plans: Plans, hr_grid: Geometry | None) -
     return working_grid(g, tp, plans.lr_spacing)
 
 
-def prepare_lr(image: sitk.Image, plans: Plans, hr_grid: Geometry | None = None) -> PreparedScan:
-    """Exactly the LR preprocessing of training and inference: grid, normalisation, NLM."""
+def prepare_lr(
+    image: sitk.Image,
+    plans: Plans,
+    hr_grid: Geometry | None = None,
+    transform: sitk.Transform | None = None,
+) -> PreparedScan:
+    """Exactly the LR preprocessing of training and inference: grid, normalisation, NLM.
+
+    ``transform`` (pairs only): the rigid alignment of the LR scan to its HR partner (HR
+    point -> LR point), applied while resampling onto the HR-aligned working grid.
+    """
     grid = lr_working_grid(image, plans, hr_grid)
     interp = INTERPOLATORS[plans.preprocessing.get("lr_interpolator", "bspline")]
-    arr = sitk.GetArrayFromImage(resample_to(image, grid, interp))
-    valid = resample_mask_to(image, grid)
+    arr = sitk.GetArrayFromImage(resample_to(image, grid, interp, transform=transform))
+    valid = resample_mask_to(image, grid, transform)
     arr[~valid] = 0.0
     mask = foreground_mask(arr, valid)
     s = normalization_scale(arr, mask, plans.normalization)
@@ -157,8 +167,17 @@ def preprocess_case(args: tuple[Case, dict, str]) -> str:
         hr_grid = hr.grid
         props["hr"] = _save_scan(files, "hr", hr, sampling)
     if lr_img is not None:
-        lr = prepare_lr(lr_img, plans, hr_grid)
+        tf = None
+        if hr_img is not None and plans.preprocessing.get("register_pairs", False):
+            tf = rigid_register(hr_img, lr_img)
+        lr = prepare_lr(lr_img, plans, hr_grid, tf)
         props["lr"] = _save_scan(files, "lr", lr, sampling)
+        if tf is not None:
+            props["lr"]["registration_to_hr"] = {
+                "transform": "Euler3D (HR point -> LR point)",
+                "center": list(tf.GetCenter()),
+                "parameters": list(tf.GetParameters()),
+            }
         props["lr"]["denoising"] = plans.denoising.get("method", "none")
     save_json(props, files["properties"])  # last: marks the case as done
     return case.name

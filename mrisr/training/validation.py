@@ -24,6 +24,7 @@ import torch
 from tqdm import tqdm
 
 from mrisr.evaluation.metrics import compare_in_physical_space, normalise, psnr, ssim
+from mrisr.imageio.registration import rigid_register
 from mrisr.imageio.sitk_io import read_scan, write_scan
 from mrisr.inference.predictor import SRPredictor, bicubic_scan
 from mrisr.planning.plans_handler import Plans
@@ -132,8 +133,11 @@ def validate_fold(
         bic = bicubic_scan(lr, plans)
         sr = predictor.predict_scan(lr) if predictor is not None else bic
         write_scan(sr, out_dir / f"{c}{file_ending}")
-        m_bic = compare_in_physical_space(hr, bic)
-        m_sr = compare_in_physical_space(hr, sr) if predictor is not None else m_bic
+        # one rigid alignment of the HR scan per case (to the real LR's bicubic
+        # interpolation), shared by every method compared on this case
+        tf = rigid_register(bic, hr)
+        m_bic = compare_in_physical_space(hr, bic, tf)
+        m_sr = compare_in_physical_space(hr, sr, tf) if predictor is not None else m_bic
         per_case[c] = {configuration: m_sr, BICUBIC: m_bic}
         logger.info(
             "validation %s: %s PSNR %.2f dB SSIM %.4f | bicubic PSNR %.2f dB SSIM %.4f",

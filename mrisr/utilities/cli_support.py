@@ -29,5 +29,8 @@ def run_command(prog: str, body: Callable[[], int | None]) -> int:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted; re-run the same command to resume", file=sys.stderr)
+        print(
+            f"{prog}: interrupted; re-run the same command to resume (mrisr_train: add --continue)",
+            file=sys.stderr,
+        )
         return 130
