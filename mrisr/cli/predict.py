@@ -14,7 +14,12 @@ def main(argv: list[str] | None = None) -> int:
         description="Super-resolve every real LR scan in IN; write one SR scan per input, same "
         "file name, into OUT (HR in-plane spacing, geometry correct in physical space).",
     )
-    p.add_argument("-i", required=True, help="folder of real LR scans")
+    p.add_argument(
+        "-i",
+        required=True,
+        help="folder of real LR scans (files, sub-folders holding one DICOM series each, or "
+        "the files of one DICOM series)",
+    )
     p.add_argument("-o", required=True, help="output folder (not the input folder)")
     p.add_argument("-d", default=None, help="dataset id or name (default: the only trained one)")
     p.add_argument("-c", default="dsgan_edsr", help="configuration (default dsgan_edsr)")
@@ -35,6 +40,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num-parts", type=int, default=1, help="split the scans over N runs")
     p.add_argument("--part-id", type=int, default=0, help="which part this run does (0..N-1)")
     p.add_argument("--continue", dest="resume", action="store_true", help="skip finished outputs")
+    p.add_argument(
+        "--output-format",
+        default="same",
+        choices=("same", "nifti", "dicom"),
+        help="same (default: DICOM in -> DICOM series out, files keep their format), nifti "
+        "(<name>.nii.gz) or dicom (a folder <name>/ holding the SR series)",
+    )
+    p.add_argument(
+        "--save-uncertainty",
+        action="store_true",
+        help="also write <name>_uncertainty: the per-voxel sd over TTA transforms and folds",
+    )
+    p.add_argument(
+        "--tile-size",
+        type=int,
+        default=None,
+        help="LR slices larger than this many pixels per side are predicted in overlapping "
+        "tiles (default 256; 0: never tile)",
+    )
     args = p.parse_args(argv)
     setup_logging()
 
@@ -55,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
             part_id=args.part_id,
             resume=args.resume,
             checkpoint=args.chk,
+            output_format=args.output_format,
+            save_uncertainty=args.save_uncertainty,
+            tile_size=args.tile_size,
         )
         print(f"{len(written)} scan(s) super-resolved into {args.o}")
         return 0

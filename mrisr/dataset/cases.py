@@ -30,18 +30,32 @@ class Case:
 
 
 def _scan_folder(folder: Path, ending: str) -> dict[str, Path]:
+    """``<case><file_ending>`` files, and ``<case>/`` folders each holding one DICOM series."""
     found: dict[str, Path] = {}
     if not folder.is_dir():
         return found
     for p in sorted(folder.iterdir()):
-        if p.name.startswith(".") or p.is_dir():
+        if p.name.startswith("."):
+            continue
+        if p.is_dir():
+            name = p.name
+            if name in found:
+                raise IntegrityError(
+                    f"{p}: case '{name}' is given twice (a file and a DICOM folder); keep one"
+                )
+            found[name] = p
             continue
         if not p.name.endswith(ending):
             raise IntegrityError(
                 f"{p}: wrong file ending (dataset.json says file_ending '{ending}'); "
                 f"rename or convert it, or remove it from {folder.name}/"
             )
-        found[p.name[: -len(ending)]] = p
+        name = p.name[: -len(ending)]
+        if name in found:
+            raise IntegrityError(
+                f"{p}: case '{name}' is given twice (a file and a DICOM folder); keep one"
+            )
+        found[name] = p
     return found
 
 

@@ -1,7 +1,8 @@
 """Reading and writing scans with SimpleITK, with the checks a user's data deserve.
 
 Conventions: SimpleITK index order is (x, y, z); numpy arrays from it are (z, y, x).
-Every scan is handled as a 3D volume: a 2D image becomes a one-slice volume.
+Every scan is handled as a 3D volume: a 2D image becomes a one-slice volume. A scan is a
+file SimpleITK reads, or a folder holding one DICOM series (:mod:`mrisr.imageio.dicom`).
 """
 
 from __future__ import annotations
@@ -125,6 +126,12 @@ def read_header(path: str | Path) -> sitk.ImageFileReader:
     """Read the header only; IntegrityError naming the file if it is not a readable image."""
     path = Path(path)
     reader = sitk.ImageFileReader()
+    if path.is_dir():
+        from mrisr.imageio.dicom import series_files
+
+        reader.SetFileName(series_files(path)[0])
+        reader.ReadImageInformation()
+        return reader
     reader.SetFileName(str(path))
     try:
         reader.ReadImageInformation()
@@ -143,6 +150,11 @@ def read_scan(path: str | Path, check: bool = True) -> sitk.Image:
     finite and not constant. Each failure is an IntegrityError naming the file and the fix.
     """
     path = Path(path)
+    if path.is_dir():
+        from mrisr.imageio.dicom import read_series
+
+        image = read_series(path).image
+        return as_checked_volume(path, image, check)
     reader = read_header(path)
     dim = reader.GetDimension()
     if dim > 3 and any(s > 1 for s in reader.GetSize()[3:]):
@@ -162,6 +174,13 @@ def read_scan(path: str | Path, check: bool = True) -> sitk.Image:
         raise IntegrityError(
             f"{path}: could not read the voxel data (truncated or corrupt); export it again"
         ) from None
+    return as_checked_volume(path, image, check, n_nonfinite)
+
+
+def as_checked_volume(
+    path: Path, image: sitk.Image, check: bool = True, n_nonfinite: int = 0
+) -> sitk.Image:
+    """A read image as a float32 3D volume; with ``check``: finite and not constant."""
     if image.GetDimension() == 4:
         image = image[:, :, :, 0]
     if image.GetDimension() == 2:

@@ -13,8 +13,19 @@ from mrisr import paths
 from mrisr.dataset.dataset_json import list_datasets, resolve_dataset_name
 from mrisr.evaluation.evaluate_api import IMAGE_ENDINGS
 from mrisr.imageio.resampling import inplane_axes, through_plane_axis_single
-from mrisr.imageio.sitk_io import Geometry, read_header, read_scan, write_scan
+from mrisr.imageio.sitk_io import Geometry, read_header
 from mrisr.inference.predictor import SRPredictor, bicubic_scan
+from mrisr.inference.scan_files import (
+    OUTPUT_FORMATS,
+    InputScan,
+    discover,
+    output_path,
+    read_input,
+    series_label,
+    uncertainty_path,
+    write_output,
+    writes_dicom,
+)
 from mrisr.planning.fingerprint import FINGERPRINT_FILE
 from mrisr.planning.plans_handler import Plans
 from mrisr.utilities.errors import IntegrityError, MrisrError
@@ -43,25 +54,31 @@ def model_folder(dataset: str, trainer: str, plans_name: str, configuration: str
     return paths.results_root() / dataset / f"{trainer}__{plans_name}__{configuration}"
 
 
-def _input_files(folder: Path) -> list[Path]:
+def _input_files(folder: Path) -> list[InputScan]:
     if not folder.is_dir():
         raise MrisrError(f"{folder}: input folder does not exist")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
-    if not files:
+    series = discover(folder, IMAGE_ENDINGS)
+    if series is not None:
+        return series
+    entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    scans = [InputScan(p, p.name) for p in entries if p.is_file() or p.is_dir()]
+    if not scans:
         raise MrisrError(
             f"{folder}: input folder is empty; put the real LR scans to super-resolve there"
         )
-    return files
+    return scans
 
 
-def _check_inputs(files: list[Path]) -> None:
+def _check_inputs(scans: list[InputScan]) -> None:
     """Header-level checks of every input before anything is written."""
-    for f in files:
-        if not f.name.lower().endswith(IMAGE_ENDINGS):
+    for s in scans:
+        f = s.path
+        if not s.is_dicom and not f.name.lower().endswith(IMAGE_ENDINGS):
             raise IntegrityError(
-                f"{f}: not an image file (expected one of {', '.join(IMAGE_ENDINGS)})"
+                f"{f}: not an image file (expected one of {', '.join(IMAGE_ENDINGS)}, or a "
+                "folder holding one DICOM series)"
             )
-        r = read_header(f)
+        r = read_header(f)  # a folder: exactly one DICOM series, else a one-line error
         if r.GetDimension() > 3 and any(s > 1 for s in r.GetSize()[3:]):
             raise IntegrityError(
                 f"{f}: {r.GetDimension()}D image; give one 3D (or 2D) scan per file"
@@ -111,8 +128,18 @@ def predict_folder(
     part_id: int = 0,
     resume: bool = False,
     checkpoint: str = "final",
+    output_format: str = "same",
+    save_uncertainty: bool = False,
+    tile_size: int | None = None,
 ) -> list[Path]:
-    """Super-resolve every scan of ``input_folder`` into ``output_folder`` (same file names)."""
+    """Super-resolve every scan of ``input_folder`` into ``output_folder`` (same names).
+
+    ``output_format``: ``same`` (DICOM in -> DICOM out), ``nifti`` or ``dicom``
+    (:mod:`mrisr.inference.scan_files`). ``save_uncertainty``: also write the per-voxel
+    standard deviation over the ensemble members (TTA transforms x folds). ``tile_size``:
+    LR slices larger than this (pixels per side) are super-resolved in overlapping tiles
+    (None: :data:`mrisr.inference.tiling.DEFAULT_TILE`; 0: never tile).
+    """
     inp, out = Path(input_folder).resolve(), Path(output_folder).resolve()
     if inp == out:
         raise MrisrError(
@@ -129,6 +156,14 @@ def predict_folder(
             raise MrisrError("--device cuda: no CUDA device is visible (use --device cpu)")
     if checkpoint not in ("final", "best"):
         raise MrisrError(f"-chk must be 'final' or 'best', not '{checkpoint}'")
+    if output_format not in OUTPUT_FORMATS:
+        raise MrisrError(
+            f"--output-format '{output_format}' unknown; valid: {', '.join(OUTPUT_FORMATS)}"
+        )
+    if save_uncertainty and configuration == "bicubic":
+        raise MrisrError(
+            "--save-uncertainty needs an ensemble of trained networks; 'bicubic' has none"
+        )
     files = _input_files(inp)
     _check_inputs(files)
     dataset = resolve_results_dataset(dataset)
@@ -187,22 +222,56 @@ def predict_folder(
             "part_id": part_id,
             "continue": resume,
             "model_folder": str(folder),
+            "output_format": output_format,
+            "save_uncertainty": save_uncertainty,
+            "tile_size": tile_size,
         },
         out / (f"predict_args_part{part_id}.json" if num_parts > 1 else "predict_args.json"),
     )
-    predictor = SRPredictor(plans, networks, device=device, tta=tta) if networks else None
+    predictor = (
+        SRPredictor(plans, networks, device=device, tta=tta, tile_size=tile_size)
+        if networks
+        else None
+    )
+    if save_uncertainty and len(networks) * (8 if tta else 1) == 1:
+        logger.warning(
+            "--save-uncertainty with one fold and no TTA: one ensemble member, the map is zero"
+        )
     trained_sp = _trained_lr_spacing(folder)
+    what = f"mrisr SR x{plans.scale} {configuration}"
     written = []
-    for f in tqdm(mine, desc="super-resolving", unit="scan"):
-        dest = out / f.name
-        if resume and dest.is_file():
+    for s in tqdm(mine, desc="super-resolving", unit="scan"):
+        dest = output_path(s, out, output_format)
+        if resume and dest.exists():
             logger.info("%s exists: skipped (--continue)", dest.name)
             continue
         t0 = time.time()
-        img = read_scan(f)
-        _warn_spacing(f, Geometry.of(img), plans, trained_sp)
-        sr = predictor.predict_scan(img) if predictor is not None else bicubic_scan(img, plans)
-        write_scan(sr, dest)
-        logger.info("%s -> %s (%.1f s)", f.name, dest, time.time() - t0)
+        img, series = read_input(s)
+        _warn_spacing(s.path, Geometry.of(img), plans, trained_sp)
+        sd = None
+        if predictor is None:
+            sr = bicubic_scan(img, plans)
+        elif save_uncertainty:
+            sr, sd = predictor.predict_scan(img, return_std=True)
+        else:
+            sr = predictor.predict_scan(img)
+        as_dicom = writes_dicom(s, output_format)
+        label = series_label(series, s)
+        derivation = (
+            f"{what} (trainer {trainer_name}, folds {','.join(used_folds) or 'none'}, "
+            f"TTA {'on' if tta else 'off'}) of {series.series_uid if series else s.name}"
+            + (f" ({label})" if series else "")
+        )
+        if sd is not None:  # first: the SR scan marks the case as done (--continue)
+            write_output(
+                sd,
+                uncertainty_path(dest, s, output_format),
+                as_dicom,
+                series,
+                f"mrisr SR uncertainty (sd) of {label}",
+                "per-voxel standard deviation over the ensemble of " + derivation,
+            )
+        write_output(sr, dest, as_dicom, series, f"{what} of {label}", derivation)
+        logger.info("%s -> %s (%.1f s)", s.name, dest, time.time() - t0)
         written.append(dest)
     return written
