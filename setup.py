@@ -36,6 +36,8 @@ setup(
             "mrisr_predict=mrisr.cli.predict:main",
             "mrisr_find_best_configuration=mrisr.cli.find_best_configuration:main",
             "mrisr_train=mrisr.cli.train:main",
+            "mrisr_export_model=mrisr.cli.export_model:main",
+            "mrisr_install_model=mrisr.cli.install_model:main",
         ]
     },
 )

@@ -1,0 +1,43 @@
+"""``mrisr_export_model -d ID -c CONFIG -o model.zip``: a trained model as one shareable zip."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from mrisr.utilities.cli_support import run_command, setup_logging
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="mrisr_export_model",
+        description="Pack a trained configuration (plans, dataset.json, fingerprint, the "
+        "folds' checkpoints, degradation summaries, a README with the validation table) into "
+        "a zip that mrisr_install_model installs on another machine.",
+    )
+    p.add_argument("-d", default=None, help="dataset id or name (default: the only trained one)")
+    p.add_argument("-c", default="dsgan_edsr", help="configuration (default dsgan_edsr)")
+    p.add_argument("-tr", default="EDSRTrainer", help="trainer (default EDSRTrainer)")
+    p.add_argument("-p", default="mrisrPlans", help="plans identifier (default mrisrPlans)")
+    p.add_argument(
+        "-f", nargs="+", default=None, help="folds to export (default: every trained fold)"
+    )
+    p.add_argument(
+        "-chk", default="final", choices=["final", "best"], help="checkpoint (default final)"
+    )
+    p.add_argument("-o", required=True, help="output zip file")
+    args = p.parse_args(argv)
+    setup_logging()
+
+    def body() -> int:
+        from mrisr.inference.export import export_model
+
+        out = export_model(args.d, args.c, Path(args.o), args.tr, args.p, args.f, args.chk)
+        print(f"exported: {out}")
+        return 0
+
+    return run_command("mrisr_export_model", body)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
