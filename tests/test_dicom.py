@@ -1,6 +1,7 @@
 """DICOM series in and out: raw dataset cases, mrisr_predict inputs, the SR series written."""
 
 import json
+import locale
 
 import numpy as np
 import pytest
@@ -94,6 +95,7 @@ def same_geometry(a, b, tol=1e-4):
 
 @pytest.mark.parametrize("left_handed", [False, True])
 def test_write_series_round_trip(tmp_path, left_handed):
+    encoding = locale.getpreferredencoding(False)
     img = oblique(left_handed=left_handed)
     src = write_source_series(img, tmp_path / "src")
     source = read_series(tmp_path / "src")
@@ -112,6 +114,7 @@ def test_write_series_round_trip(tmp_path, left_handed):
         assert t["0008|103e"] == "mrisr SR of #7"
     assert len({t["0008|0018"] for t in tags}) == 4  # one SOP instance per slice
     assert src.GetDepth() == 4
+    assert locale.getpreferredencoding(False) == encoding  # GDCM's setlocale("C") undone
 
 
 def test_write_series_without_source_invents_no_patient(tmp_path):

@@ -76,6 +76,8 @@ def test_export_install_predict_identical(trained, tmp_path, monkeypatch, capsys
     assert manifest["folds"] == ["0"] and set(manifest["files"]) == names - {"mrisr_model.json"}
     assert "| fold | cases | PSNR gaussian_edsr" in readme and "\n| 0 | 1 |" in readme
     assert "optimisation" not in state and "network" in state  # inference-only checkpoint
+    validation = root / "mrisr_results" / MODEL / "fold_0" / "validation"
+    assert list(validation.glob("case_*_uncertainty.nii.gz"))  # validation maps, for the figure
     assert _predict(inp, tmp_path / "a") == 0
     for k in ("mrisr_raw", "mrisr_preprocessed", "mrisr_results"):  # another machine
         (tmp_path / "new" / k).mkdir(parents=True)

@@ -72,6 +72,11 @@ from typing import Any
 import numpy as np
 import scipy.fft
 import SimpleITK as sitk
+from acvl_utils.cropping_and_padding.bounding_boxes import (
+    bounding_box_to_slice,
+    get_bbox_from_mask,
+    pad_bbox,
+)
 from tqdm import tqdm
 
 from mrisr.utilities.errors import MrisrError
@@ -219,9 +224,10 @@ def _load_template(margin: int = 6) -> _Template:
     arr = sitk.GetArrayViewFromImage(img)  # (z, y, x)
     mask = arr > 0
     idx = np.nonzero(mask)
-    lo = [max(int(i.min()) - margin, 0) for i in idx]
-    hi = [min(int(i.max()) + margin + 1, s) for i, s in zip(idx, arr.shape)]
-    crop = np.ascontiguousarray(arr[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]])
+    # the brain's bounding box (half-open, nnU-Net's convention) grown by the margin
+    bbox = pad_bbox(get_bbox_from_mask(mask), margin, arr.shape)
+    lo = [b[0] for b in bbox]
+    crop = np.ascontiguousarray(arr[bounding_box_to_slice(bbox)])
     origin = img.TransformContinuousIndexToPhysicalPoint([float(lo[2]), float(lo[1]), float(lo[0])])
     centroid_idx = [float(np.mean(i)) for i in idx]  # z, y, x
     centre = np.array(img.TransformContinuousIndexToPhysicalPoint(centroid_idx[::-1]))

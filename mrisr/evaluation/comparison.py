@@ -157,10 +157,14 @@ def table_markdown(table: dict, cases_are: str = "held-out cases (cross-validati
     return "\n".join(lines)
 
 
+UNCERTAINTY = "uncertainty"
+
+
 def comparison_figure(
     dataset: str, results: dict, path: Path, plans_name: str = "mrisrPlans"
 ) -> Path | None:
-    """Fig. 4-like: real LR, bicubic, each configuration, HR; same slice and zoom."""
+    """Fig. 4-like: real LR, bicubic, each configuration, HR, and the uncertainty map of the
+    first configuration (when validation wrote one); same slice and zoom."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -191,6 +195,10 @@ def comparison_figure(
     for c in configs:
         panels[names[c]] = sitk.ReadImage(results[c][case]["sr_file"], sitk.sitkFloat32)
     panels["HR"] = resample_to(hr, grid, sitk.sitkBSpline)
+    sr_file = Path(results[configs[0]][case]["sr_file"])
+    unc = sr_file.with_name(f"{case}_uncertainty{sr_file.name[len(case) :]}")
+    if unc.is_file():  # written by validation: the sd over the TTA ensemble
+        panels[f"{UNCERTAINTY} {names[configs[0]]}"] = sitk.ReadImage(str(unc), sitk.sitkFloat32)
     arrays = {k: sitk.GetArrayFromImage(v) for k, v in panels.items()}
     hr_arr = arrays["HR"]
     mask = foreground_mask(hr_arr)
@@ -202,9 +210,16 @@ def comparison_figure(
     fig = Figure(figsize=(2.4 * len(arrays), 2.8), dpi=120)
     FigureCanvasAgg(fig)
     for i, (name, arr) in enumerate(arrays.items()):
+        ax = fig.add_subplot(1, len(arrays), i + 1)
+        if name.startswith(UNCERTAINTY):  # where the SR is not to be trusted: bright
+            top = np.percentile(arr[mask], 99.5) if mask.any() else arr.max()
+            top = top if top > 0 else 1.0
+            ax.imshow(arr[sl] / top, cmap="magma", vmin=0, vmax=1, interpolation="nearest")
+            ax.set_title(f"{name} (sd, 0..{top:.3g})", fontsize=9)
+            ax.axis("off")
+            continue
         m = foreground_mask(arr)
         top = np.percentile(arr[m], 99.5) if m.any() else arr.max()
-        ax = fig.add_subplot(1, len(arrays), i + 1)
         ax.imshow(arr[sl] / top, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         ax.set_title(name, fontsize=9)
         ax.axis("off")
@@ -279,7 +294,7 @@ def find_best_configuration(
     out = paths.results_root() / dataset
     md = table_markdown(table)
     with atomic_path(out / "comparison.md") as tmp:
-        tmp.write_text(f"# {dataset}: cross-validation comparison\n\n{md}\n")
+        tmp.write_text(f"# {dataset}: cross-validation comparison\n\n{md}\n", encoding="utf-8")
     fig4 = comparison_figure(dataset, results, out / "comparison_fig4.png", plans_name)
     mscn = mscn_figure(dataset, out / "mscn_fig5.png", plans_name)
     psnr_row = table["rows"]["psnr"]

@@ -15,6 +15,8 @@ intensities back to within half the slope (1/64000 of the largest magnitude).
 
 from __future__ import annotations
 
+import contextlib
+import locale
 import os
 import shutil
 import tempfile
@@ -68,6 +70,17 @@ class DicomSeries:
         return self.tags.get(SERIES_DESCRIPTION, "").strip()
 
 
+@contextlib.contextmanager
+def _keep_locale():
+    """GDCM sets the process locale to "C" while it reads or writes, and leaves it so: Python
+    then opens text files as ASCII. Restore whatever was set before."""
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        yield
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
+
+
 def new_uid() -> str:
     """A globally unique DICOM UID (the ``2.25.<UUID as integer>`` form, PS3.5 B.2)."""
     return f"2.25.{uuid.uuid4().int}"
@@ -77,7 +90,8 @@ def _quiet_series_ids(folder: Path) -> tuple[str, ...]:
     warn = sitk.ProcessObject.GetGlobalWarningDisplay()
     sitk.ProcessObject.SetGlobalWarningDisplay(False)
     try:
-        return tuple(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
+        with _keep_locale():
+            return tuple(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
     finally:
         sitk.ProcessObject.SetGlobalWarningDisplay(warn)
 
@@ -113,19 +127,22 @@ def series_files(folder: str | os.PathLike) -> list[str]:
     """The files of the one series in ``folder``, sorted along the slice normal."""
     folder = Path(folder)
     uid = _only_series(folder)
-    return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid))
+    with _keep_locale():
+        return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid))
 
 
 def read_series(folder: str | os.PathLike) -> DicomSeries:
     """The one DICOM series in ``folder`` as a 3D image (intensities rescaled, float)."""
     folder = Path(folder)
     uid = _only_series(folder)
-    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)
+    with _keep_locale():
+        files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
     reader.MetaDataDictionaryArrayUpdateOn()
     try:
-        image = reader.Execute()
+        with _keep_locale():
+            image = reader.Execute()
     except RuntimeError as e:
         first = str(e).strip().splitlines()[-1] if str(e).strip() else "read error"
         raise IntegrityError(
@@ -223,19 +240,8 @@ def write_series(
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
     try:
-        writer = sitk.ImageFileWriter()
-        writer.KeepOriginalImageUIDOn()
-        writer.SetImageIO("GDCMImageIO")
-        img64 = sitk.Cast(image, sitk.sitkFloat64)
-        for k in range(image.GetDepth()):
-            sl = img64[:, :, k]
-            for key, value in common.items():
-                sl.SetMetaData(key, value)
-            for key, value in geometry_tags(image, k).items():
-                sl.SetMetaData(key, value)
-            sl.SetMetaData("0008|0018", new_uid())  # SOP Instance UID
-            writer.SetFileName(str(tmp / f"IM_{k + 1:04d}.dcm"))
-            writer.Execute(sl)
+        with _keep_locale():
+            _write_slices(image, tmp, common)
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(tmp, folder)
@@ -243,3 +249,20 @@ def write_series(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return series_uid
+
+
+def _write_slices(image: sitk.Image, tmp: Path, common: dict[str, str]) -> None:
+    """One GDCM file per slice with the series tags and the slice's geometry."""
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    writer.SetImageIO("GDCMImageIO")
+    img64 = sitk.Cast(image, sitk.sitkFloat64)  # float + Rescale Slope -> int16 on disk
+    for k in range(image.GetDepth()):
+        sl = img64[:, :, k]
+        for key, value in common.items():
+            sl.SetMetaData(key, value)
+        for key, value in geometry_tags(image, k).items():
+            sl.SetMetaData(key, value)
+        sl.SetMetaData("0008|0018", new_uid())  # SOP Instance UID
+        writer.SetFileName(str(tmp / f"IM_{k + 1:04d}.dcm"))
+        writer.Execute(sl)

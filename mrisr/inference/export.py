@@ -197,7 +197,9 @@ def export_model(
             if (fd / rel).is_file():
                 members[str(base / f"fold_{f}" / rel)] = (fd / rel).read_bytes()
         if (fd / "validation" / "summary.json").is_file():
-            summaries[f] = json.loads((fd / "validation" / "summary.json").read_text())
+            summaries[f] = json.loads(
+                (fd / "validation" / "summary.json").read_text(encoding="utf-8")
+            )
     deg = folder.parent / f"degradation__{plans_name}__{configuration}"
     if deg.is_dir():
         for pattern in DEGRADATION_PATTERNS:
@@ -403,7 +405,7 @@ def _validate_and_move(
                 raise MrisrError(f"{p.relative_to(tmp)}: .npy needs pickle; refusing") from None
         elif p.suffix == ".json":
             try:
-                json.loads(p.read_text())
+                json.loads(p.read_text(encoding="utf-8"))
             except (json.JSONDecodeError, UnicodeDecodeError):
                 raise MrisrError(f"{p.relative_to(tmp)}: not valid JSON") from None
     targets = [d for d in sorted((tmp / dataset).iterdir()) if d.is_dir()]

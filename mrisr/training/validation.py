@@ -8,7 +8,8 @@
 * :func:`validate_fold` (end of fold, ``fold_K/validation/``): each validation case's raw
   real LR scan is super-resolved by the shared inference core (:class:`SRPredictor`, or
   :func:`bicubic_scan` for the ``bicubic`` configuration), written as
-  ``<case><file_ending>``, and compared with its raw HR scan in physical space
+  ``<case><file_ending>`` (with its uncertainty map, the sd over the TTA ensemble,
+  ``<case>_uncertainty<file_ending>``), and compared with its raw HR scan in physical space
   (:func:`compare_in_physical_space`), together with the bicubic baseline of the same
   cases. ``summary.json`` holds per-case numbers and mean ± sd for both.
 """
@@ -131,8 +132,10 @@ def validate_fold(
         lr = read_scan(_source(dataset, c, "lr"), check=False)
         hr = read_scan(_source(dataset, c, "hr"), check=False)
         bic = bicubic_scan(lr, plans)
-        sr = predictor.predict_scan(lr) if predictor is not None else bic
+        sr, sd = predictor.predict_scan(lr, return_std=True) if predictor else (bic, None)
         write_scan(sr, out_dir / f"{c}{file_ending}")
+        if sd is not None:  # sd over TTA x networks: free, the members are computed anyway
+            write_scan(sd, out_dir / f"{c}_uncertainty{file_ending}")
         # one rigid alignment of the HR scan per case (to the real LR's bicubic
         # interpolation), shared by every method compared on this case
         tf = rigid_register(bic, hr)
