@@ -2,6 +2,7 @@
 
     python benchmarks/bench_predict.py            # 1 fold, no TTA (the bar) + 8x TTA + 5 folds
     python benchmarks/bench_predict.py --quick    # the bar only
+    python benchmarks/bench_predict.py --size 512 # large slices: tiled vs untiled (below)
 
 Plans: the demo dataset's (built and planned in a temporary folder: scale x2, NLM on the
 LR, the planned EDSR of 16 blocks x 64 features). Networks: the planned EDSR with random
@@ -17,12 +18,24 @@ Figures (each the best of ``--repeats`` runs):
   intensity restoration, placement on the HR grid, atomic write.
 
 Bars on the 2-core machine (one fold, no TTA): total <= 15 s and total <= 1.5 x forward.
+
+``--size N`` (e.g. 512 or 640): an N x N x ``--slices`` (default 24) LR volume, prepared once
+(LR preprocessing as in ``mrisr_predict``), then the networks on it twice, each run in a
+fresh process so that its peak memory is its own: untiled (``tile_size=0``) and tiled
+(``--tile-size``, default 256 LR pixels). Reported per run: forward time, peak RSS (and the
+RSS before the forward, i.e. torch and the data), on CUDA the peak allocated GPU memory; then
+the max abs difference tiled vs untiled as a fraction of the untiled intensity range (bar:
+< 1e-3).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import resource
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -89,12 +102,113 @@ def best_of(fn, repeats: int) -> float:
     return min(times)
 
 
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def large_child(work: Path, mode: str, tile: int, folds: int, tta: bool, device: str) -> None:
+    """One run of ``--size``: the networks on the prepared slices, tiled or not."""
+    plans = Plans.load(work / "plans.json")
+    lr = np.load(work / "lr.npy")
+    pred = SRPredictor(
+        plans,
+        networks(plans, folds),
+        device=device,
+        tta=tta,
+        tile_size=0 if mode == "untiled" else tile,
+    )
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    before = _rss_mb()
+    t = time.perf_counter()
+    out = pred.predict_array(lr)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    dt = time.perf_counter() - t
+    np.save(work / f"sr_{mode}.npy", out)
+    result = {
+        "mode": mode,
+        "seconds": dt,
+        "rss_before_mb": before,
+        "peak_rss_mb": _rss_mb(),
+        "gpu_peak_mb": torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None,
+        "tile_size": pred.tile_size if mode == "tiled" else 0,
+        "margin": pred.margin,
+        "autocast": pred.autocast,
+    }
+    (work / f"{mode}.json").write_text(json.dumps(result, default=str), encoding="utf-8")
+
+
+def large(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        plans = demo_plans(work / "work")
+        plans.save(work / "plans.json")
+        src = work / "lr.nii.gz"
+        make_scan(src, plans, size=args.size, slices=args.slices)
+        t = time.perf_counter()
+        prep = prepare_lr(read_scan(src), plans)
+        t_prep = time.perf_counter() - t
+        np.save(work / "lr.npy", prep.array)
+        z, h, w = prep.array.shape
+        print(
+            f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}; "
+            f"LR {w}x{h}x{z} -> x{plans.scale}; {args.folds} fold(s), TTA {'on' if args.tta else 'off'}; "
+            f"LR preprocessing {t_prep:.1f} s (not in the figures below)"
+        )
+        results = {}
+        for mode in ("untiled", "tiled"):
+            cmd = [
+                sys.executable,
+                __file__,
+                "--child",
+                mode,
+                "--work",
+                str(work),
+                "--tile-size",
+                str(args.tile_size),
+                "--folds",
+                str(args.folds),
+                "--device",
+                args.device,
+            ] + (["--tta"] if args.tta else [])
+            subprocess.run(cmd, check=True)
+            results[mode] = json.loads((work / f"{mode}.json").read_text(encoding="utf-8"))
+            r = results[mode]
+            gpu = f", GPU peak {r['gpu_peak_mb']:.0f} MiB" if r["gpu_peak_mb"] else ""
+            print(
+                f"{mode:<8} tile {r['tile_size']:>4} (margin {r['margin']}) forward {r['seconds']:7.1f} s   "
+                f"peak RSS {r['peak_rss_mb']:7.0f} MiB (before forward {r['rss_before_mb']:.0f}){gpu}"
+            )
+        a, b = np.load(work / "sr_untiled.npy"), np.load(work / "sr_tiled.npy")
+        rng = float(a.max() - a.min())
+        diff = float(np.abs(a - b).max())
+        print(
+            f"tiled vs untiled: max abs difference {diff:.3g} = {diff / rng:.2e} of the intensity "
+            f"range {rng:.3g} (bar < 1e-3); autocast {results['tiled']['autocast']}"
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="one fold without TTA only")
+    ap.add_argument("--size", type=int, default=None, help="large-slice run: N x N LR slices")
+    ap.add_argument("--slices", type=int, default=24, help="slices of the --size volume")
+    ap.add_argument("--tile-size", type=int, default=256, help="tile of the tiled --size run")
+    ap.add_argument("--folds", type=int, default=1, help="--size: networks averaged")
+    ap.add_argument("--tta", action="store_true", help="--size: 8-fold TTA")
+    ap.add_argument("--device", default="cpu", help="--size: cpu or cuda")
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--work", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(len(os.sched_getaffinity(0)))
+    if args.child:
+        large_child(Path(args.work), args.child, args.tile_size, args.folds, args.tta, args.device)
+        return
+    if args.size:
+        large(args)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         plans = demo_plans(tmp / "work")
