@@ -228,7 +228,7 @@ def write_series(
             SERIES_NUMBER: str(int(src_number) + 1000) if src_number.isdigit() else "1000",
             "0008|0021": now.strftime("%Y%m%d"),  # Series Date
             "0008|0031": now.strftime("%H%M%S"),  # Series Time
-            "0028|1053": repr(float(slope)),  # Rescale Slope
+            "0028|1053": _ds(slope),  # Rescale Slope (GDCM quantises with this value)
             "0028|1052": "0",  # Rescale Intercept
             "0028|1054": "US",  # Rescale Type: unspecified
             "0028|0100": "16",  # Bits Allocated
