@@ -1,5 +1,6 @@
 """DICOM series in and out: raw dataset cases, mrisr_predict inputs, the SR series written."""
 
+import contextlib
 import json
 import locale
 
@@ -33,8 +34,23 @@ def oblique(size=(36, 32, 4), spacing=(2.7, 2.7, 2.7), left_handed=False, seed=0
     return make_scan(size, spacing, direction=d.ravel(), seed=seed, noise=4.0, blur_mm=1.5)
 
 
+@contextlib.contextmanager
+def keep_locale():
+    """Plain GDCM calls leave the process locale at "C"; the helpers undo it as mrisr does."""
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        yield
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
+
+
 def write_source_series(image, folder, series_uid=SOURCE_UID, number="7"):
     """A scanner-like MR series written with plain SimpleITK (int16 slices, one per file)."""
+    with keep_locale():
+        return _write_source_series(image, folder, series_uid, number)
+
+
+def _write_source_series(image, folder, series_uid, number):
     folder.mkdir(parents=True, exist_ok=True)
     img = sitk.Cast(sitk.RescaleIntensity(image, 0, 4000), sitk.sitkInt16)
     d = np.asarray(image.GetDirection()).reshape(3, 3)
@@ -69,6 +85,11 @@ def write_source_series(image, folder, series_uid=SOURCE_UID, number="7"):
 
 
 def read_back(folder):
+    with keep_locale():
+        return _read_back(folder)
+
+
+def _read_back(folder):
     reader = sitk.ImageSeriesReader()
     ids = reader.GetGDCMSeriesIDs(str(folder))
     assert len(ids) == 1
@@ -101,6 +122,7 @@ def test_write_series_round_trip(tmp_path, left_handed):
     source = read_series(tmp_path / "src")
     assert source.series_uid == SOURCE_UID and source.image.GetDepth() == 4
     uid = write_series(img, tmp_path / "out", source, description="mrisr SR of #7")
+    assert locale.getpreferredencoding(False) == encoding  # GDCM's setlocale("C") undone
     back, back_uid, tags = read_back(tmp_path / "out")
     assert back_uid == uid != SOURCE_UID
     a = same_geometry(img, back)
