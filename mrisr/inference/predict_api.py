@@ -190,7 +190,17 @@ def predict_folder(
         },
         out / (f"predict_args_part{part_id}.json" if num_parts > 1 else "predict_args.json"),
     )
-    predictor = SRPredictor(plans, networks, device=device, tta=tta) if networks else None
+    predictor = (
+        SRPredictor(
+            plans,
+            networks,
+            device=device,
+            tta=tta,
+            denoise=plans.configuration(configuration).denoise_input,
+        )
+        if networks
+        else None
+    )
     trained_sp = _trained_lr_spacing(folder)
     written = []
     for f in tqdm(mine, desc="super-resolving", unit="scan"):

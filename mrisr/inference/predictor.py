@@ -2,7 +2,8 @@
 
 Used by validation at the end of a fold and by ``mrisr_predict``. A scan goes through
 exactly the LR preprocessing of training (physical-space resampling onto the working grid
-on the scan's own field of view, normalisation, NLM), then the SR networks over batches of
+on the scan's own field of view, normalisation, NLM unless the configuration's network
+denoises itself: ``"sr_input": "raw"``), then the SR networks over batches of
 slices with optional 8-fold dihedral test-time augmentation, averaged over folds; the
 result is restored to the scan's intensity scale and placed on the HR grid that the
 pixel-shuffle convention implies (HR in-plane spacing, same slices), with the axis order of
@@ -51,6 +52,7 @@ class SRPredictor:
         tta: bool = True,
         batch_size: int = 8,
         mixed_precision: bool | None = None,
+        denoise: bool = True,
     ):
         if not networks:
             raise ValueError("SRPredictor needs at least one network")
@@ -61,6 +63,7 @@ class SRPredictor:
             self.networks = [n.to(memory_format=torch.channels_last) for n in self.networks]
         self.tta = tta
         self.batch_size = batch_size
+        self.denoise = denoise  # NLM before the network (the paper) or the raw LR
         # autocast: float16 on CUDA; bf16 on CPUs that compute it natively (AMX /
         # AVX512-BF16: ~4x the float32 forward, as the trainer trains by default); the
         # output and the TTA / fold average stay float32. None: where supported.
@@ -102,7 +105,7 @@ class SRPredictor:
 
     def predict_scan(self, image: sitk.Image) -> sitk.Image:
         """A real LR scan (any geometry) -> its SR scan in the scan's own intensity units."""
-        prep = prepare_lr(image, self.plans)
+        prep = prepare_lr(image, self.plans, denoise=self.denoise)
         sr = self.predict_array(prep.array) * np.float32(prep.intensity_scale)
         return to_input_axis_order(
             image_from_array(sr, hr_grid_for_lr(prep.grid, self.plans.scale)), image, self.plans
