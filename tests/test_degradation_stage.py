@@ -96,3 +96,30 @@ def test_dsn_per_fold(plans):
     meta = [json.loads(f.read_text()) for f in d.glob("dsn_*.json")]
     assert len(meta) == 1 and meta[0]["cases"] == ["case_000", "case_001"]
     assert storage.load_array(files["case_001"]).shape == (3, 40, 40)
+
+
+def test_every_degradation_is_checked_against_the_real_lr(plans):
+    """The summary holds each pair's match to its real LR; a DSGAN that matches worse than
+    the fitted Gaussian (a 12-iteration GAN here) is replaced by it, and says so."""
+    from mrisr.degradation.base import build_degradation
+    from mrisr.degradation.stage import model_id, summary_path
+
+    cases = ["case_000", "case_001", "case_003"]
+    files = ensure_synthetic_lr(plans, "dsgan_edsr", cases, progress=False)
+    s = json.loads(
+        summary_path(plans, "dsgan_edsr", model_id(plans, "dsgan_edsr", cases)).read_text()
+    )
+    assert s["fidelity"]["num_pairs"] == 2
+    assert set(s["fidelity"]["cases"]) == {"case_000", "case_001"}
+    ref = s["fitted_gaussian_fidelity"]["mean"]["ssim"]
+    assert s["fidelity"]["mean"]["ssim"] >= ref - 0.002
+    if "fallback" in s:
+        ds = PreprocessedDataset.for_plans(plans)
+        gauss = build_degradation(s["fallback"]["used"], plans.scale)
+        expect = gauss.degrade(ds.load("case_000", "hr"))
+        assert np.allclose(storage.load_array(files["case_000"]), expect, atol=1e-6)
+        assert "fitted Gaussian" in s["fallback"]["reason"]
+    # the fixed baselines are checked too
+    ensure_synthetic_lr(plans, "zerofill_edsr", cases, progress=False)
+    z = json.loads(summary_path(plans, "zerofill_edsr", "cases").read_text())
+    assert 0 < z["fidelity"]["mean"]["ssim"] <= 1 and "fallback" not in z

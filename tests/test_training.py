@@ -1,6 +1,7 @@
 """SR training: EDSR, data pipeline, results layout, resuming, checkpoint safety, CLI errors."""
 
 import errno
+import json
 import math
 import os
 import shutil
@@ -207,8 +208,67 @@ def test_bicubic_only_validates_and_fold_all(env):
     assert not s["held_out"] and s["num_cases"] == 5
 
 
-@pytest.mark.parametrize("interruption", ["crash", "ctrl-c"])
-def test_continue_reaches_the_same_weights(env, monkeypatch, interruption):
+def enable_training_noise(env, sigma=0.05):
+    """gaussian_edsr with the realistic degradation: Rician noise on every patch, raw LR."""
+    f = env["mrisr_preprocessed"] / DS / "mrisrPlans.json"
+    plans = Plans.load(f)
+    plans.data["configurations"]["gaussian_edsr"].update(
+        training_noise={
+            "model": "rician",
+            "sigma_jitter": 0.3,
+            "kernel_width_jitter": 0.1,
+            "bias": 0.1,
+        },
+        sr_input="raw",
+    )
+    plans.save(f)
+    folder = env["mrisr_preprocessed"] / DS / "mrisrPlans_preprocessed"
+    for props in folder.glob("*.json"):
+        d = json.loads(props.read_text())
+        if d["has_lr"]:
+            d["lr"]["noise"] = {"sigma": sigma, "rho": None}
+            props.write_text(json.dumps(d))
+
+
+def test_training_noise_changes_the_patches_reproducibly(env):
+    enable_training_noise(env)
+    ds = PreprocessedDataset.for_plans(
+        Plans.load(env["mrisr_preprocessed"] / DS / "mrisrPlans.json")
+    )
+    from mrisr.training.variants import EDSRTrainer_tiny as T
+
+    plans = Plans.load(env["mrisr_preprocessed"] / DS / "mrisrPlans.json")
+    trainer = T(plans, "gaussian_edsr", 0, env["mrisr_results"] / "x", progress=False)
+    deg = trainer.build_patch_degradation(ds, ds.with_hr())
+    assert deg is not None and deg.sigma == pytest.approx(0.05)
+    assert (
+        "training LR noise: Rician, sigma 0.05"
+        in (env["mrisr_results"] / "x" / "training_log.txt").read_text()
+    )
+    vols = [
+        TrainingVolume(c, ds.path(c, "hr"), ds.path(c, "lr"), ds.path(c, "hr_weight"))
+        for c in ds.with_hr()
+        if ds.properties[c]["has_lr"]
+    ]
+    sampler = PatchSampler(vols, 2, 8, 4, seed=7)
+    clean = SRPatchLoader(vols, sampler, 0, 0).batch(3)
+    noisy = SRPatchLoader(vols, sampler, 0, 0, degradation=deg).batch(3)
+    again = SRPatchLoader(vols, sampler, 0, 0, degradation=deg).batch(3)
+    assert np.array_equal(noisy["data"], again["data"])
+    assert np.array_equal(noisy["target"], again["target"])
+    diff = noisy["data"] - clean["data"]
+    assert 0.02 < diff.std() < 0.2  # noise of about the measured level (and the bias)
+    assert not np.array_equal(
+        noisy["data"], SRPatchLoader(vols, sampler, 0, 0, degradation=deg).batch(4)["data"]
+    )
+
+
+@pytest.mark.parametrize(
+    "interruption,noise", [("crash", False), ("ctrl-c", False), ("crash", True)]
+)
+def test_continue_reaches_the_same_weights(env, monkeypatch, interruption, noise):
+    if noise:
+        enable_training_noise(env)
     train(3, num_workers=1)
     reference = weights(fold_dir(fold=3) / "checkpoint_final.pth")
     ref_log = torch.load(fold_dir(fold=3) / "checkpoint_final.pth", weights_only=True)

@@ -37,7 +37,15 @@ PLANS = "mrisrDemoPlans"
 TRAINER = "EDSRTrainer_demo"
 FOLD = 0
 #: training order: the paper's method first, the fixed baselines after it
-CONFIGURATIONS = ("dsgan_edsr", "gaussian_edsr", "zerofill_edsr", "dsn_edsr", "bicubic")
+CONFIGURATIONS = (
+    "dsgan_edsr",
+    "dsgan_paper_edsr",
+    "kspace_edsr",
+    "gaussian_edsr",
+    "zerofill_edsr",
+    "dsn_edsr",
+    "bicubic",
+)
 N_STAGES = 6
 
 
@@ -218,6 +226,15 @@ def main(argv: list[str] | None = None) -> int:
             lines.append(
                 f"| {name} | {d['mscn']:.4f} | {d['products']:.4f} | {d['combined']:.4f} |"
             )
+        if report.get("degradation_fidelity"):
+            from mrisr.evaluation.comparison import fidelity_markdown
+
+            lines += [
+                "",
+                "## Synthetic LR vs the registered real LR (the degradation stage's check)",
+                "",
+                fidelity_markdown(report["degradation_fidelity"]),
+            ]
         lines += ["", "Figures:"]
         lines += [f"- {k}: {v}" for k, v in report["figures"].items() if v]
         text = "\n".join(lines) + "\n"

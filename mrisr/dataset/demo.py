@@ -131,6 +131,14 @@ class AcquisitionProtocol:
     noise: float
     intensity_base: float
     fine_spacing: float = 1.0
+    window_width: float = 0.05  # fermi: transition width (normalised radius)
+    partial_fourier: float = 1.0  # fraction of the phase-encoding (y) lines acquired
+
+    @property
+    def acquired_lines(self) -> np.ndarray:
+        """Integer phase-encoding frequencies acquired (partial Fourier: one side short)."""
+        f = np.fft.fftfreq(self.matrix, 1.0 / self.matrix).round()
+        return f < (self.partial_fourier - 0.5) * self.matrix
 
     @property
     def fov(self) -> float:
@@ -166,6 +174,37 @@ LR_PROTOCOL = AcquisitionProtocol(
     noise=0.06,
     intensity_base=1.5,
 )
+#: LR acquisitions of the demo (``--protocol``); "default" is the one described above
+LR_PROTOCOLS = {
+    "default": LR_PROTOCOL,
+    # a fast spin-echo-like protocol: 3 mm pixels (ratio 2.4), radial Fermi raw filter,
+    # 5/8 partial Fourier along the phase-encoding axis (zero-filled), less noise
+    "fermi_pf": AcquisitionProtocol(
+        name="LR",
+        spacing=3.0,
+        matrix=72,
+        window="fermi",
+        window_param=0.85,
+        window_width=0.06,
+        noise=0.04,
+        intensity_base=1.5,
+        partial_fourier=0.625,
+    ),
+}
+
+
+def _window_2d(protocol: AcquisitionProtocol, freqs: np.ndarray) -> np.ndarray:
+    """The raw-data filter on the kept ``matrix x matrix`` k-space (FFT order), with the
+    lines partial Fourier does not acquire set to zero."""
+    if protocol.window == "fermi":
+        u = freqs / (protocol.matrix / 2.0)
+        r = np.sqrt(u[:, None] ** 2 + u[None, :] ** 2)
+        z = np.clip((r - protocol.window_param) / protocol.window_width, -60, 60)
+        window = 1.0 / (1.0 + np.exp(z))
+    else:
+        w1 = _window_1d(protocol, freqs)
+        window = np.outer(w1, w1)
+    return window * protocol.acquired_lines[:, None]
 
 
 def _window_1d(protocol: AcquisitionProtocol, freqs: np.ndarray) -> np.ndarray:
@@ -341,8 +380,7 @@ def _acquire(
     freqs = np.fft.fftfreq(n, 1.0 / n).round().astype(int)  # integer frequencies, FFT order
     keep = freqs % m_fine
     kspace = scipy.fft.fft2(cobj, workers=-1)[:, keep][:, :, keep] * (n * n / (m_fine * m_fine))
-    w1 = _window_1d(protocol, freqs.astype(float))
-    window = np.outer(w1, w1)
+    window = _window_2d(protocol, freqs.astype(float))
     # noise std in the final image = sigma_k / n * rms(window); solve for sigma_k
     sigma_img = protocol.noise * template.median * scale
     sigma_k = sigma_img * n / math.sqrt(float(np.mean(window**2)))
@@ -384,7 +422,7 @@ def _case_folders(role: str) -> list[str]:
 
 
 def _simulate_case(
-    template: _Template, case: _Case, seed: int
+    template: _Template, case: _Case, seed: int, lr_protocol: AcquisitionProtocol = LR_PROTOCOL
 ) -> tuple[dict[str, sitk.Image], dict[str, Any]]:
     """Both acquisitions of one session (only those its role needs are simulated)."""
     rng = np.random.default_rng([seed, case.index])
@@ -407,12 +445,12 @@ def _simulate_case(
     r_mot = _rotation(0.0, 0.0, theta)
     scales = {
         p.name: p.intensity_base * math.exp(rng.uniform(-SCALE_SPREAD, SCALE_SPREAD))
-        for p in (HR_PROTOCOL, LR_PROTOCOL)
+        for p in (HR_PROTOCOL, lr_protocol)
     }
     # independent streams for the two scans, so that a scan never depends on the other
     scan_rngs = {
         p.name: np.random.default_rng([seed, case.index, k])
-        for k, p in enumerate((HR_PROTOCOL, LR_PROTOCOL))
+        for k, p in enumerate((HR_PROTOCOL, lr_protocol))
     }
 
     # HR: object point = A (q - c) + c + s.  LR: the same after the motion
@@ -424,7 +462,7 @@ def _simulate_case(
     }
     images: dict[str, sitk.Image] = {}
     folders = _case_folders(case.role)
-    for protocol in (HR_PROTOCOL, LR_PROTOCOL):
+    for protocol in (HR_PROTOCOL, lr_protocol):
         if not any(f.startswith(f"images{protocol.name}") for f in folders):
             continue
         mat, trans = transforms[protocol.name]
@@ -473,14 +511,19 @@ def _slab_centres(template: _Template, n: int, seed: int) -> list[float]:
 # --------------------------------------------------------------------------- dataset
 
 
-def _build_parameters(name: str, seed: int, num_pairs: int, num_test_pairs: int) -> dict:
-    return {
+def _build_parameters(
+    name: str, seed: int, num_pairs: int, num_test_pairs: int, protocol: str = "default"
+) -> dict:
+    params = {
         "generator_version": GENERATOR_VERSION,
         "name": name,
         "seed": seed,
         "num_pairs": num_pairs,
         "num_test_pairs": num_test_pairs,
     }
+    if protocol != "default":
+        params["protocol"] = protocol
+    return params
 
 
 def _expected_files(num_pairs: int, num_test_pairs: int) -> list[str]:
@@ -526,6 +569,7 @@ def build_demo_dataset(
     num_pairs: int = 6,
     num_test_pairs: int = 2,
     overwrite: bool = False,
+    protocol: str = "default",
 ) -> Path:
     """Simulate the demo dataset into ``raw_root/DatasetNNN_Name`` and return that folder.
 
@@ -546,11 +590,15 @@ def build_demo_dataset(
         raise MrisrError(f"num_test_pairs must be >= 0, got {num_test_pairs}")
     if seed < 0:
         raise MrisrError(f"seed must be >= 0, got {seed}")
+    if protocol not in LR_PROTOCOLS:
+        raise MrisrError(
+            f"unknown demo protocol '{protocol}'; choose one of {', '.join(LR_PROTOCOLS)}"
+        )
 
     raw_root = Path(raw_root)
     folder_name = f"Dataset{dataset_id:03d}_{name}"
     final = raw_root / folder_name
-    params = _build_parameters(name, seed, num_pairs, num_test_pairs)
+    params = _build_parameters(name, seed, num_pairs, num_test_pairs, protocol)
     if raw_root.is_dir():
         clash = [
             p.name
@@ -605,6 +653,7 @@ def _swap_into_place(tmp: Path, final: Path, replace: bool) -> None:
 def _build_into(folder: Path, params: dict) -> None:
     t0 = time.perf_counter()
     seed = params["seed"]
+    lr_protocol = LR_PROTOCOLS[params.get("protocol", "default")]
     template = _load_template()
     cases = _plan_cases(params["num_pairs"], params["num_test_pairs"])
     for case, z in zip(cases, _slab_centres(template, len(cases), seed)):
@@ -612,7 +661,7 @@ def _build_into(folder: Path, params: dict) -> None:
 
     infos: dict[str, Any] = {}
     for case in tqdm(cases, desc="simulating demo scans", unit="case", disable=None):
-        images, info = _simulate_case(template, case, seed)
+        images, info = _simulate_case(template, case, seed, lr_protocol)
         for folder_name in _case_folders(case.role):
             kind = folder_name[len("images") :][:2]  # "HR" or "LR"
             dest = folder / folder_name / f"{case.name}{FILE_ENDING}"
@@ -628,8 +677,11 @@ def _build_into(folder: Path, params: dict) -> None:
             "description": (
                 "mrisr demo: 2D multi-slice T1 brain MRI simulated from the MNI152 template "
                 "(nilearn). Each session has an HR scan (1.25 x 1.25 x 2.7 mm) and a real-like "
-                "LR scan (2.7 x 2.7 x 2.7 mm, k-space truncation, Hamming filter, more noise, "
-                "larger FOV, rigid motion between the two). See documentation/demo_dataset.md."
+                f"LR scan ({lr_protocol.spacing:g} x {lr_protocol.spacing:g} x 2.7 mm, k-space "
+                f"truncation, {lr_protocol.window} filter"
+                + (", partial Fourier" if lr_protocol.partial_fourier < 1 else "")
+                + ", more noise, larger FOV, rigid motion between the two). See "
+                "documentation/demo_dataset.md."
             ),
             "modality": "T1",
             "file_ending": FILE_ENDING,
@@ -641,7 +693,8 @@ def _build_into(folder: Path, params: dict) -> None:
         {
             "build": params,
             "template": TEMPLATE_FILE,
-            "protocols": {p.name: asdict(p) for p in (HR_PROTOCOL, LR_PROTOCOL)},
+            "protocols": {p.name: asdict(p) for p in (HR_PROTOCOL, lr_protocol)},
+            "lr_protocol": params.get("protocol", "default"),
             "num_slices": NUM_SLICES,
             "slice_thickness_mm": SLICE_THICKNESS_MM,
             "cases": infos,
@@ -675,6 +728,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("-d", "--dataset-id", type=int, default=1, help="dataset id (default 1)")
     parser.add_argument("--name", default="MNIDemo", help="dataset name (default MNIDemo)")
     parser.add_argument("--overwrite", action="store_true", help="rebuild if it exists")
+    parser.add_argument(
+        "--protocol",
+        default="default",
+        choices=sorted(LR_PROTOCOLS),
+        help="the LR acquisition (default: 2.7 mm, Hamming; fermi_pf: 3 mm, Fermi filter, "
+        "5/8 partial Fourier, less noise)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -690,6 +750,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             num_pairs=args.num_pairs,
             num_test_pairs=args.num_test_pairs,
             overwrite=args.overwrite,
+            protocol=args.protocol,
         )
     except MrisrError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -43,7 +43,13 @@ logger = logging.getLogger(__name__)
 DEGRADATIONS: Registry[type[Degradation]] = Registry("degradation")
 
 #: Modules (in ``mrisr.degradation``) whose import registers the built-in models.
-BUILTIN_MODULES: tuple[str, ...] = ("gaussian_model", "kspace", "bicubic", "dsn", "dsgan")
+BUILTIN_MODULES: tuple[str, ...] = (
+    "gaussian_model",
+    "kspace",
+    "kspace_acquisition",
+    "bicubic",
+    "dsn",
+)
 
 #: Version of the on-disk format written by :meth:`LearnedDegradation.save`.
 FORMAT_VERSION = 1

@@ -114,7 +114,7 @@ def center_of_mass(kernel: np.ndarray) -> np.ndarray:
     return np.array([(k.sum(1) * rows).sum() / s, (k.sum(0) * cols).sum() / s])
 
 
-def _fwhm(profile: np.ndarray) -> float:
+def fwhm_of_profile(profile: np.ndarray) -> float:
     """Full width at half maximum of a 1D profile, linear interpolation between taps."""
     p = np.asarray(profile, dtype=np.float64)
     i = int(np.argmax(p))
@@ -152,7 +152,7 @@ def kernel_statistics(kernel: np.ndarray) -> dict[str, float | list[float]]:
         idx = np.arange(len(prof))
         var = (prof * (idx - c) ** 2).sum() / s if s != 0 else np.nan
         sig.append(float(np.sqrt(var)) if var >= 0 else float("nan"))
-    fwhm = [_fwhm(k.sum(axis=1)), _fwhm(k.sum(axis=0))]
+    fwhm = [fwhm_of_profile(k.sum(axis=1)), fwhm_of_profile(k.sum(axis=0))]
     return {
         "sum": s,
         "center_of_mass": [float(com[0]), float(com[1])],
@@ -186,7 +186,9 @@ def zeroize_negligible(
     return out / s
 
 
-def kernel_shift(kernel: np.ndarray, scale: int, pad: int = 2, max_rounds: int = 3) -> np.ndarray:
+def kernel_shift(
+    kernel: np.ndarray, scale: int, pad: int = 2, max_rounds: int = 3, clip: bool = True
+) -> np.ndarray:
     """Shift a kernel so its centre of mass is at the decimation phase of ``scale``.
 
     KernelGAN's ``kernel_shift``: the kernel is zero-padded by ``pad`` on each side (fixed,
@@ -194,7 +196,7 @@ def kernel_shift(kernel: np.ndarray, scale: int, pad: int = 2, max_rounds: int =
     interpolation so that its centre of mass lands on :func:`wanted_center`; spline
     overshoots are clipped and the kernel renormalised (repeated until the centre is within
     1e-3 px, at most ``max_rounds`` times). A warning is logged if more than 1% of the mass
-    would leave the padded canvas.
+    would leave the padded canvas. ``clip=False`` keeps negative lobes (signed kernels).
     """
     k = np.pad(np.asarray(kernel, dtype=np.float64), pad)
     if k.shape[0] % 2 == 0 or k.shape[0] != k.shape[1]:
@@ -213,7 +215,8 @@ def kernel_shift(kernel: np.ndarray, scale: int, pad: int = 2, max_rounds: int =
             )
         before = k.sum()
         k = ndimage.shift(k, shift, order=3, mode="constant", cval=0.0)
-        k = np.clip(k, 0, None)
+        if clip:
+            k = np.clip(k, 0, None)
         if k.sum() < 0.99 * before:
             logger.warning("kernel shift lost %.1f%% of the mass", 100 * (1 - k.sum() / before))
         k = k / k.sum()
@@ -237,6 +240,46 @@ def post_process_kernel(
     """
     k = zeroize_negligible(kernel, n_largest, threshold_fraction, soft=soft)
     return kernel_shift(k, scale, pad=pad).astype(np.float32)
+
+
+def signed_kernel(raw: np.ndarray, scale: int, pad: int = 2) -> np.ndarray:
+    """The generator's own kernel for synthesis: sum 1, centred at the decimation phase,
+    negative lobes kept (an MR point-spread function has them; clipping, as
+    :func:`post_process_kernel` does, is for display and statistics). Size ``K + 2*pad``."""
+    k = np.asarray(raw, dtype=np.float64)
+    total = k.sum()
+    if not np.isfinite(total) or total <= 0:
+        raise ValueError("kernel does not sum to a positive value")
+    return kernel_shift(k / total, scale, pad=pad, clip=False).astype(np.float32)
+
+
+def implausible_reason(kernel: np.ndarray, scale: int, median_sigma: float | None) -> str | None:
+    """Why an estimated (post-processed) kernel is not a plausible PSF, or None.
+
+    Multi-modal (a second lobe holding over 10% of the mass, separated from the main one),
+    off-centre (centre of mass over 1 HR px from the decimation phase before the shift is
+    not checked here: the shift repairs that; after it, mass piled on the border), or a
+    width outlier (effective sigma outside [0.6, 1.6] x the dataset's median).
+    """
+    k = np.asarray(kernel, dtype=np.float64)
+    pos = np.clip(k, 0, None)
+    if pos.sum() <= 0:
+        return "no positive mass"
+    labels, n = ndimage.label(pos > 0.05 * pos.max())
+    if n > 1:
+        mass = ndimage.sum(pos, labels, index=np.arange(1, n + 1))
+        mass = np.sort(mass / pos.sum())[::-1]
+        if mass[1] > 0.10:
+            return f"multi-modal: a second lobe holds {100 * mass[1]:.0f}% of the mass"
+    border = np.ones_like(pos, dtype=bool)
+    border[2:-2, 2:-2] = False
+    if pos[border].sum() > 0.10 * pos.sum():
+        return f"{100 * pos[border].sum() / pos.sum():.0f}% of the mass on the kernel's border"
+    if median_sigma:
+        sig = float(np.mean(kernel_statistics(pos / pos.sum())["sigma"]))
+        if not 0.6 * median_sigma <= sig <= 1.6 * median_sigma:
+            return f"width outlier: sigma {sig:.2f} px vs the dataset's median {median_sigma:.2f}"
+    return None
 
 
 # --------------------------------------------------------------------------- application

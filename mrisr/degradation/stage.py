@@ -35,6 +35,8 @@ from mrisr.utilities.file_io import load_json, save_json
 logger = logging.getLogger(__name__)
 
 FOLD_INDEPENDENT = "cases"  # model id of synthetic LR that does not depend on the case set
+#: keys of a "dsgan" section that the stage reads (the rest are the GAN's parameters)
+STAGE_KEYS = ("name", "kernel_mode", "synthesis_kernel", "fallback", "share_units_with")
 
 
 def degradation_dir(plans: Plans, config: str) -> Path:
@@ -50,9 +52,13 @@ def model_id(plans: Plans, config: str, cases: list[str]) -> str:
     deg = plans.configuration(config).degradation
     if deg is None:
         raise MrisrError(f"configuration '{config}' has no degradation model (no training)")
-    if deg["name"] == "dsn" or (deg["name"] == "dsgan" and deg["kernel_mode"] == "per_dataset"):
-        return f"set_{_case_set_id(cases)}"
-    return FOLD_INDEPENDENT
+    if deg["name"] == "dsgan":
+        learned_on_set = deg["kernel_mode"] == "per_dataset"
+    else:
+        from mrisr.degradation.base import build_degradation
+
+        learned_on_set = build_degradation(deg, plans.scale).learned
+    return f"set_{_case_set_id(cases)}" if learned_on_set else FOLD_INDEPENDENT
 
 
 def synthetic_path(plans: Plans, config: str, mid: str, case: str) -> Path:
@@ -146,7 +152,7 @@ def _train_dsgan_units(
         chunk = names[a : a + step]
         logger.info("DSGAN: training units %d-%d of %d", a + 1, a + len(chunk), len(names))
         units = [_make_unit(ds, n, todo[n]) for n in chunk]
-        params = {k: v for k, v in deg.items() if k not in ("name", "kernel_mode")}
+        params = {k: v for k, v in deg.items() if k not in STAGE_KEYS}
         results = train_dsgan(units, plans.scale, params, device=device, progress=progress)
         for r in results:
             summary = {"unit": r.name, "status": r.status, "message": r.message, "losses": r.losses}
@@ -160,9 +166,49 @@ def _train_dsgan_units(
             save_json(summary, out / f"{r.name}.json")  # last: marks the unit done
 
 
-def _unit_kernel(out: Path, name: str) -> np.ndarray | None:
-    f = out / f"{name}_kernel.npy"
-    return np.load(f) if f.is_file() else None
+def units_dir(plans: Plans, config: str) -> Path:
+    """Where the DSGAN units of ``config`` live: its own folder, or that of the
+    configuration it shares them with (``"share_units_with"``: same GANs, other synthesis)."""
+    deg = plans.configuration(config).degradation or {}
+    return degradation_dir(plans, deg.get("share_units_with") or config) / "units"
+
+
+def _unit_kernels(out: Path, names: list[str], deg: dict, scale: int) -> tuple[dict, dict]:
+    """unit -> synthesis kernel (None: no usable kernel), and unit -> why it was replaced.
+
+    Post-processed kernels that are not plausible PSFs (multi-modal, mass on the border, a
+    width outlier against the median of the units) are flagged in their summary and
+    replaced by the pooled kernel. ``"synthesis_kernel": "signed"`` synthesises with the
+    generator's own kernel (negative lobes kept), else with the post-processed one.
+    """
+    from mrisr.degradation.kernels import implausible_reason, kernel_statistics, signed_kernel
+
+    post = {
+        n: np.load(out / f"{n}_kernel.npy") if (out / f"{n}_kernel.npy").is_file() else None
+        for n in names
+    }
+    sigmas = [np.mean(kernel_statistics(k)["sigma"]) for k in post.values() if k is not None]
+    median = float(np.median(sigmas)) if len(sigmas) >= 3 else None
+    flagged = {}
+    for n, k in post.items():
+        why = implausible_reason(k, scale, median) if k is not None else None
+        if why:
+            flagged[n] = why
+            summary = load_json(out / f"{n}.json")
+            if summary.get("implausible") != why:
+                summary["implausible"] = why
+                save_json(summary, out / f"{n}.json")
+    kernels = {}
+    for n, k in post.items():
+        if k is None or n in flagged:
+            kernels[n] = None
+        elif deg.get("synthesis_kernel") == "signed":
+            kernels[n] = signed_kernel(
+                np.load(out / f"{n}_kernel_raw.npy"), scale, pad=(k.shape[0] - 13) // 2
+            )
+        else:
+            kernels[n] = k
+    return kernels, flagged
 
 
 def _dsgan_synthesize(
@@ -177,7 +223,7 @@ def _dsgan_synthesize(
 ) -> None:
     from mrisr.degradation.kernels import degrade_with_kernel, save_kernel_grid_png
 
-    out = degradation_dir(plans, config) / "units"
+    out = units_dir(plans, config)
     out.mkdir(parents=True, exist_ok=True)
     units = _dsgan_units(ds, deg, cases, mid)
     todo = {n: s for n, s in units.items() if not (out / f"{n}.json").is_file()}
@@ -187,7 +233,11 @@ def _dsgan_synthesize(
         )
     if todo:
         _train_dsgan_units(plans, config, ds, deg, todo, out, device, progress)
-    kernels = {n: _unit_kernel(out, n) for n in units}
+    kernels, flagged = _unit_kernels(out, list(units), deg, plans.scale)
+    for n, why in flagged.items():
+        logger.warning(
+            "DSGAN unit %s: implausible kernel (%s): replaced by the pooled kernel", n, why
+        )
     good = [k for k in kernels.values() if k is not None]
     if not good:
         raise MrisrError(
@@ -196,6 +246,7 @@ def _dsgan_synthesize(
         )
     mean_kernel = np.mean(good, axis=0)
     mean_kernel /= mean_kernel.sum()
+    mode = deg["kernel_mode"]
     for c in cases:
         if not ds.properties[c]["has_hr"]:
             continue
@@ -203,32 +254,38 @@ def _dsgan_synthesize(
         if dest.is_file():
             continue
         hr = ds.load(c, "hr")
-        mode = deg["kernel_mode"]
         if mode == "per_slice" and ds.properties[c]["is_pair"]:
             names = [f"{c}__z{z:03d}" for z in range(hr.shape[0])]
             ks = np.stack([kernels[n] if kernels[n] is not None else mean_kernel for n in names])
-            drawn = [(kernels[n], n.split("__")[1]) for n in names if kernels[n] is not None]
-            if drawn:
-                save_kernel_grid_png(
-                    [k for k, _ in drawn],
-                    [n for _, n in drawn],
-                    degradation_dir(plans, config) / f"{c}_kernels.png",
-                    title=f"{config}: {c}",
-                )
+            save_kernel_grid_png(
+                [kernels[n] if kernels[n] is not None else mean_kernel for n in names],
+                [n.split("__")[1] + (" replaced" if n in flagged else "") for n in names],
+                degradation_dir(plans, config) / f"{c}_kernels.png",
+                title=f"{config}: {c}",
+            )
         elif mode == "per_volume" and kernels.get(c) is not None:
             ks = kernels[c]
-        elif mode == "per_dataset":
+        elif mode == "per_dataset" and kernels.get(f"dataset_{mid}") is not None:
             ks = kernels[f"dataset_{mid}"]
         else:
             ks = mean_kernel
         storage.save_array(dest, degrade_with_kernel(hr, ks, plans.scale))
-    if deg["kernel_mode"] != "per_slice":
+    if mode != "per_slice":
+        shown = [(n, k if k is not None else mean_kernel) for n, k in kernels.items()][:64]
         save_kernel_grid_png(
-            good[:64],
-            [n for n, k in kernels.items() if k is not None][:64],
+            [k for _, k in shown],
+            [n + (" replaced" if n in flagged else "") for n, _ in shown],
             degradation_dir(plans, config) / "kernels.png",
             title=config,
         )
+    return {"psf_sigma_hr": _sigma_hr(mean_kernel), "replaced_units": flagged}
+
+
+def _sigma_hr(kernel: np.ndarray) -> list[float]:
+    from mrisr.degradation.kernels import kernel_statistics
+
+    k = np.clip(kernel, 0, None)
+    return kernel_statistics(k / k.sum())["sigma"]
 
 
 # ---------------------------------------------------------------------------- the others
@@ -252,6 +309,13 @@ def _model_synthesize(
         dest = synthetic_path(plans, config, mid, c)
         if ds.properties[c]["has_hr"] and not dest.is_file():
             storage.save_array(dest, model.degrade(ds.load(c, "hr")))
+    info = {"model": model.describe()}
+    if hasattr(model, "psf_fwhm_hr"):
+        info["psf_fwhm_hr"] = model.psf_fwhm_hr()
+        info["psf_sigma_hr"] = [f / 2.3548 for f in info["psf_fwhm_hr"]]
+    elif model.name == "gaussian":
+        info["psf_sigma_hr"] = list(np.broadcast_to(np.asarray(model.sigma, dtype=float), 2))
+    return info
 
 
 def _fit_or_load(model, plans, config, ds, cases, mid, device, progress) -> None:
@@ -265,8 +329,9 @@ def _fit_or_load(model, plans, config, ds, cases, mid, device, progress) -> None
             f"configuration '{config}' ({model.name}) needs LR/HR pairs among the training cases"
         )
     logger.info("%s: fitting on %d pairs", model.name, len(pairs))
+    lr_key = getattr(model, "fit_lr_key", "lr")
     model.fit(
-        [(ds.load(c, "hr"), ds.load(c, "lr")) for c in pairs],
+        [(ds.load(c, "hr"), ds.load(c, lr_key)) for c in pairs],
         masks=[ds.load(c, "lr_mask") for c in pairs],
         seed=_seed(mid),
         device=device,
@@ -300,10 +365,98 @@ def ensure_synthetic_lr(
         return files
     logger.info("%s: making synthetic LR for %d cases (%s)", config, len(missing), deg["name"])
     run = _dsgan_synthesize if deg["name"] == "dsgan" else _model_synthesize
-    run(plans, config, ds, deg, list(cases), mid, device, progress)
+    info = run(plans, config, ds, deg, list(cases), mid, device, progress)
+    info["fidelity"] = fidelity_to_real_lr(ds, files)
+    if deg.get("fallback") == "fitted_gaussian" and info["fidelity"]:
+        _fall_back_if_worse(plans, config, ds, files, info)
+    if info["fidelity"]:
+        f = info["fidelity"]["mean"]
+        logger.info(
+            "%s: synthetic LR vs the real LR of %d registered pairs: SSIM %.4f, PSNR %.2f dB",
+            config,
+            info["fidelity"]["num_pairs"],
+            f["ssim"],
+            f["psnr"],
+        )
+    save_json(info, summary_path(plans, config, mid))
     return files
 
 
+#: SSIM by which a learned degradation may trail the fitted Gaussian before it is replaced
+FALLBACK_MARGIN = 0.002
+
+
+def _fall_back_if_worse(plans: Plans, config: str, ds, files: dict[str, Path], info: dict) -> None:
+    """The last resort of the check against the real LR: a learned degradation that matches
+    the registered real LR worse than the Gaussian the planner fitted to it is flagged, and
+    the Gaussian is used instead (recorded in the summary)."""
+    from mrisr.degradation.base import build_degradation
+
+    section = next(
+        (
+            plans.configuration(c).degradation
+            for c in plans.configuration_names
+            if (plans.configuration(c).degradation or {}).get("name") == "gaussian"
+            and plans.configuration(c).degradation.get("fitted")
+        ),
+        None,
+    )
+    if section is None:
+        return
+    gauss = build_degradation(section, plans.scale)
+    pairs = {c: f for c, f in files.items() if ds.properties[c]["is_pair"]}
+    tmp = {}
+    for c in pairs:
+        tmp[c] = gauss.degrade(ds.load(c, "hr"))
+    ref = _fidelity_of_arrays(ds, tmp)
+    mine = info["fidelity"]["mean"]["ssim"]
+    info["fitted_gaussian_fidelity"] = ref
+    if ref is None or mine >= ref["mean"]["ssim"] - FALLBACK_MARGIN:
+        return
+    why = (
+        f"its synthetic LR matches the real LR worse (SSIM {mine:.4f}) than the fitted Gaussian "
+        f"(sigma {section['sigma']}, SSIM {ref['mean']['ssim']:.4f})"
+    )
+    logger.warning("%s: %s: the Gaussian is used instead", config, why)
+    for c, f in files.items():
+        storage.save_array(f, tmp[c] if c in tmp else gauss.degrade(ds.load(c, "hr")))
+    info["fallback"] = {"used": section, "reason": why, "replaced": info.pop("psf_sigma_hr", None)}
+    info["psf_sigma_hr"] = list(np.broadcast_to(np.asarray(section["sigma"], dtype=float), 2))
+    info["fidelity"] = ref
+
+
+def summary_path(plans: Plans, config: str, mid: str) -> Path:
+    """The degradation summary of a synthetic LR set: model, PSF, fidelity to real LR."""
+    return synthetic_path(plans, config, mid, "x").parent / "summary.json"
+
+
+def fidelity_to_real_lr(ds: PreprocessedDataset, files: dict[str, Path]) -> dict | None:
+    """How close each pair's synthetic LR is to its registered real LR (raw, before NLM:
+    the noise adds the same error to every model, so the ranking is that of the PSFs).
+    SSIM (Gaussian-weighted, per slice) and PSNR on the real LR's foreground; None without
+    pairs."""
+    return _fidelity_of_arrays(
+        ds,
+        {c: storage.load_array(f) for c, f in sorted(files.items()) if ds.properties[c]["is_pair"]},
+    )
+
+
+def _fidelity_of_arrays(ds: PreprocessedDataset, synthetic: dict[str, np.ndarray]) -> dict | None:
+    from mrisr.evaluation.metrics import psnr, ssim
+
+    per_case = {}
+    for c, syn in synthetic.items():
+        real = ds.load(c, "lr_raw")
+        mask = ds.load(c, "lr_mask").astype(bool)
+        if syn.shape != real.shape or not mask.any():
+            continue
+        per_case[c] = {"ssim": ssim(real, syn, mask), "psnr": psnr(real, syn, mask)}
+    if not per_case:
+        return None
+    mean = {k: float(np.mean([v[k] for v in per_case.values()])) for k in ("ssim", "psnr")}
+    return {"num_pairs": len(per_case), "mean": mean, "cases": per_case, "reference": "lr_raw"}
+
+
 def load_unit_summaries(plans: Plans, config: str) -> list[dict]:
-    out = degradation_dir(plans, config) / "units"
+    out = units_dir(plans, config)
     return [load_json(f) for f in sorted(out.glob("*.json"))]

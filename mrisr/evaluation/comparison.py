@@ -1,6 +1,7 @@
 """The paper's Table 2 from cross-validation results, and Fig. 4 / Fig. 5-like figures.
 
-Rows BRISQUE / SSIM / PSNR; columns Bicubic, ZF+EDSR, GB+EDSR, DSN+EDSR, DSGAN+EDSR; each
+Rows BRISQUE / SSIM / PSNR; columns Bicubic, ZF+EDSR, GB+EDSR, DSN+EDSR, the paper's
+DSGAN+EDSR, the learned k-space acquisition + EDSR and mrisr's DSGAN+EDSR; each
 cell mean +- sd over every held-out validation case of the trained folds, and the p-value
 of a paired t-test (same cases) against the best column of the row. Bicubic numbers come
 from the bicubic baseline every fold's validation computes for its cases.
@@ -28,6 +29,8 @@ COLUMNS = [
     ("zerofill_edsr", "ZF+EDSR"),
     ("gaussian_edsr", "GB+EDSR"),
     ("dsn_edsr", "DSN+EDSR"),
+    ("dsgan_paper_edsr", "DSGAN+EDSR (paper)"),
+    ("kspace_edsr", "k-space+EDSR"),
     ("dsgan_edsr", "DSGAN+EDSR"),
 ]
 ROWS = [("brisque", "BRISQUE", False), ("ssim", "SSIM", True), ("psnr", "PSNR", True)]
@@ -132,6 +135,7 @@ def comparison_table(results: dict) -> dict:
 def table_markdown(table: dict, cases_are: str = "held-out cases (cross-validation)") -> str:
     names = dict(COLUMNS)
     cols = table["columns"]
+    names.update({c: c for c in cols if c not in names})
     lines = [
         "| metric | " + " | ".join(names[c] for c in cols) + " |",
         "|---|" + "---|" * len(cols),
@@ -283,6 +287,35 @@ def mscn_figure(dataset: str, path: Path, plans_name: str = "mrisrPlans") -> dic
     return {n: mscn_distance(sets["real LR"], h) for n, h in sets.items() if n != "real LR"}
 
 
+def fidelity_table(dataset: str, plans_name: str = "mrisrPlans") -> dict:
+    """Each configuration's synthetic LR against the registered real LR of the training
+    pairs (the degradation stage's check; mean over the model's case sets): SSIM, PSNR."""
+    from mrisr.planning.plans_handler import Plans
+
+    plans = Plans.load(paths.preprocessed_root() / dataset / f"{plans_name}.json")
+    base = paths.preprocessed_root() / dataset / plans.data_identifier / "synthetic"
+    out = {}
+    for config, label in COLUMNS:
+        vals = []
+        for f in sorted((base / config).glob("*/summary.json")):
+            try:
+                fid = load_json(f).get("fidelity")
+            except ValueError:
+                continue
+            if fid:
+                vals.append(fid["mean"])
+        if vals:
+            out[label] = {k: float(np.mean([v[k] for v in vals])) for k in ("ssim", "psnr")}
+    return out
+
+
+def fidelity_markdown(fidelity: dict) -> str:
+    lines = ["| synthetic LR of | SSIM to real LR | PSNR to real LR |", "|---|---|---|"]
+    for name, v in sorted(fidelity.items(), key=lambda kv: -kv[1]["ssim"]):
+        lines.append(f"| {name} | {v['ssim']:.4f} | {v['psnr']:.2f} |")
+    return "\n".join(lines)
+
+
 def find_best_configuration(
     dataset: str, trainer: str = "EDSRTrainer", plans_name: str = "mrisrPlans"
 ) -> dict:
@@ -293,6 +326,13 @@ def find_best_configuration(
     table = comparison_table(results)
     out = paths.results_root() / dataset
     md = table_markdown(table)
+    fidelity = fidelity_table(dataset, plans_name)
+    if fidelity:
+        md += (
+            "\n\nSynthetic LR vs the registered real LR of the training pairs (the degradation "
+            "stage's check; raw real LR, so noise lowers every row alike):\n\n"
+            + fidelity_markdown(fidelity)
+        )
     with atomic_path(out / "comparison.md") as tmp:
         tmp.write_text(f"# {dataset}: cross-validation comparison\n\n{md}\n", encoding="utf-8")
     fig4 = comparison_figure(dataset, results, out / "comparison_fig4.png", plans_name)
@@ -309,6 +349,7 @@ def find_best_configuration(
             "mscn": str(out / "mscn_fig5.png") if mscn else None,
         },
         "mscn_distance_to_real_lr": mscn,
+        "degradation_fidelity": fidelity,
     }
     save_json(report, out / "comparison.json")
     report["markdown"] = md

@@ -229,11 +229,18 @@ def predict_folder(
         out / (f"predict_args_part{part_id}.json" if num_parts > 1 else "predict_args.json"),
     )
     predictor = (
-        SRPredictor(plans, networks, device=device, tta=tta, tile_size=tile_size)
+        SRPredictor(
+            plans,
+            networks,
+            device=device,
+            tta=tta,
+            tile_size=tile_size,
+            denoise=plans.configuration(configuration).denoise_input,
+        )
         if networks
         else None
     )
-    if save_uncertainty and len(networks) * (8 if tta else 1) == 1:
+    if save_uncertainty and networks and len(networks) * (8 if tta else 1) == 1:
         logger.warning(
             "--save-uncertainty with one fold and no TTA: one ensemble member, the map is zero"
         )

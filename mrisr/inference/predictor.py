@@ -2,9 +2,10 @@
 
 Used by validation at the end of a fold and by ``mrisr_predict``. A scan goes through
 exactly the LR preprocessing of training (physical-space resampling onto the working grid
-on the scan's own field of view, normalisation, NLM), then the SR networks over batches of
-slices with optional 8-fold dihedral test-time augmentation, averaged over folds (large slices
-in overlapping tiles, optionally with the standard deviation over that ensemble); the
+on the scan's own field of view, normalisation, NLM unless the configuration's network
+denoises itself: ``"sr_input": "raw"``), then the SR networks over batches of slices with
+optional 8-fold dihedral test-time augmentation, averaged over folds (large slices in
+overlapping tiles, optionally with the standard deviation over that ensemble); the
 result is restored to the scan's intensity scale and placed on the HR grid that the
 pixel-shuffle convention implies (HR in-plane spacing, same slices), with the axis order of
 the input scan.
@@ -54,6 +55,7 @@ class SRPredictor:
         batch_size: int = 8,
         mixed_precision: bool | None = None,
         tile_size: int | None = None,
+        denoise: bool = True,
     ):
         if not networks:
             raise ValueError("SRPredictor needs at least one network")
@@ -67,6 +69,7 @@ class SRPredictor:
         # LR slices larger than tile_size pixels per side are predicted in tiles (0: never)
         self.tile_size = DEFAULT_TILE if tile_size is None else int(tile_size)
         self.margin = margin_for(self.networks)
+        self.denoise = denoise  # NLM before the network (the paper) or the raw LR
         # autocast: float16 on CUDA; bf16 on CPUs that compute it natively (AMX /
         # AVX512-BF16: ~4x the float32 forward, as the trainer trains by default); the
         # output and the TTA / fold average stay float32. None: where supported.
@@ -142,7 +145,7 @@ class SRPredictor:
 
         ``return_std``: also the uncertainty map (sd over the ensemble, same geometry).
         """
-        prep = prepare_lr(image, self.plans)
+        prep = prepare_lr(image, self.plans, denoise=self.denoise)
         res = self.predict_array(prep.array, return_std)
         arrays = res if return_std else (res,)
         grid = hr_grid_for_lr(prep.grid, self.plans.scale)

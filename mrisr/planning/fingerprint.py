@@ -21,6 +21,7 @@ from skimage.restoration import estimate_sigma
 
 from mrisr.dataset.cases import Case
 from mrisr.degradation.gaussian import gaussian_degrade
+from mrisr.imageio.noise import background_mask, rayleigh_sigma
 from mrisr.imageio.registration import rigid_register
 from mrisr.imageio.resampling import (
     inplane_axes,
@@ -40,7 +41,7 @@ from mrisr.utilities.parallel import map_progress
 logger = logging.getLogger(__name__)
 
 FINGERPRINT_FILE = "dataset_fingerprint.json"
-FINGERPRINT_VERSION = 2  # 2: the Gaussian fit aligns each pair first
+FINGERPRINT_VERSION = 3  # 2: the Gaussian fit aligns each pair first; 3: background noise
 GAUSSIAN_FIT_SIGMAS = [round(0.3 + 0.1 * i, 2) for i in range(28)]  # 0.3 .. 3.0 HR pixels
 
 
@@ -57,6 +58,9 @@ class ScanFingerprint:
     gradient: dict  # foreground gradient magnitude of image / p99_5, per mm: mean, p50, p99
     noise_sigma: float | None = None  # LR only, raw units
     noise_sigma_normalised: float | None = None  # LR only, relative to p99_5
+    # LR only: per-channel sigma of the complex noise from the background's Rayleigh
+    # statistics on the native grid (raw units; None: too little background)
+    noise_sigma_background: float | None = None
 
 
 @dataclass
@@ -180,6 +184,7 @@ def _scan_fingerprint(path: Path, image: sitk.Image, tp_axis: int, is_lr: bool) 
     if is_lr:
         fp.noise_sigma = _noise_sigma(arr)
         fp.noise_sigma_normalised = fp.noise_sigma / scale
+        fp.noise_sigma_background = rayleigh_sigma(arr, background_mask(arr, mask))
     return fp, arr, mask, scale
 
 

@@ -39,6 +39,17 @@ class ConfigurationPlans:
         return self.data.get("sr")
 
     @property
+    def denoise_input(self) -> bool:
+        """Is the real LR NLM-denoised before the network (the paper), or does the network
+        see the raw LR and denoise it itself (``"sr_input": "raw"``)?"""
+        return self.data.get("sr_input", "denoised") != "raw"
+
+    @property
+    def training_noise(self) -> dict | None:
+        """Per-patch noise / jitter of the training LR (:mod:`mrisr.degradation.noise`)."""
+        return self.data.get("training_noise")
+
+    @property
     def requires_training(self) -> bool:
         return self.sr is not None
 

@@ -13,7 +13,7 @@ from mrisr.preprocessing import storage
 from mrisr.utilities.errors import MrisrError
 from mrisr.utilities.file_io import load_json
 
-KEYS = ("hr", "hr_mask", "hr_weight", "lr", "lr_mask", "lr_weight")
+KEYS = ("hr", "hr_mask", "hr_weight", "lr", "lr_mask", "lr_weight", "lr_raw")
 
 
 class PreprocessedDataset:

@@ -17,6 +17,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from mrisr.dataset.cases import Case
+from mrisr.imageio.noise import background_mask, noise_correlation, rayleigh_sigma
 from mrisr.imageio.registration import rigid_register
 from mrisr.imageio.resampling import (
     lr_grid_for_hr,
@@ -51,6 +52,8 @@ class PreparedScan:
     grid: Geometry  # working grid (through-plane axis last in SimpleITK order)
     intensity_scale: float  # original = normalised * intensity_scale
     source_geometry: Geometry
+    raw: np.ndarray | None = None  # LR: normalised, before denoising
+    noise: dict | None = None  # LR: noise measured on the working grid, before denoising
 
 
 def prepare_hr(image: sitk.Image, tp_axis: int, plans: Plans) -> PreparedScan:
@@ -77,11 +80,16 @@ def prepare_lr(
     plans: Plans,
     hr_grid: Geometry | None = None,
     transform: sitk.Transform | None = None,
+    denoise: bool = True,
+    measure_noise: bool = False,
 ) -> PreparedScan:
     """Exactly the LR preprocessing of training and inference: grid, normalisation, NLM.
 
     ``transform`` (pairs only): the rigid alignment of the LR scan to its HR partner (HR
     point -> LR point), applied while resampling onto the HR-aligned working grid.
+    ``denoise=False``: no NLM (configurations whose network learns to denoise; ``array``
+    is then the raw normalised LR). ``measure_noise``: also measure the noise level and
+    colour on the working grid, before denoising (:mod:`mrisr.imageio.noise`).
     """
     grid = lr_working_grid(image, plans, hr_grid)
     interp = INTERPOLATORS[plans.preprocessing.get("lr_interpolator", "bspline")]
@@ -90,8 +98,36 @@ def prepare_lr(
     arr[~valid] = 0.0
     mask = foreground_mask(arr, valid)
     s = normalization_scale(arr, mask, plans.normalization)
-    arr = denoise_lr(arr / np.float32(s), plans.denoising)
-    return PreparedScan(arr, mask, valid, grid, s, Geometry.of(image))
+    raw = arr / np.float32(s)
+    noise = measure_lr_noise(raw, mask, valid) if measure_noise else None
+    out = denoise_lr(raw, plans.denoising) if denoise else raw
+    return PreparedScan(out, mask, valid, grid, s, Geometry.of(image), raw=raw, noise=noise)
+
+
+def measure_lr_noise(raw: np.ndarray, mask: np.ndarray, valid: np.ndarray) -> dict | None:
+    """Noise sigma (per channel, normalised units) and correlation of a working-grid LR."""
+    bg = background_mask(raw, mask, valid)
+    sigma = rayleigh_sigma(raw, bg)
+    if sigma is None:
+        # no usable background (masked by the scanner, or a tight field of view): the
+        # wavelet estimate of the finest scale, which under-reads coloured noise
+        from skimage.restoration import estimate_sigma
+
+        idx = np.unique(np.linspace(0, len(raw) - 1, min(len(raw), 5)).astype(int))
+        sigma = float(np.mean([estimate_sigma(raw[i]) for i in idx]))
+        return {
+            "sigma": sigma,
+            "rho": None,
+            "background_pixels": int(bg.sum()),
+            "method": "wavelet MAD (no background)",
+        }
+    rho = noise_correlation(raw, bg)
+    return {
+        "sigma": sigma,
+        "rho": rho.round(4).tolist() if rho is not None else None,
+        "background_pixels": int(bg.sum()),
+        "method": "background Rayleigh fit (median of M^2)",
+    }
 
 
 def case_files(folder: Path, case: str) -> dict[str, Path]:
@@ -100,6 +136,7 @@ def case_files(folder: Path, case: str) -> dict[str, Path]:
         for k in ("hr", "lr")
         for suffix in ("", "_mask", "_weight")
     }
+    names["lr_raw"] = folder / f"{case}_lr_raw{storage.SUFFIX}"
     names["properties"] = folder / f"{case}.json"
     return names
 
@@ -115,6 +152,8 @@ def is_case_done(folder: Path, case: str, identity: str) -> bool:
     if props.get("plans_identity") != identity:
         return False
     needed = [k for k in ("hr", "lr") if props.get(f"has_{k}")]
+    if props.get("has_lr") and not f["lr_raw"].is_file():
+        return False
     return all(f[f"{k}{s}"].is_file() for k in needed for s in ("", "_mask", "_weight"))
 
 
@@ -170,8 +209,10 @@ def preprocess_case(args: tuple[Case, dict, str]) -> str:
         tf = None
         if hr_img is not None and plans.preprocessing.get("register_pairs", False):
             tf = rigid_register(hr_img, lr_img)
-        lr = prepare_lr(lr_img, plans, hr_grid, tf)
+        lr = prepare_lr(lr_img, plans, hr_grid, tf, measure_noise=True)
         props["lr"] = _save_scan(files, "lr", lr, sampling)
+        storage.save_array(files["lr_raw"], lr.raw.astype(np.float32))
+        props["lr"]["noise"] = lr.noise
         if tf is not None:
             props["lr"]["registration_to_hr"] = {
                 "transform": "Euler3D (HR point -> LR point)",

@@ -10,6 +10,9 @@ Pieces, each replaceable on its own:
   the stores: synthetic LR ``(z, H//s, W//s)`` from the degradation stage, HR ``(z, H, W)``
   from the preprocessed data. LR pixel ``i`` covers HR pixels ``s*i .. s*i+s-1``, so the LR
   crop at ``(y, x)`` pairs with the HR crop at ``(s*y, s*x)``.
+* :class:`mrisr.degradation.noise.PatchDegradation` (configurations that plan
+  ``training_noise``): Rician noise of the real LR's measured level and colour, and the
+  planned jitter, drawn afresh for every patch from ``(seed, iteration, rank)``.
 * :class:`DihedralTransform` applies the 8-fold dihedral augmentation drawn by the sampler
   (same element to LR and HR, so alignment is kept).
 * :func:`batch_iterator` runs loader + transform in background processes
@@ -36,6 +39,7 @@ from batchgenerators.dataloading.multi_threaded_augmenter import MultiThreadedAu
 from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
 from batchgenerators.transforms.abstract_transforms import AbstractTransform
 
+from mrisr.degradation.noise import PatchDegradation
 from mrisr.preprocessing import storage
 from mrisr.preprocessing.sampling import crop_center_probabilities
 from mrisr.utilities.errors import MrisrError
@@ -135,8 +139,10 @@ class SRPatchLoader(SlimDataLoaderBase):
         sampler: PatchSampler,
         start_iteration: int,
         num_workers: int,
+        degradation: PatchDegradation | None = None,
     ):
         super().__init__(None, sampler.batch_size, max(num_workers, 1))
+        self.degradation = degradation
         self.volumes = volumes
         self.sampler = sampler
         self.start_iteration = int(start_iteration)
@@ -166,6 +172,10 @@ class SRPatchLoader(SlimDataLoaderBase):
             lr_arr, hr_arr = arrays[v]
             lr[i, 0] = lr_arr[z, y : y + p, x : x + p]
             hr[i, 0] = hr_arr[z, s * y : s * (y + p), s * x : s * (x + p)]
+        if self.degradation is not None:
+            # fresh noise for every patch, a pure function of (seed, iteration, rank)
+            rng = np.random.default_rng([self.sampler.seed, iteration, self.sampler.rank, 1])
+            lr, hr = self.degradation.apply(lr, hr, rng)
         return {"data": lr, "target": hr, "dihedral": picks[:, 4].copy(), "iteration": iteration}
 
     def generate_train_batch(self) -> dict:

@@ -38,11 +38,13 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed
 from torch import nn
 from tqdm import tqdm
 
+from mrisr.degradation.noise import PatchDegradation
 from mrisr.networks.edsr import EDSR, edsr_init_args
 from mrisr.planning.plans_handler import Plans
 from mrisr.preprocessing import storage
@@ -68,6 +70,7 @@ from mrisr.training.optimisation import Optimisation, OptimisationSettings, cpu_
 from mrisr.training.training_log import TrainingLog
 from mrisr.training.validation import PairValidator
 from mrisr.utilities.errors import MrisrError
+from mrisr.utilities.file_io import load_json
 from mrisr.utilities.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -179,6 +182,7 @@ class SRTrainer:
             self.output_folder, self.identity(), enabled=self.ctx.is_main
         )
         self.iteration = 0
+        self.patch_degradation: PatchDegradation | None = None
         self.best_psnr = float("-inf")
         self._stop_requested = False
         self._hard_stop = False
@@ -270,8 +274,46 @@ class SRTrainer:
             augment=self.settings.augmentation != "none",
         )
 
+    def build_patch_degradation(
+        self, dataset: PreprocessedDataset, cases: list[str], summary: Path | None = None
+    ) -> PatchDegradation | None:
+        """The per-patch noise and jitter of the configuration, with the noise level and
+        colour measured on the real LR of the training cases (median sigma, mean rho) and
+        the PSF width from the degradation ``summary`` (for the width jitter)."""
+        section = self.config.training_noise
+        if not section or section.get("model", "none") == "none":
+            return None
+        measured = [
+            dataset.properties[c]["lr"]["noise"]
+            for c in cases
+            if dataset.properties[c]["has_lr"] and dataset.properties[c]["lr"].get("noise")
+        ]
+        if not measured:
+            raise MrisrError(
+                f"configuration '{self.configuration}' adds the real LR's noise to its training "
+                "LR, but no training case has a real LR with a measurable background"
+            )
+        rhos = [np.asarray(m["rho"]) for m in measured if m.get("rho") is not None]
+        psf = load_json(summary).get("psf_sigma_hr") if summary and summary.is_file() else None
+        sigma_lr = float(np.mean(psf)) / self.settings.scale if psf else 1.5 / self.settings.scale
+        noise = {
+            "sigma": float(np.median([m["sigma"] for m in measured])),
+            "rho": np.mean(rhos, axis=0).tolist() if rhos else None,
+            "kernel_variance_lr": sigma_lr**2,
+        }
+        deg = PatchDegradation.from_plans(section, noise)
+        self.log.log(
+            f"training LR noise: Rician, sigma {noise['sigma']:.4g} (median of {len(measured)} "
+            f"real LR scans, +-{100 * deg.sigma_jitter:.0f}%), "
+            f"{'coloured' if noise['rho'] is not None else 'white'}; PSF width "
+            f"+-{100 * deg.kernel_width_jitter:.0f}%, bias {deg.bias:g}"
+        )
+        return deg
+
     def build_data(self, volumes: list[TrainingVolume], sampler: PatchSampler, start: int):
-        loader = SRPatchLoader(volumes, sampler, start, self.num_workers)
+        loader = SRPatchLoader(
+            volumes, sampler, start, self.num_workers, degradation=self.patch_degradation
+        )
         return batch_iterator(loader, self.num_workers, augment=sampler.augment)
 
     def build_optimisation(self, network: nn.Module) -> Optimisation:
@@ -293,7 +335,12 @@ class SRTrainer:
     ) -> PairValidator | None:
         if not self.ctx.is_main or not val_cases:
             return None
-        v = PairValidator(dataset, val_cases, max_slices=self.validation_max_slices)
+        v = PairValidator(
+            dataset,
+            val_cases,
+            max_slices=self.validation_max_slices,
+            lr_key="lr" if self.config.denoise_input else "lr_raw",
+        )
         return v if v else None
 
     # ------------------------------------------------------------------ hooks
@@ -408,6 +455,9 @@ class SRTrainer:
             self.optimisation.network = self.network
         volumes = self.training_volumes(dataset, synthetic)
         sampler = self.build_sampler(volumes)
+        self.patch_degradation = self.build_patch_degradation(
+            dataset, sorted(synthetic), next(iter(synthetic.values())).parent / "summary.json"
+        )
         validator = self.build_validator(dataset, val_cases)
         self.on_train_start()
         self.log.log(

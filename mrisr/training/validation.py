@@ -47,13 +47,14 @@ class PairValidator:
         cases: list[str],
         max_slices: int = 16,
         batch_size: int = 8,
+        lr_key: str = "lr",
     ):
         self.items: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self.batch_size = batch_size
         for c in cases:
             z = dataset.properties[c]["hr"]["shape_zyx"][0]
             idx = np.unique(np.linspace(0, z - 1, min(z, max_slices)).round().astype(int))
-            lr = dataset.load(c, "lr")[idx]
+            lr = dataset.load(c, lr_key)[idx]
             hr = dataset.load(c, "hr")[idx]
             mask = dataset.load(c, "hr_mask")[idx].astype(bool)
             if mask.any():
@@ -126,7 +127,17 @@ def validate_fold(
     configuration (no network). Returns the summary."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    predictor = SRPredictor(plans, networks, device=device, tta=tta) if networks else None
+    predictor = (
+        SRPredictor(
+            plans,
+            networks,
+            device=device,
+            tta=tta,
+            denoise=plans.configuration(configuration).denoise_input,
+        )
+        if networks
+        else None
+    )
     per_case: dict[str, dict] = {}
     for c in tqdm(cases, desc="validation", disable=not progress or not cases, leave=False):
         lr = read_scan(_source(dataset, c, "lr"), check=False)

@@ -1,0 +1,209 @@
+"""A k-space acquisition model learned from the real LR: the MRI-native degradation.
+
+A 2D MR acquisition samples a band of k-space, weights it with a raw-data filter
+(apodisation window), reconstructs by inverse FFT and shows the magnitude. A real LR scan
+acquired at a non-integer ratio ``r`` to the HR spacing (e.g. 2.7 / 1.25 = 2.16) holds HR
+frequencies up to ``1 / (2 r h)``, less than the working grid's Nyquist ``1 / (2 s h)``
+for the integer scale ``s``: its band is the fraction ``band = s / r`` (per in-plane axis,
+from the scans' headers) of the LR grid's band. This model reproduces that exactly on the
+working grid:
+
+1. FFT of the HR slice; the frequencies an ``H/s x W/s`` LR grid holds are kept, with the
+   linear phase of the pixel-shuffle convention (:func:`mrisr.degradation.kspace._fold`);
+2. the separable window ``W_y(u_y) W_x(u_x)``, ``u = k / (band * LR Nyquist)``, zero for
+   ``|u| >= 1``: the exact ratio's band edge;
+3. inverse FFT on the LR grid, scaled to keep the DC, and the magnitude.
+
+Noise is not part of the stored synthetic LR: the SR loader adds Rician noise of the real
+LR's measured level and colour per patch (:mod:`mrisr.degradation.noise`).
+
+The window is either fixed (``{"type": "hamming"}``, ``"tukey"`` with ``alpha``,
+``"none"``) or **learned from the registered pairs** (``{"type": "learned", "terms": J}``):
+the transfer function ``T(k) = sum L(k) conj(G(k)) / sum |G(k)|^2`` of the real LR ``L``
+against the HR's band ``G`` (cross-spectrum: noise and the LR's own texture average out),
+reduced to the separable profiles by alternating weighted least squares, each profile fitted
+by a cosine series ``sum_j c_j cos(j pi u)`` with DC gain 1 and no sign constraint.
+Parameters: ``{"name": "kspace_acquisition", "band": [by, bx], "window": {...}}``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from mrisr.degradation.base import DEGRADATIONS, LearnedDegradation, as_slice_stack
+from mrisr.degradation.kspace import _fold
+
+#: frequency bins with less than this fraction of the mean HR power are not fitted
+MIN_POWER_FRACTION = 1e-3
+
+
+def window_profile(spec: dict, u: np.ndarray, axis: int) -> np.ndarray:
+    """The 1D window on normalised frequencies ``u`` (``|u| < 1`` inside the band)."""
+    a = np.abs(u)
+    kind = spec.get("type", "hamming")
+    if kind == "hamming":
+        w = 0.54 + 0.46 * np.cos(np.pi * a)
+    elif kind == "tukey":
+        alpha = float(spec.get("alpha", 0.3))
+        w = np.ones_like(a)
+        edge = a > 1 - alpha
+        w[edge] = 0.5 * (1 + np.cos(np.pi * (a[edge] - (1 - alpha)) / alpha))
+    elif kind == "none":
+        w = np.ones_like(a)
+    elif kind in ("learned", "cosine_series"):
+        c = spec.get("coefficients")
+        if c is None:
+            raise ValueError("the learned window has no coefficients yet (fit the model first)")
+        coef = np.asarray(c[axis], dtype=np.float64)
+        w = sum(cj * np.cos(j * np.pi * a) for j, cj in enumerate(coef))
+    else:
+        raise ValueError(f"unknown window type '{kind}'")
+    return np.where(a < 1, w, 0.0)
+
+
+def _lr_band_spectrum(vol: np.ndarray, scale: int) -> np.ndarray:
+    """The HR slices' frequencies that the LR grid holds, phase-shifted, ``(z, h, w)``."""
+    s = scale
+    h, w = vol.shape[1] // s, vol.shape[2] // s
+    vol = vol[:, : h * s, : w * s]
+    spec = np.fft.fft2(vol, axes=(-2, -1)).astype(np.complex64)
+    spec = _fold(spec, 1, h * s, h, h, (s - 1) / 2)
+    return _fold(spec, 2, w * s, w, w, (s - 1) / 2) / np.float32(s * s)
+
+
+def _normalised_frequencies(n: int, band: float) -> np.ndarray:
+    return np.fft.fftfreq(n, d=1.0 / n) / (band * n / 2.0)
+
+
+@DEGRADATIONS.register(name="kspace_acquisition")
+class KSpaceAcquisition(LearnedDegradation):
+    """Band of the real LR's exact ratio, a (learned) raw-data filter, magnitude."""
+
+    name = "kspace_acquisition"
+    fit_lr_key = "lr_raw"  # the cross-spectrum needs no denoising (NLM is not linear)
+
+    def __init__(self, params: dict, scale: int):
+        super().__init__(params, scale)
+        band = np.atleast_1d(np.asarray(self.params.get("band", 1.0), dtype=np.float64))
+        if band.size == 1:
+            band = np.repeat(band, 2)
+        if band.size != 2 or not np.all((band > 0) & (band <= 1.0 + 1e-9)):
+            raise ValueError(f"kspace_acquisition 'band' must be in (0, 1], got {band.tolist()}")
+        self.band = (float(band[0]), float(band[1]))
+        self.params["band"] = list(self.band)
+        self.params.setdefault("window", {"type": "hamming"})
+        self.terms = int(self.params["window"].get("terms", 3))
+
+    @property
+    def learned(self) -> bool:  # type: ignore[override]
+        return self.params["window"].get("type") == "learned"
+
+    def window(self, shape: tuple[int, int]) -> np.ndarray:
+        wy = window_profile(
+            self.params["window"], _normalised_frequencies(shape[0], self.band[0]), 0
+        )
+        wx = window_profile(
+            self.params["window"], _normalised_frequencies(shape[1], self.band[1]), 1
+        )
+        return np.outer(wy, wx).astype(np.float32)
+
+    def degrade(self, hr: np.ndarray) -> np.ndarray:
+        vol, squeeze = as_slice_stack(hr, self.scale)
+        spec = _lr_band_spectrum(vol, self.scale)
+        spec *= self.window(spec.shape[1:])
+        out = np.abs(np.fft.ifft2(spec, axes=(-2, -1))).astype(np.float32)
+        return out[0] if squeeze else out
+
+    def psf_fwhm_hr(self, n: int = 512) -> list[float]:
+        """FWHM of the point-spread function per axis, in HR pixels."""
+        from mrisr.degradation.kernels import fwhm_of_profile
+
+        out = []
+        for axis in (0, 1):
+            u = _normalised_frequencies(n, self.band[axis])
+            prof = np.fft.fftshift(np.fft.ifft(window_profile(self.params["window"], u, axis)).real)
+            out.append(fwhm_of_profile(prof) * self.scale)
+        return out
+
+    # ---- learning the window from registered pairs
+    def fit(self, pairs, masks=None, seed: int = 0, device: str = "cpu", progress: bool = False):
+        """Fit the window's cosine series on ``pairs`` of (HR, real LR) working-grid volumes."""
+        cross = power = None
+        for hr, lr in pairs:
+            vol, _ = as_slice_stack(hr, self.scale)
+            g = _lr_band_spectrum(vol, self.scale)
+            lr = np.asarray(lr, dtype=np.float32)[:, : g.shape[1], : g.shape[2]]
+            if lr.shape != g.shape:
+                raise ValueError(
+                    f"LR of shape {lr.shape} does not match the HR's LR grid {g.shape}"
+                )
+            ell = np.fft.fft2(lr, axes=(-2, -1))
+            # the two scans' intensity scales differ: match the DC per volume
+            gain = float(np.abs(g[:, 0, 0]).sum() / max(np.abs(ell[:, 0, 0]).sum(), 1e-12))
+            c = (ell * gain * np.conj(g)).sum(axis=0)
+            p = (np.abs(g) ** 2).sum(axis=0)
+            cross = c if cross is None else cross + c
+            power = p if power is None else power + p
+        if cross is None:
+            raise ValueError("kspace_acquisition needs at least one (HR, LR) pair to fit")
+        t = (cross / np.maximum(power, 1e-12)).real
+        weight = power * (power > MIN_POWER_FRACTION * power.mean())
+        wy, wx = _separable_profiles(t, weight)
+        coefs = []
+        for axis, (prof, wsum) in enumerate(
+            ((wy, (weight * wx[None] ** 2).sum(1)), (wx, (weight * wy[:, None] ** 2).sum(0)))
+        ):
+            u = _normalised_frequencies(len(prof), self.band[axis])
+            coefs.append(_fit_cosine_series(u, prof, wsum, self.terms).tolist())
+        self.params["window"] = {"type": "learned", "terms": self.terms, "coefficients": coefs}
+        self.fit_history = {
+            "pairs": len(pairs),
+            "window_coefficients": coefs,
+            "psf_fwhm_hr_px": self.psf_fwhm_hr(),
+        }
+        return self.fit_history
+
+    def state_dict(self) -> dict:
+        import torch
+
+        coef = self.params["window"].get("coefficients")
+        return {
+            "coefficients": torch.tensor(
+                coef if coef is not None else [[0.0], [0.0]], dtype=torch.float64
+            )
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        coef = state["coefficients"].tolist()
+        self.params["window"] = {"type": "learned", "terms": self.terms, "coefficients": coef}
+
+
+def _separable_profiles(t: np.ndarray, weight: np.ndarray, rounds: int = 10):
+    """Weighted least squares ``t(ky, kx) ~ wy(ky) wx(kx)``, normalised to ``wy(0) = 1``."""
+    wy = np.ones(t.shape[0])
+    wx = np.ones(t.shape[1])
+    for _ in range(rounds):
+        wx = (weight * t * wy[:, None]).sum(0) / np.maximum(
+            (weight * wy[:, None] ** 2).sum(0), 1e-12
+        )
+        wy = (weight * t * wx[None]).sum(1) / np.maximum((weight * wx[None] ** 2).sum(1), 1e-12)
+    g = wy[0]
+    if g == 0 or not math.isfinite(g):
+        raise ValueError("the fitted transfer function has no DC: the pairs do not overlap?")
+    return wy / g, wx * g
+
+
+def _fit_cosine_series(u: np.ndarray, prof: np.ndarray, w: np.ndarray, terms: int) -> np.ndarray:
+    """Coefficients of ``sum_j c_j cos(j pi |u|)`` fitting ``prof`` inside the band, with
+    ``sum_j c_j = 1`` (DC gain 1): eliminate ``c_0 = 1 - sum_{j>0} c_j``."""
+    a = np.abs(u)
+    inside = (a < 1) & (w > 0)
+    if inside.sum() < terms:
+        raise ValueError("too few frequencies inside the band to fit the window")
+    basis = np.stack([np.cos(j * np.pi * a[inside]) - 1.0 for j in range(1, terms)], axis=1)
+    rhs = prof[inside] - 1.0
+    sw = np.sqrt(w[inside] / w[inside].max())
+    rest, *_ = np.linalg.lstsq(basis * sw[:, None], rhs * sw, rcond=None)
+    return np.concatenate([[1.0 - rest.sum()], rest])
