@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -261,3 +262,26 @@ def test_missing_nilearn_is_a_one_line_error(tmp_path: Path, monkeypatch) -> Non
     assert "\n" not in message
     assert "pip install mrisr[demo]" in message and "pip install nilearn" in message
     assert list(tmp_path.iterdir()) == []
+
+
+def test_second_protocol_is_a_different_acquisition(tmp_path: Path) -> None:
+    """--protocol fermi_pf: 3 mm LR pixels, Fermi filter, partial Fourier, recorded."""
+    from mrisr.dataset.demo import LR_PROTOCOLS, _window_2d, main
+
+    assert (
+        main([str(tmp_path), "--protocol", "fermi_pf", "--num-cases", "1", "--num-test-pairs", "0"])
+        == 0
+    )
+    folder = tmp_path / "Dataset001_MNIDemo"
+    lr = sitk.ReadImage(str(folder / "imagesLR" / "demo_000.nii.gz"))
+    assert lr.GetSpacing()[:2] == pytest.approx((3.0, 3.0)) and lr.GetSize()[:2] == (72, 72)
+    params = json.loads((folder / "demo_acquisition.json").read_text())
+    assert params["build"]["protocol"] == "fermi_pf" and params["lr_protocol"] == "fermi_pf"
+    p = LR_PROTOCOLS["fermi_pf"]
+    w = _window_2d(p, np.fft.fftfreq(p.matrix, 1.0 / p.matrix).round())
+    rows_acquired = (w.sum(axis=1) > 0).sum()
+    assert rows_acquired == round(p.partial_fourier * p.matrix)  # 5/8 of the lines
+    assert (w.sum(axis=0) > 0).all()  # every readout column
+    assert w[0, 0] == pytest.approx(1.0, abs=1e-3) and w[0, p.matrix // 2] < 0.1  # radial Fermi
+    with pytest.raises(MrisrError, match="unknown demo protocol"):
+        build_demo_dataset(tmp_path / "x", protocol="nope")

@@ -93,9 +93,23 @@ def summary_text(dataset: str, verified: VerifiedDataset, plans: Plans) -> str:
             f", h = {den['h']:.3g} (noise sigma {den['sigma']:.3g})"
             if den["method"] != "none"
             else ""
-        ),
-        "  why:",
+        )
+        + " (paper configurations; dsgan_edsr and kspace_edsr see the raw LR)",
     ]
+    if "kspace_edsr" in plans.configuration_names:
+        band = plans.configuration("kspace_edsr").degradation["band"]
+        lines.append(
+            f"  k-space band     {band[0]:.3f} x {band[1]:.3f} of the LR grid's (exact ratio), "
+            f"window {plans.configuration('kspace_edsr').degradation['window']['type']}"
+        )
+    noise = plans.configuration("dsgan_edsr").training_noise
+    if noise:
+        lines.append(
+            f"  training noise   {noise['model']}, level and colour of the real LR's background, "
+            f"sigma +-{100 * noise['sigma_jitter']:.0f}%, PSF width "
+            f"+-{100 * noise['kernel_width_jitter']:.0f}%, bias {noise['bias']:g}"
+        )
+    lines.append("  why:")
     lines += [f"    {k}: {v}" for k, v in plans.data["decisions"].items()]
     out = paths.preprocessed_root() / dataset
     lines.append(f"  wrote {out / FINGERPRINT_FILE}, {plans.path}, {out / plans.data_identifier}/")
