@@ -27,7 +27,8 @@ import os
 import time
 from pathlib import Path
 
-from mrisr.utilities.cli_support import run_command, setup_logging
+from mrisr.utilities.cli_support import int_at_least, run_command, setup_logging
+from mrisr.utilities.errors import MrisrError
 
 logger = logging.getLogger(__name__)
 
@@ -145,7 +146,9 @@ def main(argv: list[str] | None = None) -> int:
         prog="mrisr_demo", description="mrisr_demo: the whole pipeline on the embedded demo dataset"
     )
     p.add_argument("--workdir", default="demo_work", help="where the demo keeps everything")
-    p.add_argument("-np", type=int, default=2, help="worker processes for preprocessing")
+    p.add_argument(
+        "-np", type=int_at_least(1), default=2, help="worker processes for preprocessing"
+    )
     p.add_argument(
         "--device", default="cpu", choices=("cpu", "cuda", "mps"), help="cpu, cuda or mps"
     )
@@ -160,9 +163,13 @@ def main(argv: list[str] | None = None) -> int:
             table_markdown,
         )
         from mrisr.planning.plan_and_preprocess_api import plan_and_preprocess, summary_text
+        from mrisr.utilities.devices import check_device
         from mrisr.utilities.file_io import atomic_path
 
+        check_device(args.device)
         workdir = Path(args.workdir).resolve()
+        if workdir.exists() and not workdir.is_dir():
+            raise MrisrError(f"--workdir {workdir}: is a file; choose a folder")
         roots = set_roots(workdir)
         predictions = workdir / "predictions"
         stage = _Stages()

@@ -15,7 +15,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from mrisr.utilities.errors import IntegrityError
-from mrisr.utilities.file_io import atomic_path
+from mrisr.utilities.file_io import IncompleteWrite, atomic_path, verify_file
 
 
 @dataclass
@@ -183,10 +183,46 @@ def read_scan(path: str | Path, check: bool = True) -> sitk.Image:
 
 
 def write_scan(image: sitk.Image, path: str | Path) -> None:
-    """Write atomically; the file format follows the ending of ``path``."""
+    """Write atomically and verified; the file format follows the ending of ``path``.
+
+    ITK's writers do not always raise on a short write (the NIfTI writer prints ``NWAD:
+    wrote only 0 of ... bytes`` and returns): the temporary file is read back (gzip stream
+    to its CRC, header, voxel count) before it is renamed over ``path``.
+    """
     path = Path(path)
-    with atomic_path(path) as tmp:
+    size = tuple(int(v) for v in image.GetSize())
+
+    def readable(tmp: Path) -> None:
+        try:
+            r = sitk.ImageFileReader()
+            r.SetFileName(str(tmp))
+            r.ReadImageInformation()
+        except RuntimeError:
+            raise IncompleteWrite("the header cannot be read back") from None
+        got = tuple(int(v) for v in r.GetSize())[: len(size)]
+        if got != size:
+            raise IncompleteWrite(f"size {got} read back, {size} written")
+        if not _is_nifti(path) or path.name.lower().endswith(".gz"):
+            return
+        need = int(np.prod(size)) * image.GetSizeOfPixelComponent()
+        if tmp.stat().st_size < need:
+            raise IncompleteWrite(f"{tmp.stat().st_size} bytes for {need} bytes of voxels")
+
+    with atomic_path(path, verify=readable) as tmp:
         sitk.WriteImage(image, str(tmp), useCompression=True)
+
+
+def is_complete_image(path: str | Path) -> bool:
+    """Whether ``path`` is a complete, readable image (``--continue`` redoes the others)."""
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        return False
+    try:
+        verify_file(path)
+        read_header(path)
+    except (IncompleteWrite, IntegrityError):
+        return False
+    return True
 
 
 def image_from_array(array_zyx: np.ndarray, geometry: Geometry) -> sitk.Image:

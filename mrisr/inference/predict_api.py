@@ -18,7 +18,15 @@ from mrisr.inference.predictor import SRPredictor, bicubic_scan
 from mrisr.planning.fingerprint import FINGERPRINT_FILE
 from mrisr.planning.plans_handler import Plans
 from mrisr.utilities.errors import IntegrityError, MrisrError
-from mrisr.utilities.file_io import load_json, save_json
+from mrisr.utilities.file_io import load_json, make_dirs, save_json
+from mrisr.utilities.safety import (
+    check_finite_output,
+    check_predict_args,
+    check_resume_args,
+    output_done,
+    pick_root_for_bicubic,
+    safe_name,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -26,8 +34,12 @@ FOLDS = ("0", "1", "2", "3", "4", "all")
 SPACING_WARN_RATIO = 1.25
 
 
-def resolve_results_dataset(identifier: str | None) -> str:
+def resolve_results_dataset(identifier: str | None, bicubic: bool = False) -> str:
+    """The dataset of ``-d`` among the trained ones; ``bicubic`` (nothing to train) also
+    looks among the preprocessed ones."""
     root = paths.results_root()
+    if bicubic:
+        root = pick_root_for_bicubic(identifier, root, paths.preprocessed_root())
     if identifier is not None:
         return resolve_dataset_name(identifier, root)
     names = list_datasets(root)
@@ -40,6 +52,8 @@ def resolve_results_dataset(identifier: str | None) -> str:
 
 
 def model_folder(dataset: str, trainer: str, plans_name: str, configuration: str) -> Path:
+    for value, what in ((trainer, "-tr"), (plans_name, "-p"), (configuration, "-c")):
+        safe_name(value, what)
     return paths.results_root() / dataset / f"{trainer}__{plans_name}__{configuration}"
 
 
@@ -118,20 +132,12 @@ def predict_folder(
         raise MrisrError(
             f"{out}: output folder equals the input folder; inputs are never overwritten"
         )
-    if not 0 <= part_id < num_parts:
-        raise MrisrError(f"--part-id {part_id} must be in 0..{num_parts - 1}")
-    if device not in ("cpu", "cuda", "mps"):
-        raise MrisrError(f"unknown device '{device}'; valid devices: cpu, cuda, mps")
-    if device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise MrisrError("--device cuda: no CUDA device is visible (use --device cpu)")
+    check_predict_args(inp, out, num_parts, part_id, device)
     if checkpoint not in ("final", "best"):
         raise MrisrError(f"-chk must be 'final' or 'best', not '{checkpoint}'")
     files = _input_files(inp)
     _check_inputs(files)
-    dataset = resolve_results_dataset(dataset)
+    dataset = resolve_results_dataset(dataset, bicubic=configuration == "bicubic")
     trainer_name = "none" if configuration == "bicubic" else trainer
     folder = model_folder(dataset, trainer, plans_name, configuration)
     plans_file = folder / "plans.json"
@@ -170,24 +176,26 @@ def predict_folder(
             networks.append(load_network(chk, device))
             used_folds.append(f)
     mine = files[part_id::num_parts]
-    out.mkdir(parents=True, exist_ok=True)
+    run_args = {
+        "input": str(inp),
+        "output": str(out),
+        "dataset": dataset,
+        "configuration": configuration,
+        "trainer": trainer_name,
+        "plans": plans_name,
+        "folds": used_folds,
+        "checkpoint": checkpoint,
+        "tta": tta,
+        "device": device,
+        "num_parts": num_parts,
+        "part_id": part_id,
+        "continue": resume,
+        "model_folder": str(folder),
+    }
+    check_resume_args(out, run_args, resume)
+    make_dirs(out)
     save_json(
-        {
-            "input": str(inp),
-            "output": str(out),
-            "dataset": dataset,
-            "configuration": configuration,
-            "trainer": trainer_name,
-            "plans": plans_name,
-            "folds": used_folds,
-            "checkpoint": checkpoint,
-            "tta": tta,
-            "device": device,
-            "num_parts": num_parts,
-            "part_id": part_id,
-            "continue": resume,
-            "model_folder": str(folder),
-        },
+        run_args,
         out / (f"predict_args_part{part_id}.json" if num_parts > 1 else "predict_args.json"),
     )
     predictor = SRPredictor(plans, networks, device=device, tta=tta) if networks else None
@@ -195,13 +203,14 @@ def predict_folder(
     written = []
     for f in tqdm(mine, desc="super-resolving", unit="scan"):
         dest = out / f.name
-        if resume and dest.is_file():
+        if resume and output_done(dest):
             logger.info("%s exists: skipped (--continue)", dest.name)
             continue
         t0 = time.time()
         img = read_scan(f)
         _warn_spacing(f, Geometry.of(img), plans, trained_sp)
         sr = predictor.predict_scan(img) if predictor is not None else bicubic_scan(img, plans)
+        check_finite_output(sr, f)
         write_scan(sr, dest)
         logger.info("%s -> %s (%.1f s)", f.name, dest, time.time() - t0)
         written.append(dest)

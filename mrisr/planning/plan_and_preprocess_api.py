@@ -7,14 +7,14 @@ import shutil
 from pathlib import Path
 
 from mrisr import paths
-from mrisr.dataset.dataset_json import list_datasets, resolve_dataset_name
+from mrisr.dataset.dataset_json import DATASET_RE, list_datasets, resolve_dataset_name
 from mrisr.dataset.integrity import VerifiedDataset, verify_dataset
 from mrisr.planning.fingerprint import FINGERPRINT_FILE, load_or_compute_fingerprint
 from mrisr.planning.planners import PLANNERS
 from mrisr.planning.plans_handler import Plans
 from mrisr.preprocessing.preprocessor import preprocess_dataset
 from mrisr.utilities.errors import MrisrError
-from mrisr.utilities.file_io import save_json
+from mrisr.utilities.file_io import make_dirs, save_json
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +46,10 @@ def plan_and_preprocess(
     """Verify, fingerprint, plan and preprocess one dataset; nothing is written before the
     integrity check has passed."""
     planner_cls = PLANNERS.get(planner)
+    if num_processes < 1:
+        raise MrisrError(f"-np {num_processes}: needs at least 1 process")
+    if not DATASET_RE.fullmatch(dataset):
+        raise MrisrError(f"-d {dataset}: dataset names look like Dataset001_Name")
     raw_dir = paths.raw_root() / dataset
     verified = verify_dataset(raw_dir, num_processes)
     n_pairs = sum(c.is_pair for c in verified.cases)
@@ -54,10 +58,12 @@ def plan_and_preprocess(
     )
     if verify_only:
         return verified, None
-    out = paths.preprocessed_root() / dataset
+    out = paths.inside(paths.preprocessed_root(), paths.preprocessed_root() / dataset, "-d")
+    if out == paths.preprocessed_root().resolve():
+        raise MrisrError(f"-d {dataset}: not a dataset folder name")
     if clean and out.exists():
         shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    make_dirs(out)
     save_json(verified.info.to_json(), out / "dataset.json")
     fp = load_or_compute_fingerprint(
         out, dataset, verified.cases, verified.geometries, num_processes, clean=clean
