@@ -44,8 +44,10 @@ N_STAGES = 6
 
 def set_roots(workdir: Path) -> dict[str, Path]:
     roots = {k: workdir / k for k in ("mrisr_raw", "mrisr_preprocessed", "mrisr_results")}
+    from mrisr.utilities.file_io import make_dirs
+
     for k, p in roots.items():
-        p.mkdir(parents=True, exist_ok=True)
+        make_dirs(p)
         os.environ[k] = str(p)
     return roots
 

@@ -90,6 +90,38 @@ def _is_nifti(path: Path) -> bool:
     return name.endswith(".nii") or name.endswith(".nii.gz")
 
 
+def nifti_header_problem(header) -> str | None:
+    """What ITK would silently paper over in a NIfTI header: a zero dimension (read as one
+    slice), a zero/negative/non-finite voxel spacing (read as 1 mm), a sheared sform (ITK
+    falls back to the qform). None when the header is sound."""
+    dim = [int(v) for v in header["dim"]]
+    ndim = dim[0]
+    if not 1 <= ndim <= 7:
+        return f"header dim[0]={ndim} is not 1..7"
+    for k in range(1, ndim + 1):
+        if dim[k] < 1:
+            return f"header dim[{k}]={dim[k]} (a zero-sized axis); fix the header or export again"
+    pixdim = [float(v) for v in header["pixdim"]]
+    for k in range(1, min(ndim, 3) + 1):
+        if not np.isfinite(pixdim[k]) or pixdim[k] <= 0:
+            return (
+                f"header voxel spacing pixdim[{k}]={pixdim[k]:g} (ITK would read it as 1 mm); "
+                "write the real spacing into the header"
+            )
+    sform, code = header.get_sform(coded=True)
+    if code and sform is not None:
+        m = np.asarray(sform, dtype=np.float64)[:3, :3]
+        norms = np.linalg.norm(m, axis=0)
+        if np.all(norms > 0):
+            u = m / norms
+            if np.abs(u.T @ u - np.eye(3)).max() > 1e-3:
+                return (
+                    "sheared (non-orthogonal) sform direction; ITK cannot represent it and "
+                    "would use the qform instead: resample the scan onto an orthogonal grid"
+                )
+    return None
+
+
 def _check_complete(path: Path) -> int:
     """Detect truncated files, which some ImageIOs read without complaint.
 
@@ -100,12 +132,16 @@ def _check_complete(path: Path) -> int:
         import nibabel as nib
 
         try:
-            data = np.asarray(nib.load(str(path)).dataobj)
+            nimg = nib.load(str(path))
+            problem = nifti_header_problem(nimg.header)
+            data = None if problem else np.asarray(nimg.dataobj)
         except Exception as e:  # nibabel raises many types for broken files
             raise IntegrityError(
                 f"{path}: truncated or corrupt NIfTI file ({type(e).__name__}); "
                 "copy or export it again"
             ) from None
+        if problem:
+            raise IntegrityError(f"{path}: {problem}")
         if data.dtype.kind in "fc":
             return int((~np.isfinite(data)).sum())
         return 0

@@ -84,6 +84,11 @@ def _check_inputs(files: list[Path]) -> None:
             raise IntegrityError(
                 f"{f}: {r.GetNumberOfComponents()}-channel image; give one channel per file"
             )
+        if r.GetDimension() == 3:
+            from mrisr.dataset.integrity import check_geometry
+
+            g = (r.GetSize(), r.GetSpacing(), r.GetOrigin(), r.GetDirection())
+            check_geometry(f, Geometry(*(tuple(v) for v in g)))
 
 
 def _warn_spacing(f: Path, geom: Geometry, plans: Plans, trained_lr_spacing: float | None) -> None:
