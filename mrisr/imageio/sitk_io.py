@@ -122,6 +122,21 @@ def nifti_header_problem(header) -> str | None:
     return None
 
 
+def raw_nifti_header(path: Path):
+    """The NIfTI header as stored (nibabel's loader silently "fixes" zero pixdims to 1)."""
+    import io
+
+    import nibabel as nib
+
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rb") as f:
+        head = f.read(540)
+    size_le = int.from_bytes(head[:4], "little")
+    size_be = int.from_bytes(head[:4], "big")
+    cls = nib.Nifti2Header if 540 in (size_le, size_be) else nib.Nifti1Header
+    return cls.from_fileobj(io.BytesIO(head), check=False)
+
+
 def _check_complete(path: Path) -> int:
     """Detect truncated files, which some ImageIOs read without complaint.
 
@@ -133,7 +148,7 @@ def _check_complete(path: Path) -> int:
 
         try:
             nimg = nib.load(str(path))
-            problem = nifti_header_problem(nimg.header)
+            problem = nifti_header_problem(raw_nifti_header(path))
             data = None if problem else np.asarray(nimg.dataobj)
         except Exception as e:  # nibabel raises many types for broken files
             raise IntegrityError(

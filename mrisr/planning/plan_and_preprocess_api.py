@@ -15,7 +15,7 @@ from mrisr.planning.planners import PLANNERS
 from mrisr.planning.plans_handler import Plans
 from mrisr.preprocessing.preprocessor import preprocess_dataset
 from mrisr.utilities.errors import MrisrError
-from mrisr.utilities.file_io import make_dirs, save_json
+from mrisr.utilities.file_io import make_dirs, save_json, write_error
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +98,10 @@ def plan_and_preprocess(
     if out == paths.preprocessed_root().resolve():
         raise MrisrError(f"-d {dataset}: not a dataset folder name")
     if clean and out.exists():
-        shutil.rmtree(out)
+        try:
+            shutil.rmtree(out)
+        except OSError as e:
+            raise write_error(out, e) from None
     make_dirs(out)
     save_json(verified.info.to_json(), out / "dataset.json")
     fp = load_or_compute_fingerprint(

@@ -196,6 +196,13 @@ def atomic_path(
         with contextlib.suppress(OSError):
             tmp_path.unlink()
         raise write_error(path, e) from None
+    except RuntimeError as e:  # torch, blosc2 and ITK writers report I/O failures this way
+        with contextlib.suppress(OSError):
+            tmp_path.unlink()
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise MrisrError(
+            f"{path}: cannot write ({why}); is the disk full or the folder read-only?"
+        ) from None
     except BaseException:
         with contextlib.suppress(OSError):
             tmp_path.unlink()
