@@ -111,8 +111,12 @@ def _trained_lr_spacing(folder: Path) -> float | None:
     fp = folder / FINGERPRINT_FILE
     if not fp.is_file():
         return None
-    cases = load_json(fp)["cases"]
-    sp = [np.mean(c["lr"]["inplane_spacing"]) for c in cases if c.get("lr")]
+    try:
+        cases = load_json(fp)["cases"]
+        sp = [np.mean(c["lr"]["inplane_spacing"]) for c in cases if c.get("lr")]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        logger.warning("%s is damaged: the spacing warning uses the plans' LR spacing", fp)
+        return None
     return float(np.median(sp)) if sp else None
 
 
