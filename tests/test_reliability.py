@@ -112,6 +112,8 @@ def one_line(err: str, prog: str, *expected: str) -> str:
     assert "Traceback" not in err, err
     lines = [ln for ln in err.strip().splitlines() if ln.startswith(f"{prog}: error: ")]
     assert len(lines) == 1, err
+    if os.environ.get("MRISR_SHOW_ERRORS"):
+        print("\n" + lines[0])
     for s in expected:
         assert s in lines[0], lines[0]
     return lines[0]
@@ -582,8 +584,10 @@ def test_ctrl_c_in_workers_is_one_line_and_130(tmp_path):
 
 
 @pytest.mark.parametrize("mode", modes())
+@pytest.mark.parametrize("kind", ["read-only", "full"])
 @pytest.mark.parametrize("where", ["predict -o", "preprocessed", "results"])
-def test_read_only_folders_are_one_line(env, mode, where, monkeypatch):
+def test_read_only_or_full_folders_are_one_line(env, mode, kind, where, monkeypatch):
+    """Tracebacks: read-only or full output / preprocessed / results folders."""
     out = env["root"] / "out"
     folder = {
         "predict -o": out,
@@ -591,19 +595,25 @@ def test_read_only_folders_are_one_line(env, mode, where, monkeypatch):
         "results": env["mrisr_results"],
     }[where]
     folder.mkdir(exist_ok=True)
+    if where == "preprocessed":  # a changed raw scan: the fingerprint and a case are redone
+        lr = env["raw"] / "imagesLR" / "case_001.nii.gz"
+        sitk.WriteImage(make_scan((36, 32, 6), (2.7, 2.7, 2.7), seed=9, noise=4.0), str(lr))
     before = tree_state(folder)
-    with read_only_folder(folder, mode, monkeypatch):
+    ctx = read_only_folder if kind == "read-only" else full_folder
+    with ctx(folder, mode, monkeypatch):
         if where == "predict -o":
             code, _, err = predict(env, out)
             prog = "mrisr_predict"
         elif where == "preprocessed":
-            code, _, err = run(plan_cli, "-d", "1", "-np", "1", "--clean")
+            extra = ["--clean"] if kind == "read-only" else []  # --clean must not half-delete
+            code, _, err = run(plan_cli, "-d", "1", "-np", "1", *extra)
             prog = "mrisr_plan_and_preprocess"
         else:
             code, _, err = run(train_cli, "0", "-d", "1", "-c", "bicubic")
             prog = "mrisr_train"
     assert code == 2, err
-    one_line(err, prog, "cannot write" if where != "preprocessed" else "")
+    fix = "make the folder writable" if kind == "read-only" else "free"
+    one_line(err, prog, str(folder), fix)
     assert tree_state(folder) == before
 
 

@@ -15,7 +15,7 @@ from mrisr.planning.planners import PLANNERS
 from mrisr.planning.plans_handler import Plans
 from mrisr.preprocessing.preprocessor import preprocess_dataset
 from mrisr.utilities.errors import MrisrError
-from mrisr.utilities.file_io import make_dirs, save_json, write_error
+from mrisr.utilities.file_io import load_json, make_dirs, save_json, write_error
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +103,13 @@ def plan_and_preprocess(
         except OSError as e:
             raise write_error(out, e) from None
     make_dirs(out)
-    save_json(verified.info.to_json(), out / "dataset.json")
+    ds_json = out / "dataset.json"
+    try:
+        same = load_json(ds_json) == verified.info.to_json()
+    except (OSError, ValueError):
+        same = False
+    if not same:  # unchanged files are not rewritten (a no-op run works on a full disk)
+        save_json(verified.info.to_json(), ds_json)
     fp = load_or_compute_fingerprint(
         out, dataset, verified.cases, verified.geometries, num_processes, clean=clean
     )
