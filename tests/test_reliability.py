@@ -36,7 +36,7 @@ from mrisr.preprocessing import storage
 from mrisr.training.checkpointing import FORMAT, save_checkpoint
 from mrisr.utilities.cli_support import run_command
 from mrisr.utilities.errors import MrisrError
-from mrisr.utilities.file_io import atomic_path, save_json, write_bytes_atomic
+from mrisr.utilities.file_io import atomic_path, save_json, save_npy, write_bytes_atomic
 
 DS = "Dataset001_Synth"
 ROOTS = ("mrisr_raw", "mrisr_preprocessed", "mrisr_results")
@@ -158,6 +158,7 @@ WRITERS = {
         make_scan((64, 64, 8), (1.0, 1.0, 2.0), noise=5.0), p / "x.nii.gz"
     ),
     "png": lambda p: _png(p / "x.png"),
+    "npy": lambda p: save_npy(p / "x.npy", np.random.rand(64, 64)),
 }
 
 
@@ -183,7 +184,8 @@ def test_every_writer_on_a_full_or_read_only_folder(tmp_path, writer, mode, monk
         folder = tmp_path / kind
         folder.mkdir()
         earlier = {
-            f"x{e}": b"earlier" for e in (".json", ".txt", ".b2nd", ".pth", ".nii.gz", ".png")
+            f"x{e}": b"earlier"
+            for e in (".json", ".txt", ".b2nd", ".pth", ".nii.gz", ".png", ".npy")
         }
         for name, data in earlier.items():
             (folder / name).write_bytes(data)

@@ -221,6 +221,17 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
             os.fsync(f.fileno())
 
 
+def save_npy(path: str | os.PathLike, array: Any) -> None:
+    """``np.save`` atomically and verified (no pickles: ``allow_pickle=False``)."""
+    import numpy as np
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, np.asarray(array), allow_pickle=False)
+            f.flush()
+            os.fsync(f.fileno())
+
+
 def _json_default(obj: Any) -> Any:
     import numpy as np
 
