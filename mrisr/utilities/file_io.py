@@ -35,7 +35,15 @@ class IncompleteWrite(Exception):
 
 
 def _umask() -> int:
-    # os.umask can only be read by setting it; set it straight back (single call site)
+    """The process umask: from /proc where it is shown (no change, thread-safe), else read
+    by setting it and setting it straight back."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
