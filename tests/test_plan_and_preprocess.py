@@ -236,7 +236,7 @@ def test_failure_leaves_nothing_half_written_and_resumes(mrisr_env, capsys, monk
 def test_atomic_path_keeps_previous_file_on_error(tmp_path):
     f = tmp_path / "x.json"
     f.write_text('{"ok": 1}')
-    with pytest.raises(RuntimeError):
+    with pytest.raises(MrisrError, match=r"x.json: cannot write \(disk full\)"):  # one line
         with atomic_path(f) as tmp:
             tmp.write_text('{"half')
             raise RuntimeError("disk full")

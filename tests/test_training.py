@@ -28,6 +28,7 @@ from mrisr.training.data import (
 )
 from mrisr.training.train_api import results_folder, run_training
 from mrisr.training.variants import EDSRTrainer_tiny
+from mrisr.utilities.errors import MrisrError
 
 DS = "Dataset001_Synth"
 ROOTS = ("mrisr_raw", "mrisr_preprocessed", "mrisr_results")
@@ -312,7 +313,9 @@ def test_checkpoint_writes_are_atomic(env, monkeypatch):
 
     monkeypatch.setattr(torch, "save", disk_full)
     state = torch.load(fd / "checkpoint_final.pth", weights_only=True)
-    with pytest.raises(OSError):
+    with pytest.raises(
+        MrisrError, match=r"cannot write \(No space left on device\); free disk space"
+    ):
         checkpointing.save_checkpoint(state, fd / "checkpoint_latest.pth")
     assert (fd / "checkpoint_latest.pth").read_bytes() == before
     assert not [p for p in fd.iterdir() if p.name.startswith(".")]

@@ -27,7 +27,8 @@ import os
 import time
 from pathlib import Path
 
-from mrisr.utilities.cli_support import run_command, setup_logging
+from mrisr.utilities.cli_support import int_at_least, run_command, setup_logging
+from mrisr.utilities.errors import MrisrError
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +52,10 @@ N_STAGES = 6
 
 def set_roots(workdir: Path) -> dict[str, Path]:
     roots = {k: workdir / k for k in ("mrisr_raw", "mrisr_preprocessed", "mrisr_results")}
+    from mrisr.utilities.file_io import make_dirs
+
     for k, p in roots.items():
-        p.mkdir(parents=True, exist_ok=True)
+        make_dirs(p)
         os.environ[k] = str(p)
     return roots
 
@@ -153,7 +156,9 @@ def main(argv: list[str] | None = None) -> int:
         prog="mrisr_demo", description="mrisr_demo: the whole pipeline on the embedded demo dataset"
     )
     p.add_argument("--workdir", default="demo_work", help="where the demo keeps everything")
-    p.add_argument("-np", type=int, default=2, help="worker processes for preprocessing")
+    p.add_argument(
+        "-np", type=int_at_least(1), default=2, help="worker processes for preprocessing"
+    )
     p.add_argument(
         "--device", default="cpu", choices=("cpu", "cuda", "mps"), help="cpu, cuda or mps"
     )
@@ -168,9 +173,13 @@ def main(argv: list[str] | None = None) -> int:
             table_markdown,
         )
         from mrisr.planning.plan_and_preprocess_api import plan_and_preprocess, summary_text
+        from mrisr.utilities.devices import check_device
         from mrisr.utilities.file_io import atomic_path
 
+        check_device(args.device)
         workdir = Path(args.workdir).resolve()
+        if workdir.exists() and not workdir.is_dir():
+            raise MrisrError(f"--workdir {workdir}: is a file; choose a folder")
         roots = set_roots(workdir)
         predictions = workdir / "predictions"
         stage = _Stages()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mrisr.utilities.cli_support import run_command, setup_logging
+from mrisr.utilities.cli_support import int_at_least, run_command, setup_logging
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-ref", required=True, help="folder (or file) of reference HR scans")
     p.add_argument("-pred", required=True, help="folder (or file) of predictions, same file names")
     p.add_argument("-o", default=None, help="summary JSON (default: PRED/summary.json)")
-    p.add_argument("-np", type=int, default=2, help="worker processes (default 2)")
+    p.add_argument("-np", type=int_at_least(1), default=2, help="worker processes (default 2)")
     p.add_argument(
         "--no-registration",
         action="store_true",

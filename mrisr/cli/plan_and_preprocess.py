@@ -6,7 +6,7 @@ import argparse
 import time
 
 from mrisr.planning.planners import PLANNERS
-from mrisr.utilities.cli_support import run_command, setup_logging
+from mrisr.utilities.cli_support import int_at_least, run_command, setup_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,7 +21,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ID",
         help="dataset id(s) or name(s); default: all under $mrisr_raw",
     )
-    p.add_argument("-np", type=int, default=2, metavar="N", help="worker processes (default 2)")
+    p.add_argument(
+        "-np", type=int_at_least(1), default=2, metavar="N", help="worker processes (default 2)"
+    )
     p.add_argument(
         "-pl",
         default="DefaultPlanner",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mrisr.utilities.cli_support import run_command, setup_logging
+from mrisr.utilities.cli_support import int_at_least, run_command, setup_logging
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,8 +37,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--device", default="cpu", choices=("cpu", "cuda", "mps"), help="cpu, cuda or mps"
     )
-    p.add_argument("--num-parts", type=int, default=1, help="split the scans over N runs")
-    p.add_argument("--part-id", type=int, default=0, help="which part this run does (0..N-1)")
+    p.add_argument(
+        "--num-parts", type=int_at_least(1), default=1, help="split the scans over N runs"
+    )
+    p.add_argument(
+        "--part-id", type=int_at_least(0), default=0, help="which part this run does (0..N-1)"
+    )
     p.add_argument("--continue", dest="resume", action="store_true", help="skip finished outputs")
     p.add_argument(
         "--output-format",

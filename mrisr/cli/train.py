@@ -17,7 +17,7 @@ import argparse
 import math
 
 from mrisr.planning.plans_handler import DEFAULT_CONFIGURATION
-from mrisr.utilities.cli_support import run_command, setup_logging
+from mrisr.utilities.cli_support import int_at_least, run_command, setup_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,12 +49,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-only", action="store_true", help="only validate checkpoint_final.pth")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "mps"])
     p.add_argument(
-        "--num-gpus", type=int, default=1, metavar="N", help="DDP processes on this machine"
+        "--num-gpus",
+        type=int_at_least(1),
+        default=1,
+        metavar="N",
+        help="DDP processes on this machine",
     )
     p.add_argument(
         "-nw",
         "--num-workers",
-        type=int,
+        type=int_at_least(0),
         default=None,
         metavar="N",
         help="data loader processes (0: load in the training process; default: by device)",

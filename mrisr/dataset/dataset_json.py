@@ -9,7 +9,7 @@ from pathlib import Path
 
 from mrisr.utilities.errors import IntegrityError, MrisrError
 
-DATASET_RE = re.compile(r"^Dataset(\d{3})_(.+)$")
+DATASET_RE = re.compile(r"^Dataset(\d{3})_([A-Za-z0-9_-]+)$")
 HR_FOLDER = "imagesHR"
 LR_FOLDER = "imagesLR"
 
@@ -86,14 +86,14 @@ def list_datasets(root: Path) -> list[str]:
 def resolve_dataset_name(identifier: str | int, root: Path) -> str:
     """``1``, ``"1"``, ``"001"`` or ``"Dataset001_Name"`` -> ``"Dataset001_Name"`` found in root."""
     ident = str(identifier).strip()
-    if DATASET_RE.match(ident):
+    if DATASET_RE.fullmatch(ident):
         if not (Path(root) / ident).is_dir():
             raise MrisrError(f"dataset {ident} not found in {root}")
         return ident
-    if not ident.isdigit():
+    if not (ident.isascii() and ident.isdigit()):
         raise MrisrError(
             f"dataset identifier '{ident}' is neither a number (e.g. 1) nor a name like "
-            "Dataset001_Name"
+            "Dataset001_Name (letters, digits, '_' and '-' only)"
         )
     num = int(ident)
     hits = [n for n in list_datasets(root) if int(DATASET_RE.match(n).group(1)) == num]

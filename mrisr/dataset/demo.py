@@ -538,8 +538,8 @@ def _is_complete(folder: Path, params: dict) -> bool:
     marker = folder / PARAMS_FILE
     if not marker.is_file():
         raise MrisrError(
-            f"{folder} exists and is not a demo dataset built by mrisr; "
-            "remove it, choose another dataset id, or pass overwrite=True (--overwrite)"
+            f"{folder} exists and is not a demo dataset built by mrisr; move it away, or give "
+            "mrisr_demo another --workdir"
         )
     try:
         built = load_json(marker).get("build", {})
@@ -547,8 +547,8 @@ def _is_complete(folder: Path, params: dict) -> bool:
         built = {}
     if built != params:
         raise MrisrError(
-            f"{folder} was built with other parameters ({built}); "
-            "pass overwrite=True (--overwrite) to rebuild it"
+            f"{folder} was built with other parameters ({built}); delete it to rebuild it "
+            "(API: build_demo_dataset(..., overwrite=True)), or give mrisr_demo another --workdir"
         )
     missing = [
         f

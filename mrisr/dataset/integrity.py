@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import SimpleITK as sitk
 
 from mrisr.dataset.cases import Case, find_cases
 from mrisr.dataset.dataset_json import HR_FOLDER, LR_FOLDER, DatasetInfo, load_dataset_json
@@ -33,8 +34,43 @@ class VerifiedDataset:
     geometries: dict[str, dict[str, Geometry]]  # case -> {"hr": Geometry, "lr": Geometry}
 
 
-def _check_scan(path: Path) -> Geometry:
-    return Geometry.of(read_scan(path, check=True))
+MAX_SPACING_MM = 50.0  # MR voxels are a few mm: larger is a unit mistake (m vs mm)
+MAX_SIZE = 4096  # voxels per axis
+
+
+def _check_scan(path: Path) -> tuple[Geometry, str | None]:
+    """The scan's geometry (IntegrityError on a problem) and an optional warning."""
+    image = read_scan(path, check=True)
+    g = Geometry.of(image)
+    check_geometry(path, g)
+    lo = float(sitk.GetArrayViewFromImage(image).min())
+    warning = None
+    if lo < 0:
+        warning = (
+            f"{path}: negative intensities (min {lo:.3g}); MR magnitude images are >= 0: is "
+            "this a phase or a rescaled image? (processing it anyway)"
+        )
+    return g, warning
+
+
+def check_geometry(path: Path, g: Geometry) -> None:
+    """Spacing in a plausible range, an orthonormal direction, a bounded grid."""
+    sp = np.asarray(g.spacing)
+    if not np.all(np.isfinite(sp)) or np.any(sp <= 0):
+        raise IntegrityError(f"{path}: voxel spacing {g.spacing} must be positive; fix the header")
+    if sp.max() > MAX_SPACING_MM:
+        raise IntegrityError(
+            f"{path}: voxel spacing {tuple(round(float(s), 4) for s in sp)} mm exceeds "
+            f"{MAX_SPACING_MM:g} mm; the header's units are probably wrong (m vs mm): fix them"
+        )
+    if max(g.size) > MAX_SIZE:
+        raise IntegrityError(f"{path}: {g.size} voxels; at most {MAX_SIZE} per axis supported")
+    d = g.direction_matrix
+    if np.abs(d.T @ d - np.eye(3)).max() > 1e-3:
+        raise IntegrityError(
+            f"{path}: sheared (non-orthogonal) direction matrix; resample the scan onto an "
+            "orthogonal grid"
+        )
 
 
 def check_pair(case: str, hr_path: Path, lr_path: Path, hr: Geometry, lr: Geometry) -> None:
@@ -93,7 +129,9 @@ def verify_dataset(dataset_dir: str | Path, num_processes: int = 1) -> VerifiedD
     results = map_progress(_safe_check, paths, num_processes, desc="verifying scans")
     problems: list[str] = []
     geoms: dict[Path, Geometry] = {}
-    for p, (g, err) in zip(paths, results):
+    for p, (g, err, warning) in zip(paths, results):
+        if warning:
+            logger.warning(warning)
         if err:
             problems.append(err)
         else:
@@ -116,8 +154,9 @@ def verify_dataset(dataset_dir: str | Path, num_processes: int = 1) -> VerifiedD
     return VerifiedDataset(dataset_dir, info, cases, geometries)
 
 
-def _safe_check(path: Path) -> tuple[Geometry | None, str | None]:
+def _safe_check(path: Path) -> tuple[Geometry | None, str | None, str | None]:
     try:
-        return _check_scan(path), None
+        g, warning = _check_scan(path)
+        return g, None, warning
     except IntegrityError as e:
-        return None, str(e)
+        return None, str(e), None

@@ -30,7 +30,7 @@ from mrisr.planning.plans_handler import Plans
 from mrisr.preprocessing import storage
 from mrisr.preprocessing.dataset import PreprocessedDataset
 from mrisr.utilities.errors import MrisrError
-from mrisr.utilities.file_io import load_json, save_json
+from mrisr.utilities.file_io import load_json, save_json, save_npy
 
 logger = logging.getLogger(__name__)
 
@@ -157,8 +157,8 @@ def _train_dsgan_units(
         for r in results:
             summary = {"unit": r.name, "status": r.status, "message": r.message, "losses": r.losses}
             if r.status == "ok":
-                np.save(out / f"{r.name}_kernel_raw.npy", r.kernel_raw.astype(np.float32))
-                np.save(out / f"{r.name}_kernel.npy", r.kernel.astype(np.float32))
+                save_npy(out / f"{r.name}_kernel_raw.npy", r.kernel_raw.astype(np.float32))
+                save_npy(out / f"{r.name}_kernel.npy", r.kernel.astype(np.float32))
                 summary["raw"] = kernel_statistics(r.kernel_raw)
                 summary["kernel"] = kernel_statistics(r.kernel)
             else:

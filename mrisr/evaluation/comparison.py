@@ -20,7 +20,7 @@ from mrisr import paths
 from mrisr.evaluation.brisque_metric import brisque_volume
 from mrisr.preprocessing.foreground import foreground_mask
 from mrisr.utilities.errors import MrisrError
-from mrisr.utilities.file_io import atomic_path, load_json, save_json
+from mrisr.utilities.file_io import atomic_path, load_json, load_json_or_error, save_json
 
 logger = logging.getLogger(__name__)
 
@@ -40,15 +40,58 @@ FOLDS = ("0", "1", "2", "3", "4")
 def _brisque_of(path: Path, cache: dict) -> float:
     key = str(path)
     if key not in cache:
-        arr = sitk.GetArrayFromImage(sitk.ReadImage(str(path), sitk.sitkFloat32))
+        try:
+            arr = sitk.GetArrayFromImage(sitk.ReadImage(str(path), sitk.sitkFloat32))
+        except RuntimeError:
+            raise MrisrError(
+                f"{path}: unreadable validation SR volume; delete it and re-create it with "
+                "mrisr_train FOLD -c CONFIG --val-only"
+            ) from None
         cache[key] = brisque_volume(arr, foreground_mask(arr))
-    return cache[key]
+    return _num(cache[key])
+
+
+def _num(v: object) -> float:
+    """A metric read back from JSON (``null`` for a non-finite value) as a float."""
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else float("nan")
+
+
+def _load_summary(path: Path, fold: str, config: str, trainer: str) -> dict:
+    fix = f"re-create it with mrisr_train {fold} -c {config} -tr {trainer} --val-only"
+    summary = load_json_or_error(path, fix)
+    if not isinstance(summary, dict) or not isinstance(summary.get("cases"), dict):
+        raise MrisrError(f"{path}: not a validation summary (no 'cases'); {fix}")
+    for case, metrics in summary["cases"].items():
+        if not isinstance(metrics, dict) or not all(isinstance(m, dict) for m in metrics.values()):
+            raise MrisrError(f"{path}: case {case} has no per-method metrics; {fix}")
+    return summary
+
+
+def _load_cache(path: Path) -> dict:
+    """The BRISQUE cache of a validation folder; a damaged one is recomputed."""
+    if not path.is_file():
+        return {}
+    try:
+        cache = load_json(path)
+    except (ValueError, OSError, UnicodeDecodeError):
+        cache = None
+    if isinstance(cache, dict) and all(
+        v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+        for v in cache.values()
+    ):
+        return cache
+    logger.warning("%s is damaged: recomputing the BRISQUE values", path)
+    return {}
 
 
 def collect_results(
     dataset: str, trainer: str = "EDSRTrainer", plans_name: str = "mrisrPlans"
 ) -> dict:
     """config -> case -> {"psnr", "ssim", "brisque", "fold", "sr_file"} over held-out folds."""
+    from mrisr.utilities.safety import safe_name
+
+    safe_name(trainer, "-tr")
+    safe_name(plans_name, "-p")
     root = paths.results_root() / dataset
     results: dict[str, dict[str, dict]] = {}
     for config, _ in COLUMNS:
@@ -57,16 +100,22 @@ def collect_results(
             vdir = folder / f"fold_{fold}" / "validation"
             if not (vdir / "summary.json").is_file():
                 continue
-            summary = load_json(vdir / "summary.json")
+            summary = _load_summary(vdir / "summary.json", fold, config, trainer)
             if not summary.get("held_out", True):
                 continue
             cache_file = vdir / "brisque.json"
-            cache = load_json(cache_file) if cache_file.is_file() else {}
+            cache = _load_cache(cache_file)
             n_cached = len(cache)
             for case, metrics in summary["cases"].items():
                 sr_file = next(iter(sorted(vdir.glob(f"{case}.*"))), None)
+                if sr_file is None and config != "bicubic":
+                    raise MrisrError(
+                        f"{vdir}: the validation SR volume of case {case} is missing; "
+                        f"re-create it with mrisr_train {fold} -c {config} -tr {trainer} "
+                        "--val-only"
+                    )
                 for method, m in metrics.items():
-                    entry = {"psnr": m["psnr"], "ssim": m["ssim"], "fold": fold}
+                    entry = {"psnr": _num(m.get("psnr")), "ssim": _num(m.get("ssim")), "fold": fold}
                     if method == config:
                         if sr_file is not None:
                             entry.update(brisque=_brisque_of(sr_file, cache), sr_file=str(sr_file))

@@ -48,14 +48,49 @@ def match_files(ref: Path, pred: Path) -> list[tuple[str, Path, Path]]:
     return pairs
 
 
+#: in-plane size SSIM needs: scikit-image's Gaussian window (sigma 1.5) is 11 x 11
+MIN_INPLANE = 11
+
+
 def evaluate_case(args: tuple[str, Path, Path, bool]) -> dict:
     case, ref_path, pred_path, register = args
     ref, pred = read_scan(ref_path), read_scan(pred_path)
-    out = compare_in_physical_space(ref, pred, register)
     arr = sitk.GetArrayFromImage(pred)
+    if min(arr.shape[-2:]) < MIN_INPLANE:
+        raise MrisrError(
+            f"{pred_path}: prediction is {arr.shape[-1]}x{arr.shape[-2]} in-plane; SSIM needs at "
+            f"least {MIN_INPLANE}x{MIN_INPLANE} voxels per slice: evaluate a larger scan"
+        )
+    out = compare_in_physical_space(ref, pred, register)
     out["brisque"] = brisque_volume(arr, foreground_mask(arr))
+    notes = []
+    if out["foreground_voxels"] == 0:
+        notes.append(
+            "no reference foreground on the prediction grid (no physical overlap?): PSNR and "
+            "SSIM are undefined (null)"
+        )
+    elif np.isinf(out["psnr"]):
+        notes.append("prediction equals the reference on the mask: PSNR is infinite (null)")
+    for m in METRICS:
+        if not np.isfinite(out[m]) and not notes:
+            notes.append(f"{m} is not finite (null)")
+    if notes:
+        logger.warning("%s: %s", case, "; ".join(notes))
+        out["note"] = "; ".join(notes)
     out.update(case=case, reference=str(ref_path), prediction=str(pred_path))
     return out
+
+
+def check_output(output: Path, ref: Path, pred: Path) -> None:
+    """``-o`` must be a ``.json`` file that is none of the inputs."""
+    output = Path(output)
+    if output.is_dir():
+        raise MrisrError(f"-o {output}: is a folder; give a file name ending in .json")
+    if output.suffix.lower() != ".json":
+        raise MrisrError(f"-o {output}: the summary is JSON: give a file name ending in .json")
+    r = output.resolve()
+    if any(r == Path(p).resolve() for p in (ref, pred)):
+        raise MrisrError(f"-o {output}: is one of the inputs; inputs are never overwritten")
 
 
 def summarise(cases: list[dict]) -> dict:
@@ -78,6 +113,10 @@ def evaluate_folders(
     num_processes: int = 2,
     register: bool = True,
 ) -> dict:
+    if num_processes < 1:
+        raise MrisrError(f"-np {num_processes}: needs at least 1 process")
+    if output is not None:
+        check_output(output, ref, pred)
     pairs = [(*p, register) for p in match_files(ref, pred)]
     cases = map_progress(evaluate_case, pairs, num_processes, desc="evaluating")
     result = {

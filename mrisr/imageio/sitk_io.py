@@ -16,7 +16,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from mrisr.utilities.errors import IntegrityError
-from mrisr.utilities.file_io import atomic_path
+from mrisr.utilities.file_io import IncompleteWrite, atomic_path, verify_file
 
 
 @dataclass
@@ -91,6 +91,53 @@ def _is_nifti(path: Path) -> bool:
     return name.endswith(".nii") or name.endswith(".nii.gz")
 
 
+def nifti_header_problem(header) -> str | None:
+    """What ITK would silently paper over in a NIfTI header: a zero dimension (read as one
+    slice), a zero/negative/non-finite voxel spacing (read as 1 mm), a sheared sform (ITK
+    falls back to the qform). None when the header is sound."""
+    dim = [int(v) for v in header["dim"]]
+    ndim = dim[0]
+    if not 1 <= ndim <= 7:
+        return f"header dim[0]={ndim} is not 1..7"
+    for k in range(1, ndim + 1):
+        if dim[k] < 1:
+            return f"header dim[{k}]={dim[k]} (a zero-sized axis); fix the header or export again"
+    pixdim = [float(v) for v in header["pixdim"]]
+    for k in range(1, min(ndim, 3) + 1):
+        if not np.isfinite(pixdim[k]) or pixdim[k] <= 0:
+            return (
+                f"header voxel spacing pixdim[{k}]={pixdim[k]:g} (ITK would read it as 1 mm); "
+                "write the real spacing into the header"
+            )
+    sform, code = header.get_sform(coded=True)
+    if code and sform is not None:
+        m = np.asarray(sform, dtype=np.float64)[:3, :3]
+        norms = np.linalg.norm(m, axis=0)
+        if np.all(norms > 0):
+            u = m / norms
+            if np.abs(u.T @ u - np.eye(3)).max() > 1e-3:
+                return (
+                    "sheared (non-orthogonal) sform direction; ITK cannot represent it and "
+                    "would use the qform instead: resample the scan onto an orthogonal grid"
+                )
+    return None
+
+
+def raw_nifti_header(path: Path):
+    """The NIfTI header as stored (nibabel's loader silently "fixes" zero pixdims to 1)."""
+    import io
+
+    import nibabel as nib
+
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rb") as f:
+        head = f.read(540)
+    size_le = int.from_bytes(head[:4], "little")
+    size_be = int.from_bytes(head[:4], "big")
+    cls = nib.Nifti2Header if 540 in (size_le, size_be) else nib.Nifti1Header
+    return cls.from_fileobj(io.BytesIO(head), check=False)
+
+
 def _check_complete(path: Path) -> int:
     """Detect truncated files, which some ImageIOs read without complaint.
 
@@ -101,12 +148,16 @@ def _check_complete(path: Path) -> int:
         import nibabel as nib
 
         try:
-            data = np.asarray(nib.load(str(path)).dataobj)
+            nimg = nib.load(str(path))
+            problem = nifti_header_problem(raw_nifti_header(path))
+            data = None if problem else np.asarray(nimg.dataobj)
         except Exception as e:  # nibabel raises many types for broken files
             raise IntegrityError(
                 f"{path}: truncated or corrupt NIfTI file ({type(e).__name__}); "
                 "copy or export it again"
             ) from None
+        if problem:
+            raise IntegrityError(f"{path}: {problem}")
         if data.dtype.kind in "fc":
             return int((~np.isfinite(data)).sum())
         return 0
@@ -202,10 +253,46 @@ def as_checked_volume(
 
 
 def write_scan(image: sitk.Image, path: str | Path) -> None:
-    """Write atomically; the file format follows the ending of ``path``."""
+    """Write atomically and verified; the file format follows the ending of ``path``.
+
+    ITK's writers do not always raise on a short write (the NIfTI writer prints ``NWAD:
+    wrote only 0 of ... bytes`` and returns): the temporary file is read back (gzip stream
+    to its CRC, header, voxel count) before it is renamed over ``path``.
+    """
     path = Path(path)
-    with atomic_path(path) as tmp:
+    size = tuple(int(v) for v in image.GetSize())
+
+    def readable(tmp: Path) -> None:
+        try:
+            r = sitk.ImageFileReader()
+            r.SetFileName(str(tmp))
+            r.ReadImageInformation()
+        except RuntimeError:
+            raise IncompleteWrite("the header cannot be read back") from None
+        got = tuple(int(v) for v in r.GetSize())[: len(size)]
+        if got != size:
+            raise IncompleteWrite(f"size {got} read back, {size} written")
+        if not _is_nifti(path) or path.name.lower().endswith(".gz"):
+            return
+        need = int(np.prod(size)) * image.GetSizeOfPixelComponent()
+        if tmp.stat().st_size < need:
+            raise IncompleteWrite(f"{tmp.stat().st_size} bytes for {need} bytes of voxels")
+
+    with atomic_path(path, verify=readable) as tmp:
         sitk.WriteImage(image, str(tmp), useCompression=True)
+
+
+def is_complete_image(path: str | Path) -> bool:
+    """Whether ``path`` is a complete, readable image (``--continue`` redoes the others)."""
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        return False
+    try:
+        verify_file(path)
+        read_header(path)
+    except (IncompleteWrite, IntegrityError):
+        return False
+    return True
 
 
 def image_from_array(array_zyx: np.ndarray, geometry: Geometry) -> sitk.Image:

@@ -29,7 +29,15 @@ from mrisr.inference.scan_files import (
 from mrisr.planning.fingerprint import FINGERPRINT_FILE
 from mrisr.planning.plans_handler import Plans
 from mrisr.utilities.errors import IntegrityError, MrisrError
-from mrisr.utilities.file_io import load_json, save_json
+from mrisr.utilities.file_io import load_json, make_dirs, save_json
+from mrisr.utilities.safety import (
+    check_finite_output,
+    check_predict_args,
+    check_resume_args,
+    output_done,
+    pick_root_for_bicubic,
+    safe_name,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +45,12 @@ FOLDS = ("0", "1", "2", "3", "4", "all")
 SPACING_WARN_RATIO = 1.25
 
 
-def resolve_results_dataset(identifier: str | None) -> str:
+def resolve_results_dataset(identifier: str | None, bicubic: bool = False) -> str:
+    """The dataset of ``-d`` among the trained ones; ``bicubic`` (nothing to train) also
+    looks among the preprocessed ones."""
     root = paths.results_root()
+    if bicubic:
+        root = pick_root_for_bicubic(identifier, root, paths.preprocessed_root())
     if identifier is not None:
         return resolve_dataset_name(identifier, root)
     names = list_datasets(root)
@@ -51,6 +63,8 @@ def resolve_results_dataset(identifier: str | None) -> str:
 
 
 def model_folder(dataset: str, trainer: str, plans_name: str, configuration: str) -> Path:
+    for value, what in ((trainer, "-tr"), (plans_name, "-p"), (configuration, "-c")):
+        safe_name(value, what)
     return paths.results_root() / dataset / f"{trainer}__{plans_name}__{configuration}"
 
 
@@ -87,6 +101,11 @@ def _check_inputs(scans: list[InputScan]) -> None:
             raise IntegrityError(
                 f"{f}: {r.GetNumberOfComponents()}-channel image; give one channel per file"
             )
+        if r.GetDimension() == 3:
+            from mrisr.dataset.integrity import check_geometry
+
+            g = (r.GetSize(), r.GetSpacing(), r.GetOrigin(), r.GetDirection())
+            check_geometry(f, Geometry(*(tuple(v) for v in g)))
 
 
 def _warn_spacing(f: Path, geom: Geometry, plans: Plans, trained_lr_spacing: float | None) -> None:
@@ -109,8 +128,12 @@ def _trained_lr_spacing(folder: Path) -> float | None:
     fp = folder / FINGERPRINT_FILE
     if not fp.is_file():
         return None
-    cases = load_json(fp)["cases"]
-    sp = [np.mean(c["lr"]["inplane_spacing"]) for c in cases if c.get("lr")]
+    try:
+        cases = load_json(fp)["cases"]
+        sp = [np.mean(c["lr"]["inplane_spacing"]) for c in cases if c.get("lr")]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        logger.warning("%s is damaged: the spacing warning uses the plans' LR spacing", fp)
+        return None
     return float(np.median(sp)) if sp else None
 
 
@@ -145,15 +168,7 @@ def predict_folder(
         raise MrisrError(
             f"{out}: output folder equals the input folder; inputs are never overwritten"
         )
-    if not 0 <= part_id < num_parts:
-        raise MrisrError(f"--part-id {part_id} must be in 0..{num_parts - 1}")
-    if device not in ("cpu", "cuda", "mps"):
-        raise MrisrError(f"unknown device '{device}'; valid devices: cpu, cuda, mps")
-    if device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise MrisrError("--device cuda: no CUDA device is visible (use --device cpu)")
+    check_predict_args(inp, out, num_parts, part_id, device)
     if checkpoint not in ("final", "best"):
         raise MrisrError(f"-chk must be 'final' or 'best', not '{checkpoint}'")
     if output_format not in OUTPUT_FORMATS:
@@ -166,7 +181,7 @@ def predict_folder(
         )
     files = _input_files(inp)
     _check_inputs(files)
-    dataset = resolve_results_dataset(dataset)
+    dataset = resolve_results_dataset(dataset, bicubic=configuration == "bicubic")
     trainer_name = "none" if configuration == "bicubic" else trainer
     folder = model_folder(dataset, trainer, plans_name, configuration)
     plans_file = folder / "plans.json"
@@ -205,27 +220,29 @@ def predict_folder(
             networks.append(load_network(chk, device))
             used_folds.append(f)
     mine = files[part_id::num_parts]
-    out.mkdir(parents=True, exist_ok=True)
+    run_args = {
+        "input": str(inp),
+        "output": str(out),
+        "dataset": dataset,
+        "configuration": configuration,
+        "trainer": trainer_name,
+        "plans": plans_name,
+        "folds": used_folds,
+        "checkpoint": checkpoint,
+        "tta": tta,
+        "device": device,
+        "num_parts": num_parts,
+        "part_id": part_id,
+        "continue": resume,
+        "model_folder": str(folder),
+        "output_format": output_format,
+        "save_uncertainty": save_uncertainty,
+        "tile_size": tile_size,
+    }
+    check_resume_args(out, run_args, resume)
+    make_dirs(out)
     save_json(
-        {
-            "input": str(inp),
-            "output": str(out),
-            "dataset": dataset,
-            "configuration": configuration,
-            "trainer": trainer_name,
-            "plans": plans_name,
-            "folds": used_folds,
-            "checkpoint": checkpoint,
-            "tta": tta,
-            "device": device,
-            "num_parts": num_parts,
-            "part_id": part_id,
-            "continue": resume,
-            "model_folder": str(folder),
-            "output_format": output_format,
-            "save_uncertainty": save_uncertainty,
-            "tile_size": tile_size,
-        },
+        run_args,
         out / (f"predict_args_part{part_id}.json" if num_parts > 1 else "predict_args.json"),
     )
     predictor = (
@@ -249,7 +266,7 @@ def predict_folder(
     written = []
     for s in tqdm(mine, desc="super-resolving", unit="scan"):
         dest = output_path(s, out, output_format)
-        if resume and dest.exists():
+        if resume and (output_done(dest) if dest.is_file() else dest.is_dir()):
             logger.info("%s exists: skipped (--continue)", dest.name)
             continue
         t0 = time.time()
@@ -262,6 +279,7 @@ def predict_folder(
             sr, sd = predictor.predict_scan(img, return_std=True)
         else:
             sr = predictor.predict_scan(img)
+        check_finite_output(sr, s.path)
         as_dicom = writes_dicom(s, output_format)
         label = series_label(series, s)
         derivation = (

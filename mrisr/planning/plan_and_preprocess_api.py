@@ -7,14 +7,15 @@ import shutil
 from pathlib import Path
 
 from mrisr import paths
-from mrisr.dataset.dataset_json import list_datasets, resolve_dataset_name
+from mrisr.dataset.dataset_json import DATASET_RE, list_datasets, resolve_dataset_name
 from mrisr.dataset.integrity import VerifiedDataset, verify_dataset
+from mrisr.imageio.resampling import through_plane_axis_single
 from mrisr.planning.fingerprint import FINGERPRINT_FILE, load_or_compute_fingerprint
 from mrisr.planning.planners import PLANNERS
 from mrisr.planning.plans_handler import Plans
 from mrisr.preprocessing.preprocessor import preprocess_dataset
 from mrisr.utilities.errors import MrisrError
-from mrisr.utilities.file_io import save_json
+from mrisr.utilities.file_io import load_json, make_dirs, save_json, write_error
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +36,40 @@ def plans_path(preprocessed_dir: Path, plans_name: str) -> Path:
     return preprocessed_dir / f"{plans_name}.json"
 
 
+#: scans smaller than this in-plane (voxels) would shrink every patch of the dataset's
+#: plans: they are left out of planning and preprocessing, with a warning
+MIN_INPLANE = {"lr": 12, "hr": 24}
+
+
+def exclude_small_scans(verified: VerifiedDataset) -> VerifiedDataset:
+    """``verified`` without the cases that have a scan too small in-plane to train on."""
+    small = {}
+    for c in verified.cases:
+        for kind, g in verified.geometries.get(c.name, {}).items():
+            tp = through_plane_axis_single(g)
+            inplane = [g.size[a] for a in range(3) if a != tp]
+            if min(inplane) < MIN_INPLANE[kind]:
+                small[c.name] = f"{kind.upper()} {inplane[0]}x{inplane[1]}"
+    if not small:
+        return verified
+    logger.warning(
+        "%d case(s) left out of planning and preprocessing: in-plane smaller than %d (LR) / "
+        "%d (HR) voxels would shrink every training patch: %s",
+        len(small),
+        MIN_INPLANE["lr"],
+        MIN_INPLANE["hr"],
+        ", ".join(f"{k} ({v})" for k, v in sorted(small.items())),
+    )
+    cases = [c for c in verified.cases if c.name not in small]
+    if not any(c.lr for c in cases) or not any(c.hr for c in cases):
+        raise MrisrError(
+            f"{verified.dataset_dir}: too few scans large enough to plan with (in-plane at least "
+            f"{MIN_INPLANE['lr']} LR / {MIN_INPLANE['hr']} HR voxels); add larger scans"
+        )
+    geoms = {k: v for k, v in verified.geometries.items() if k not in small}
+    return VerifiedDataset(verified.dataset_dir, verified.info, cases, geoms)
+
+
 def plan_and_preprocess(
     dataset: str,
     num_processes: int = 2,
@@ -46,6 +81,10 @@ def plan_and_preprocess(
     """Verify, fingerprint, plan and preprocess one dataset; nothing is written before the
     integrity check has passed."""
     planner_cls = PLANNERS.get(planner)
+    if num_processes < 1:
+        raise MrisrError(f"-np {num_processes}: needs at least 1 process")
+    if not DATASET_RE.fullmatch(dataset):
+        raise MrisrError(f"-d {dataset}: dataset names look like Dataset001_Name")
     raw_dir = paths.raw_root() / dataset
     verified = verify_dataset(raw_dir, num_processes)
     n_pairs = sum(c.is_pair for c in verified.cases)
@@ -54,11 +93,23 @@ def plan_and_preprocess(
     )
     if verify_only:
         return verified, None
-    out = paths.preprocessed_root() / dataset
+    verified = exclude_small_scans(verified)
+    out = paths.inside(paths.preprocessed_root(), paths.preprocessed_root() / dataset, "-d")
+    if out == paths.preprocessed_root().resolve():
+        raise MrisrError(f"-d {dataset}: not a dataset folder name")
     if clean and out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_json(verified.info.to_json(), out / "dataset.json")
+        try:
+            shutil.rmtree(out)
+        except OSError as e:
+            raise write_error(out, e) from None
+    make_dirs(out)
+    ds_json = out / "dataset.json"
+    try:
+        same = load_json(ds_json) == verified.info.to_json()
+    except (OSError, ValueError):
+        same = False
+    if not same:  # unchanged files are not rewritten (a no-op run works on a full disk)
+        save_json(verified.info.to_json(), ds_json)
     fp = load_or_compute_fingerprint(
         out, dataset, verified.cases, verified.geometries, num_processes, clean=clean
     )

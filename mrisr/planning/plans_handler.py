@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,50 @@ from mrisr.utilities.errors import MrisrError
 from mrisr.utilities.file_io import load_json, save_json
 
 DEFAULT_CONFIGURATION = "dsgan_edsr"
+
+
+MAX_SCALE = 16
+
+
+def _number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def plans_problem(data: object) -> str | None:
+    """What is wrong with a plans file's content, or None (the schema of plans.json)."""
+    if not isinstance(data, dict):
+        return "the file must hold a JSON object"
+    for k in ("plans_name", "dataset_name"):
+        if not isinstance(data.get(k), str) or not data[k]:
+            return f"'{k}' must be a non-empty string"
+    s = data.get("scale")
+    if not isinstance(s, int) or isinstance(s, bool) or not 2 <= s <= MAX_SCALE:
+        return f"'scale' must be an integer 2..{MAX_SCALE}, not {s!r}"
+    for k in ("hr_inplane_spacing", "lr_working_inplane_spacing"):
+        v = data.get(k)
+        if not _number(v) or v <= 0:
+            return f"'{k}' must be a positive number (mm), not {v!r}"
+    n = data.get("through_plane_normal")
+    if not isinstance(n, list) or len(n) != 3 or not all(_number(x) for x in n):
+        return f"'through_plane_normal' must be 3 numbers, not {n!r}"
+    if sum(float(x) ** 2 for x in n) == 0:
+        return "'through_plane_normal' must not be zero"
+    pre = data.get("preprocessing")
+    if not isinstance(pre, dict):
+        return "'preprocessing' must be an object"
+    for k in ("normalization", "denoising"):
+        if not isinstance(pre.get(k), dict):
+            return f"'preprocessing.{k}' must be an object"
+    configs = data.get("configurations")
+    if not isinstance(configs, dict) or not configs:
+        return "'configurations' must be a non-empty object"
+    for name, c in configs.items():
+        if not isinstance(c, dict):
+            return f"configuration '{name}' must be an object"
+        for sec in ("sr", "degradation"):
+            if c.get(sec) is not None and not isinstance(c[sec], dict):
+                return f"'configurations.{name}.{sec}' must be an object or null"
+    return None
 
 
 @dataclass(frozen=True)
@@ -65,10 +110,21 @@ class Plans:
 
     @classmethod
     def load(cls, path: str | Path) -> Plans:
+        """Read and validate a plans file (one schema, one message naming the problem)."""
         path = Path(path)
         if not path.is_file():
             raise MrisrError(f"{path}: plans file not found; run mrisr_plan_and_preprocess first")
-        return cls(load_json(path), path)
+        try:
+            data = load_json(path)
+            problem = plans_problem(data)
+        except (ValueError, UnicodeDecodeError) as e:
+            problem = f"not valid JSON ({e})"
+        if problem:
+            raise MrisrError(
+                f"{path}: invalid plans: {problem}; fix it or re-create it with "
+                "mrisr_plan_and_preprocess --clean"
+            )
+        return cls(data, path)
 
     def save(self, path: str | Path) -> None:
         save_json(self.data, path)

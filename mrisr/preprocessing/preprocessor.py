@@ -36,6 +36,7 @@ from mrisr.preprocessing.normalization import normalization_scale
 from mrisr.preprocessing.sampling import gradient_weight_map
 from mrisr.utilities.file_io import load_json, save_json
 from mrisr.utilities.parallel import map_progress
+from mrisr.utilities.safety import content_hash
 
 logger = logging.getLogger(__name__)
 
@@ -157,6 +158,23 @@ def is_case_done(folder: Path, case: str, identity: str) -> bool:
     return all(f[f"{k}{s}"].is_file() for k in needed for s in ("", "_mask", "_weight"))
 
 
+def source_hashes(case: Case) -> dict[str, str | None]:
+    """Content hashes of a case's raw files (a case is stale when they change)."""
+    return {k: content_hash(p) if p else None for k, p in (("hr", case.hr), ("lr", case.lr))}
+
+
+def sources_changed(folder: Path, case: Case) -> bool:
+    """Whether the raw files of a preprocessed ``case`` changed (or were not recorded)."""
+    try:
+        recorded = load_json(case_files(folder, case.name)["properties"]).get("source_hashes")
+    except (OSError, ValueError, AttributeError):
+        return True
+    if recorded != source_hashes(case):
+        logger.info("%s: raw scan(s) changed since preprocessing: redoing the case", case.name)
+        return True
+    return False
+
+
 def _save_scan(files: dict[str, Path], key: str, scan: PreparedScan, sampling: dict) -> dict:
     storage.save_array(files[key], scan.array.astype(np.float32))
     storage.save_array(files[f"{key}_mask"], scan.mask.astype(np.uint8))
@@ -193,6 +211,7 @@ def preprocess_case(args: tuple[Case, dict, str]) -> str:
             "hr": str(case.hr) if case.hr else None,
             "lr": str(case.lr) if case.lr else None,
         },
+        "source_hashes": source_hashes(case),
     }
     sampling = plans.preprocessing.get("sampling", {})
     hr_grid = None
@@ -231,7 +250,9 @@ def preprocess_dataset(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ident = plans.preprocessing_identity()
-    todo = [c for c in cases if not is_case_done(out_dir, c.name, ident)]
+    todo = [
+        c for c in cases if not is_case_done(out_dir, c.name, ident) or sources_changed(out_dir, c)
+    ]
     if len(todo) < len(cases):
         logger.info(
             "%d of %d cases already preprocessed with these plans: skipped",

@@ -12,6 +12,7 @@ from pathlib import Path
 import blosc2
 import numpy as np
 
+from mrisr.utilities.errors import MrisrError
 from mrisr.utilities.file_io import atomic_path
 
 SUFFIX = ".b2nd"
@@ -39,13 +40,41 @@ def save_array(path: str | os.PathLike, array: np.ndarray) -> None:
         )
 
 
+def _damaged(path: str | os.PathLike, why: str) -> MrisrError:
+    return MrisrError(
+        f"{path}: damaged preprocessed array ({why}); re-run mrisr_plan_and_preprocess "
+        "(it redoes the case; --clean redoes all)"
+    )
+
+
 def open_array(path: str | os.PathLike):
-    """Open for reading; slicing the result returns numpy arrays (only touched blocks decoded)."""
-    return blosc2.open(str(path), mode="r", mmap_mode="r")
+    """Open for reading; slicing the result returns numpy arrays (only touched blocks decoded).
+
+    Only a blosc2 frame holding a numeric n-d array is accepted (never a pickle or another
+    object): anything else is a one-line MrisrError naming the file and the fix.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as e:
+        raise _damaged(path, e.strerror or str(e)) from None
+    if b"b2frame" not in head:
+        raise _damaged(path, "not a blosc2 frame")
+    try:
+        arr = blosc2.open(str(path), mode="r", mmap_mode="r")
+    except Exception as e:  # blosc2 raises RuntimeError/ValueError/... for damaged frames
+        raise _damaged(path, type(e).__name__) from None
+    if not isinstance(arr, blosc2.NDArray) or np.dtype(arr.dtype).kind not in "biuf":
+        raise _damaged(path, f"holds {type(arr).__name__}, not a numeric array")
+    return arr
 
 
 def load_array(path: str | os.PathLike) -> np.ndarray:
-    return open_array(path)[...]
+    arr = open_array(path)
+    try:
+        return arr[...]
+    except Exception as e:  # a frame damaged after its header
+        raise _damaged(path, type(e).__name__) from None
 
 
 def exists(path: str | os.PathLike) -> bool:

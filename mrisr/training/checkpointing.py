@@ -148,21 +148,67 @@ def set_rng_state(state: dict) -> None:
 
 
 # ---------------------------------------------------------------- networks for inference
-def network_from_state(state: dict) -> torch.nn.Module:
-    """Rebuild the network of a loaded checkpoint (class and arguments stored in it)."""
+#: what a checkpoint's ``network_args`` may hold (a checkpoint is data: bounded before
+#: anything is allocated). name -> (type, minimum, maximum)
+NETWORK_ARG_BOUNDS = {
+    "EDSR": {
+        "scale": (int, 2, 16),
+        "num_blocks": (int, 1, 256),
+        "num_features": (int, 1, 1024),
+        "res_scale": (float, 0.0, 10.0),
+        "in_channels": (int, 1, 16),
+    }
+}
+
+
+def check_network_args(cls_name: str, args: object, path: str | os.PathLike | None) -> dict:
+    """``args`` if every entry is known, of its type and within bounds; else MrisrError."""
+    where = f"{path}: " if path else ""
+    bounds = NETWORK_ARG_BOUNDS[cls_name]
+    if not isinstance(args, dict):
+        raise MrisrError(f"{where}checkpoint network_args is not a mapping; the file is damaged")
+    for k, v in args.items():
+        if k not in bounds:
+            raise MrisrError(f"{where}checkpoint network_args has unknown key '{k}'; delete it")
+        typ, lo, hi = bounds[k]
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool)
+        if ok and typ is int:
+            ok = float(v).is_integer()
+        if not ok or not lo <= v <= hi:
+            raise MrisrError(
+                f"{where}checkpoint network_args {k}={v!r} is out of range ({lo}..{hi}); the "
+                "file is damaged or foreign: delete it and retrain"
+            )
+    if "scale" not in args:
+        raise MrisrError(f"{where}checkpoint network_args lacks 'scale'; the file is damaged")
+    return {k: (int(v) if bounds[k][0] is int else float(v)) for k, v in args.items()}
+
+
+def network_from_state(state: dict, path: str | os.PathLike | None = None) -> torch.nn.Module:
+    """Rebuild the network of a loaded checkpoint (class and arguments stored in it); the
+    arguments are bounded, the weights must fit them and be finite."""
     from mrisr.networks.edsr import EDSR
+    from mrisr.utilities.safety import check_finite_network
 
     classes = {"EDSR": EDSR}
-    cls = classes.get(state.get("network_class", "EDSR"))
+    name = state.get("network_class", "EDSR")
+    cls = classes.get(name) if isinstance(name, str) else None
     if cls is None:
+        raise MrisrError(f"checkpoint holds an unknown network class '{name}'")
+    net = cls(**check_network_args(name, state.get("network_args"), path))
+    try:
+        net.load_state_dict(state["network"])
+    except (RuntimeError, TypeError, AttributeError) as e:
+        first = str(e).strip().splitlines()
+        detail = first[1].strip() if len(first) > 1 else first[0] if first else type(e).__name__
         raise MrisrError(
-            f"checkpoint holds an unknown network class '{state.get('network_class')}'"
-        )
-    net = cls(**state["network_args"])
-    net.load_state_dict(state["network"])
+            f"{path or 'checkpoint'}: weights do not fit the network ({detail[:160]}); "
+            "the file is damaged or foreign: delete it and retrain"
+        ) from None
+    check_finite_network(net, path or "checkpoint")
     return net.eval()
 
 
 def load_network(path: str | os.PathLike, device: str | torch.device = "cpu") -> torch.nn.Module:
     """The trained network of a checkpoint file, in eval mode (for the predictor)."""
-    return network_from_state(read_checkpoint(path, map_location="cpu")).to(device)
+    return network_from_state(read_checkpoint(path, map_location="cpu"), path).to(device)

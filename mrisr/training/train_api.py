@@ -36,10 +36,12 @@ from mrisr.training import distributed
 from mrisr.training.checkpointing import FINAL, Checkpointer, network_from_state
 from mrisr.training.splits import ALL, fold_cases, load_or_create_splits, parse_fold
 from mrisr.training.trainer import TRAINERS, SRTrainer
-from mrisr.training.validation import validate_fold
+from mrisr.training.validation import check_validation_inputs, validate_fold
 from mrisr.utilities.cli_support import setup_logging
+from mrisr.utilities.devices import check_device
 from mrisr.utilities.errors import MrisrError
 from mrisr.utilities.file_io import load_json, write_bytes_atomic
+from mrisr.utilities.safety import safe_name
 
 logger = logging.getLogger(__name__)
 
@@ -64,10 +66,13 @@ def resolve_dataset(identifier: str | int | None) -> str:
 
 
 def load_plans(dataset: str, plans_name: str = DEFAULT_PLANS) -> Plans:
+    safe_name(plans_name, "plans name (-p)")
     return Plans.load(paths.preprocessed_root() / dataset / f"{plans_name}.json")
 
 
 def results_folder(dataset: str, trainer: str, plans_name: str, configuration: str) -> Path:
+    for value, what in ((trainer, "trainer"), (plans_name, "plans name"), (configuration, "-c")):
+        safe_name(value, what)
     return paths.results_root() / dataset / f"{trainer}__{plans_name}__{configuration}"
 
 
@@ -177,8 +182,9 @@ def run_training(
 ) -> dict | None:
     """Train (unless ``val_only`` or nothing to train) and validate one fold; returns the
     validation summary (None on non-main DDP ranks)."""
-    if device not in ("cpu", "cuda", "mps"):
-        raise MrisrError(f"unknown device '{device}'; valid devices: cpu, cuda, mps")
+    check_device(device)
+    if num_workers is not None and num_workers < 0:
+        raise MrisrError(f"--num-workers {num_workers}: must be 0 or more")
     if num_gpus < 1:
         raise MrisrError(f"--num-gpus must be at least 1, got {num_gpus}")
     if num_gpus > 1 and distributed.env_world_size() > 1:
@@ -249,6 +255,8 @@ def _run(
     if fold != ALL and set(train_cases) & set(val_cases):
         raise RuntimeError("a validation case is among the training cases")
 
+    if ctx.is_main:
+        check_validation_inputs(ds, val_cases)  # a moved raw scan fails now, not after training
     if config.requires_training and not val_only:
         probe = trainer_cls(plans, configuration, fold, fold_dir, "cpu", ctx, num_workers, False)
         if continue_training:
@@ -291,7 +299,7 @@ def _run(
                 f"{checkpoints.path(FINAL)} not found: train fold {fold} first "
                 f"(mrisr_train {fold} -c {configuration} -tr {trainer})"
             )
-        networks = [network_from_state(checkpoints.load(FINAL))]
+        networks = [network_from_state(checkpoints.load(FINAL), checkpoints.path(FINAL))]
         checkpoint = str(checkpoints.path(FINAL))
     use_tta = trainer_cls.final_validation_tta if tta is None else tta
     return validate_fold(

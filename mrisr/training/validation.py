@@ -108,6 +108,13 @@ def _source(dataset: PreprocessedDataset, case: str, key: str) -> Path:
     return Path(f)
 
 
+def check_validation_inputs(dataset: PreprocessedDataset, cases: list[str]) -> None:
+    """Every raw LR/HR scan validation will read exists (checked before training starts)."""
+    for c in cases:
+        _source(dataset, c, "lr")
+        _source(dataset, c, "hr")
+
+
 def validate_fold(
     plans: Plans,
     configuration: str,

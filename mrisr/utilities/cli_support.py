@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 from collections.abc import Callable
@@ -21,6 +22,29 @@ def setup_logging(verbose: bool = False) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+#: how to resume each command after Ctrl-C
+RESUME_HINTS = {
+    "mrisr_train": "re-run it with --continue to resume from the latest checkpoint",
+    "mrisr_predict": "re-run it with --continue to keep the finished scans",
+}
+
+
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse ``type``: an integer >= ``minimum`` (else argparse's one-line error)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is not allowed: must be >= {minimum}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
 def run_command(prog: str, body: Callable[[], int | None]) -> int:
     """Run a command body: user errors -> one line on stderr and exit 2; Ctrl-C -> 130."""
     try:
@@ -29,8 +53,6 @@ def run_command(prog: str, body: Callable[[], int | None]) -> int:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(
-            f"{prog}: interrupted; re-run the same command to resume (mrisr_train: add --continue)",
-            file=sys.stderr,
-        )
+        hint = RESUME_HINTS.get(prog, "re-run the same command to resume")
+        print(f"{prog}: interrupted; {hint}", file=sys.stderr)
         return 130
