@@ -29,6 +29,8 @@ RESUME_KEYS = (
     "folds",
     "checkpoint",
     "tta",
+    "output_format",
+    "save_uncertainty",
 )
 
 
