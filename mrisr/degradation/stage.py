@@ -203,9 +203,13 @@ def _unit_kernels(out: Path, names: list[str], deg: dict, scale: int) -> tuple[d
         if k is None or n in flagged:
             kernels[n] = None
         elif deg.get("synthesis_kernel") == "signed":
-            kernels[n] = signed_kernel(
-                np.load(out / f"{n}_kernel_raw.npy"), scale, pad=(k.shape[0] - 13) // 2
-            )
+            try:
+                kernels[n] = signed_kernel(
+                    np.load(out / f"{n}_kernel_raw.npy"), scale, pad=(k.shape[0] - 13) // 2
+                )
+            except ValueError as e:  # a raw kernel that does not sum to a positive value
+                logger.warning("DSGAN unit %s: signed kernel unusable (%s): post-processed", n, e)
+                kernels[n] = k
         else:
             kernels[n] = k
     return kernels, flagged
