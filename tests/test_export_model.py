@@ -130,7 +130,7 @@ def test_install_refuses_unsafe_zips(trained, tmp_path, monkeypatch, capsys):
         "not weights-only loadable": _tampered(
             model, tmp_path / "2.zip", replace={chk: buf.getvalue()}
         ),
-        "plans fail validation": _tampered(
+        "invalid plans": _tampered(
             model, tmp_path / "3.zip", replace={f"{MODEL}/plans.json": json.dumps(plans).encode()}
         ),
         "does not match its manifest hash": _tampered(

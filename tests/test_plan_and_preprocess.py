@@ -63,6 +63,8 @@ def test_plans_content(planned):
     assert plans.lr_spacing == pytest.approx(2.5)
     assert set(plans.configuration_names) == {
         "dsgan_edsr",
+        "dsgan_paper_edsr",
+        "kspace_edsr",
         "gaussian_edsr",
         "zerofill_edsr",
         "dsn_edsr",

@@ -370,7 +370,7 @@ def test_non_finite_prediction_is_not_written(env, monkeypatch):
     monkeypatch.setattr(
         predictor.SRPredictor,
         "predict_array",
-        lambda self, lr: np.full(
+        lambda self, lr, *args: np.full(
             (lr.shape[0], 2 * lr.shape[1], 2 * lr.shape[2]), np.nan, np.float32
         ),
     )

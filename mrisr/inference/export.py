@@ -236,30 +236,8 @@ def export_model(
 # ------------------------------------------------------------------------------ install
 def validate_plans(plans: Plans, configuration: str) -> None:
     """One-line MrisrError if the plans cannot drive inference of ``configuration``."""
+    # the schema (scale, spacings, sections) is checked by Plans.load, one message for all
     where = plans.path or "plans"
-    d = plans.data
-    if not isinstance(d, dict):
-        raise MrisrError(f"{where}: plans are not a JSON object")
-    required = {
-        "plans_name": str,
-        "dataset_name": str,
-        "scale": int,
-        "hr_inplane_spacing": (int, float),
-        "lr_working_inplane_spacing": (int, float),
-        "through_plane_normal": list,
-        "preprocessing": dict,
-        "configurations": dict,
-    }
-    for key, kind in required.items():
-        if not isinstance(d.get(key), kind) or isinstance(d.get(key), bool):
-            raise MrisrError(f"{where}: plans fail validation: '{key}' missing or of wrong type")
-    if d["scale"] < 2 or d["hr_inplane_spacing"] <= 0 or d["lr_working_inplane_spacing"] <= 0:
-        raise MrisrError(f"{where}: plans fail validation: scale < 2 or a spacing <= 0")
-    if len(d["through_plane_normal"]) != 3:
-        raise MrisrError(f"{where}: plans fail validation: through_plane_normal needs 3 values")
-    for key in ("normalization", "denoising"):
-        if not isinstance(d["preprocessing"].get(key), dict):
-            raise MrisrError(f"{where}: plans fail validation: preprocessing.{key} missing")
     cfg = plans.configuration(configuration)  # unknown or looping inheritance: MrisrError
     if cfg.sr is None:
         raise MrisrError(f"{where}: configuration '{configuration}' has no trained network")

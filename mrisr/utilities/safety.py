@@ -155,8 +155,14 @@ CHUNK = 1 << 20
 
 def content_hash(path: str | os.PathLike) -> str:
     """size + mtime + sha1 of the first and last MiB: changes when a raw scan is replaced
-    or edited (what decides whether a preprocessed case is stale)."""
+    or edited (what decides whether a preprocessed case is stale). A folder (a DICOM
+    series): the names and hashes of its files."""
     p = Path(path)
+    if p.is_dir():
+        h = hashlib.sha1()
+        for f in sorted(x for x in p.iterdir() if x.is_file()):
+            h.update(f"{f.name}:{content_hash(f)}".encode())
+        return h.hexdigest()[:20]
     st = p.stat()
     h = hashlib.sha1(f"{st.st_size}:{st.st_mtime_ns}".encode())
     with open(p, "rb") as f:
