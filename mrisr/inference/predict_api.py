@@ -245,17 +245,8 @@ def predict_folder(
         run_args,
         out / (f"predict_args_part{part_id}.json" if num_parts > 1 else "predict_args.json"),
     )
-    predictor = (
-        SRPredictor(
-            plans,
-            networks,
-            device=device,
-            tta=tta,
-            tile_size=tile_size,
-            denoise=plans.configuration(configuration).denoise_input,
-        )
-        if networks
-        else None
+    predictor = SRPredictor.for_configuration(
+        plans, configuration, networks, device=device, tta=tta, tile_size=tile_size
     )
     if save_uncertainty and networks and len(networks) * (8 if tta else 1) == 1:
         logger.warning(

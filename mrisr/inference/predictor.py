@@ -86,6 +86,17 @@ class SRPredictor:
         )
         self.autocast["enabled"] = bool(mixed_precision) and self.device.type in ("cpu", "cuda")
 
+    @classmethod
+    def for_configuration(
+        cls, plans: Plans, configuration: str, networks: Sequence[torch.nn.Module] | None, **kw
+    ) -> SRPredictor | None:
+        """The predictor of a configuration's networks, with its input denoising (NLM for
+        the paper's configurations, the raw LR for those that learned to denoise); None
+        without networks (``bicubic``)."""
+        if not networks:
+            return None
+        return cls(plans, networks, denoise=plans.configuration(configuration).denoise_input, **kw)
+
     @torch.inference_mode()
     def predict_array(
         self, lr: np.ndarray, return_std: bool = False

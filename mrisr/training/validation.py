@@ -134,16 +134,8 @@ def validate_fold(
     configuration (no network). Returns the summary."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    predictor = (
-        SRPredictor(
-            plans,
-            networks,
-            device=device,
-            tta=tta,
-            denoise=plans.configuration(configuration).denoise_input,
-        )
-        if networks
-        else None
+    predictor = SRPredictor.for_configuration(
+        plans, configuration, networks, device=device, tta=tta
     )
     per_case: dict[str, dict] = {}
     for c in tqdm(cases, desc="validation", disable=not progress or not cases, leave=False):
