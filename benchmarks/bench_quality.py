@@ -47,7 +47,7 @@ CONFIGS = (
     "kspace_edsr",
     "oracle_edsr",
 )
-PLANNER, PLANS, TRAINER = "DemoPlanner", "mrisrDemoPlans", "EDSRTrainer_demo"
+PLANNER, PLANS, TRAINER = "DemoPlanner", "mrisrDemoPlans", "EDSRTrainer_quality"
 
 
 @DEGRADATIONS.register(name="demo_oracle")
