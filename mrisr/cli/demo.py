@@ -236,15 +236,6 @@ def main(argv: list[str] | None = None) -> int:
             lines.append(
                 f"| {name} | {d['mscn']:.4f} | {d['products']:.4f} | {d['combined']:.4f} |"
             )
-        if report.get("degradation_fidelity"):
-            from mrisr.evaluation.comparison import fidelity_markdown
-
-            lines += [
-                "",
-                "## Synthetic LR vs the registered real LR (the degradation stage's check)",
-                "",
-                fidelity_markdown(report["degradation_fidelity"]),
-            ]
         lines += ["", "Figures:"]
         lines += [f"- {k}: {v}" for k, v in report["figures"].items() if v]
         text = "\n".join(lines) + "\n"
