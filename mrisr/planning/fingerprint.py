@@ -17,11 +17,10 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 from skimage.metrics import structural_similarity
-from skimage.restoration import estimate_sigma
 
 from mrisr.dataset.cases import Case
 from mrisr.degradation.gaussian import gaussian_degrade
-from mrisr.imageio.noise import background_mask, rayleigh_sigma
+from mrisr.imageio.noise import background_mask, rayleigh_sigma, wavelet_sigma
 from mrisr.imageio.registration import rigid_register
 from mrisr.imageio.resampling import (
     inplane_axes,
@@ -148,12 +147,6 @@ def _gradient_stats(vol_zyx: np.ndarray, mask: np.ndarray, spacing_yx: tuple[flo
     return {"mean": float(g.mean()), "p50": float(p[0]), "p99": float(p[1])}
 
 
-def _noise_sigma(vol_zyx: np.ndarray) -> float:
-    n = vol_zyx.shape[0]
-    idx = np.unique(np.linspace(n // 4, n - 1 - n // 4, num=min(n, 5)).astype(int))
-    return float(np.mean([estimate_sigma(vol_zyx[i]) for i in idx]))
-
-
 def _scan_fingerprint(path: Path, image: sitk.Image, tp_axis: int, is_lr: bool) -> tuple:
     geom = Geometry.of(image)
     a, b = inplane_axes(tp_axis)
@@ -182,7 +175,7 @@ def _scan_fingerprint(path: Path, image: sitk.Image, tp_axis: int, is_lr: bool) 
         gradient=_gradient_stats(norm, mask, (geom.spacing[b], geom.spacing[a])),
     )
     if is_lr:
-        fp.noise_sigma = _noise_sigma(arr)
+        fp.noise_sigma = wavelet_sigma(arr)
         fp.noise_sigma_normalised = fp.noise_sigma / scale
         fp.noise_sigma_background = rayleigh_sigma(arr, background_mask(arr, mask))
     return fp, arr, mask, scale

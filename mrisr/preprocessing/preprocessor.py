@@ -17,7 +17,12 @@ import numpy as np
 import SimpleITK as sitk
 
 from mrisr.dataset.cases import Case
-from mrisr.imageio.noise import background_mask, noise_correlation, rayleigh_sigma
+from mrisr.imageio.noise import (
+    background_mask,
+    noise_correlation,
+    rayleigh_sigma,
+    wavelet_sigma,
+)
 from mrisr.imageio.registration import rigid_register
 from mrisr.imageio.resampling import (
     lr_grid_for_hr,
@@ -112,12 +117,8 @@ def measure_lr_noise(raw: np.ndarray, mask: np.ndarray, valid: np.ndarray) -> di
     if sigma is None:
         # no usable background (masked by the scanner, or a tight field of view): the
         # wavelet estimate of the finest scale, which under-reads coloured noise
-        from skimage.restoration import estimate_sigma
-
-        idx = np.unique(np.linspace(0, len(raw) - 1, min(len(raw), 5)).astype(int))
-        sigma = float(np.mean([estimate_sigma(raw[i]) for i in idx]))
         return {
-            "sigma": sigma,
+            "sigma": wavelet_sigma(raw),
             "rho": None,
             "background_pixels": int(bg.sum()),
             "method": "wavelet MAD (no background)",
