@@ -40,6 +40,7 @@ from mrisr.preprocessing.sampling import (
     gradient_weight_map,
     sample_crop_corners,
 )
+from mrisr.utilities.threads import compute_threads
 
 
 # --------------------------------------------------------------------------- data
@@ -159,7 +160,7 @@ def compare(n_slices: int, iterations: int, units_per_batch: int | None, repeats
     print(f"{n_slices} slices x {iterations} iterations, {torch.get_num_threads()} threads")
     t_ref = _repeat(run_ref, repeats)
     print(f"  straightforward: {_fmt(t_ref, work)}")
-    torch.set_num_threads(core._available_cores())
+    torch.set_num_threads(compute_threads())
     t_bat = _repeat(run_batched, repeats)
     print(f"  batched        : {_fmt(t_bat, work)}")
     print(
@@ -172,7 +173,7 @@ def sweep(sizes: list[int], iterations: int) -> None:
     """Steady-state ms per slice-iteration of :class:`BatchTrainer` vs units per batch."""
     hr, lr = make_slices(max(sizes))
     p = core.resolve_params({"iterations": 3000}, 2)
-    torch.set_num_threads(core._available_cores())
+    torch.set_num_threads(compute_threads())
     if os.environ.get("MRISR_NO_MALLOC_TUNING") is None:
         core._keep_freed_memory()  # as train_dsgan does
     for n in sizes:
@@ -276,7 +277,7 @@ def main() -> None:
     ap.add_argument("--sweep", type=str, default=None, help="comma-separated batch sizes")
     ap.add_argument("--quality", type=int, default=0, help="kernel recovery, N triples")
     args = ap.parse_args()
-    torch.set_num_threads(core._available_cores())
+    torch.set_num_threads(compute_threads())
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, {torch.get_num_threads()} threads")
     if args.quality:
         quality(args.quality, args.units_per_batch)

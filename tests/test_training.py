@@ -168,7 +168,11 @@ def test_training_writes_the_results_layout(env, capsys):
     assert ck["trainer"] == "EDSRTrainer_tiny" and ck["configuration"] == "gaussian_edsr"
     assert ck["iteration"] == 8 and ck["plans_name"] == "mrisrPlans"
     assert len(ck["history"]["loss"]) == 4 and ck["history"]["val_psnr"]
-    assert "validation PSNR" in (fd / "training_log.txt").read_text()
+    log = (fd / "training_log.txt").read_text()
+    assert "validation PSNR" in log
+    # issue 11: the measured precision and the time estimate are in the log
+    assert ck["precision"] in ("fp32", "bf16") and f"precision {ck['precision']} (probe" in log
+    assert "time estimate: 8 iterations at " in log and "training loop took" in log
     # validation: the fold's pair, SR volume written, finite numbers for SR and bicubic
     splits = PreprocessedDataset.for_plans(Plans.load(top / "plans.json"))
     import json
@@ -384,3 +388,19 @@ def test_bad_user_splits_file_is_reported(env, capsys):
     assert train_main(["0", "-c", "bicubic"]) == 2
     err = error_line(capsys)
     assert str(f) in err and "case_005" in err
+
+
+def test_requested_precision_is_used_and_checked(env, capsys, monkeypatch):
+    args = ["0", "-c", "gaussian_edsr", "-tr", "EDSRTrainer_tiny"]
+    assert train_main([*args, "--precision", "fp32"]) == 0
+    fd = results_folder(DS, "EDSRTrainer_tiny", "mrisrPlans", "gaussian_edsr") / "fold_0"
+    ck = torch.load(fd / "checkpoint_final.pth", weights_only=True)
+    assert ck["precision"] == "fp32"
+    assert "precision fp32 (requested)" in (fd / "training_log.txt").read_text()
+    from mrisr.training import precision
+
+    monkeypatch.setattr(precision, "native_precisions", lambda device: ["fp32"])
+    capsys.readouterr()
+    assert train_main([*args, "--precision", "bf16"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("mrisr_train: error: --precision bf16: this cpu does not")

@@ -34,6 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--clean", action="store_true", help="recompute the fingerprint and preprocess from scratch"
     )
+    p.add_argument(
+        "--no-time-estimate",
+        action="store_true",
+        help="skip the estimate of each configuration's training time (a few timed steps "
+        "of each planned network on this CPU, cached under $mrisr_results)",
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -58,10 +64,30 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name}: OK ({len(verified.cases)} cases pass the integrity check)")
             else:
                 print(summary_text(name, verified, plans))
+                if not args.no_time_estimate:
+                    print(training_cost_text(verified, plans))
                 print(f"  done in {time.time() - t0:.1f} s")
         return 0
 
     return run_command("mrisr_plan_and_preprocess", body)
+
+
+def training_cost_text(verified, plans) -> str:
+    """The estimated training time of every configuration, measured on this CPU."""
+    from mrisr import paths
+    from mrisr.training.estimate import plan_cost_lines
+    from mrisr.training.precision import CACHE_FILE
+    from mrisr.utilities.errors import MrisrError
+
+    pairs = sum(c.is_pair for c in verified.cases)
+    folds = max(1, min(5, pairs))
+    try:
+        cache = paths.results_root() / CACHE_FILE
+    except MrisrError:  # no results root: probe without a cache
+        cache = None
+    lines = plan_cost_lines(plans, folds, cache)
+    head = "  training time    (EDSR, measured on this CPU; mrisr_train prints its own estimate)"
+    return "\n".join([head, *lines])
 
 
 if __name__ == "__main__":

@@ -66,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--disable-tta", action="store_true", help="validate without test-time augmentation"
     )
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        help="arithmetic of the network (auto: the fastest this device computes natively, "
+        "measured once per machine and network; weights stay float32)",
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -96,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             num_gpus=args.num_gpus,
             num_workers=args.num_workers,
             tta=False if args.disable_tta else None,
+            precision=args.precision,
         )
         if summary is None:
             return 0

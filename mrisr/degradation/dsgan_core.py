@@ -55,7 +55,6 @@ from __future__ import annotations
 import copy
 import ctypes
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,6 +83,7 @@ from mrisr.preprocessing.sampling import (
     gradient_weight_map,
     sample_crop_corners,
 )
+from mrisr.utilities.threads import ThreadTuner, set_compute_threads
 
 logger = logging.getLogger(__name__)
 
@@ -472,13 +472,6 @@ def _keep_freed_memory() -> None:
 _MALLOC_TUNED = False
 
 
-def _available_cores() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return max(1, os.cpu_count() or 1)
-
-
 class BatchTrainer:
     """N units trained together: stacked G weights, stacked D, two Adams, per-unit schedule.
 
@@ -535,6 +528,24 @@ class BatchTrainer:
             [r.standard_normal(shape, dtype=np.float32) for r in self.noise_rngs], axis=1
         )
         self.noise = torch.from_numpy(arr).mul_(self.noise_sd).to(self.device)
+
+    def run(self, progress: bool = False, desc: str = "DSGAN", on_step=None) -> None:
+        """All iterations (stopping early when every unit diverged), with the thread count
+        kept at the faster one by :class:`~mrisr.utilities.threads.ThreadTuner` on CPU;
+        ``on_step(seconds)`` after each iteration."""
+        tuner = ThreadTuner(torch.get_num_threads()) if self.device.type == "cpu" else None
+        for it in tqdm(
+            range(self.iterations), desc=desc, disable=not progress, leave=False, mininterval=1.0
+        ):
+            t0 = time.perf_counter()
+            if not self.step(it):
+                logger.warning("all units of %s diverged; stopping early", desc)
+                break
+            dt = time.perf_counter() - t0
+            if tuner is not None:
+                tuner.step_done(dt)
+            if on_step is not None:
+                on_step(dt)
 
     def step(self, it: int) -> bool:
         """One iteration of every unit. Returns False once every unit has diverged."""
@@ -643,12 +654,7 @@ def _train_batch(
     desc: str,
 ) -> list[DSGANResult]:
     trainer = BatchTrainer(plans, [units[pl.index].name for pl in plans], scale, p, device)
-    for it in tqdm(
-        range(trainer.iterations), desc=desc, disable=not progress, leave=False, mininterval=1.0
-    ):
-        if not trainer.step(it):
-            logger.warning("all units of %s diverged; stopping early", desc)
-            break
+    trainer.run(progress, desc)
     return trainer.results()
 
 
@@ -698,7 +704,7 @@ def train_dsgan(
     bounds = np.linspace(0, len(units), n_batches + 1).round().astype(int)
     threads = torch.get_num_threads()
     if dev.type == "cpu":
-        torch.set_num_threads(_available_cores())
+        set_compute_threads()
         _keep_freed_memory()
     try:
         for b in range(n_batches):

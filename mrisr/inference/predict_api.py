@@ -38,6 +38,7 @@ from mrisr.utilities.safety import (
     pick_root_for_bicubic,
     safe_name,
 )
+from mrisr.utilities.threads import set_compute_threads
 
 logger = logging.getLogger(__name__)
 
@@ -245,6 +246,8 @@ def predict_folder(
         run_args,
         out / (f"predict_args_part{part_id}.json" if num_parts > 1 else "predict_args.json"),
     )
+    if str(device).startswith("cpu"):
+        set_compute_threads()
     predictor = SRPredictor.for_configuration(
         plans, configuration, networks, device=device, tta=tta, tile_size=tile_size
     )

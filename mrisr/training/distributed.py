@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from mrisr.utilities.threads import set_compute_threads
+
 TIMEOUT = datetime.timedelta(hours=2)
 
 
@@ -75,7 +77,7 @@ def init_process_group(device: str, rank: int, world_size: int, local_rank: int)
     dist.init_process_group(backend, rank=rank, world_size=world_size, timeout=TIMEOUT)
     if device == "cpu":
         # share the cores between the processes instead of oversubscribing them
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, world_size)))
+        set_compute_threads(processes=world_size)
     return DistContext(rank, world_size, local_rank)
 
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
 
 @dataclass(frozen=True)
 class OptimisationSettings:
@@ -42,8 +44,11 @@ class Optimisation:
         network: nn.Module,
         settings: OptimisationSettings,
         device: torch.device,
+        precision: str | None = None,
         cpu_bf16: bool = False,
     ):
+        """``precision`` fp32 / bf16 / fp16 (autocast dtype; fp16 with a gradient scaler);
+        None: bf16 (else fp16) on CUDA, bf16 on CPU when ``cpu_bf16``, else fp32."""
         self.network = network
         self.settings = settings
         self.device = device
@@ -58,14 +63,18 @@ class Optimisation:
             self.optimizer, milestones=list(settings.lr_milestones), gamma=settings.lr_gamma
         )
         self.loss_fn = nn.L1Loss()
-        self.autocast_dtype: torch.dtype | None = None
-        if device.type == "cuda":
-            self.autocast_dtype = (
-                torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-            )
-        elif device.type == "cpu" and cpu_bf16:
-            self.autocast_dtype = torch.bfloat16
-        self.scaler = torch.amp.GradScaler("cuda") if self.autocast_dtype == torch.float16 else None
+        if precision is None:
+            if device.type == "cuda":
+                precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+            else:
+                precision = "bf16" if device.type == "cpu" and cpu_bf16 else "fp32"
+        if precision not in AUTOCAST_DTYPES:
+            raise ValueError(f"precision {precision!r}: one of {sorted(AUTOCAST_DTYPES)}")
+        self.precision = precision
+        self.autocast_dtype: torch.dtype | None = AUTOCAST_DTYPES[precision]
+        self.scaler = (
+            torch.amp.GradScaler(device.type) if self.autocast_dtype == torch.float16 else None
+        )
 
     def _autocast(self):
         if self.autocast_dtype is None:

@@ -34,6 +34,7 @@ from mrisr.planning.plans_handler import DEFAULT_CONFIGURATION, Plans
 from mrisr.preprocessing.dataset import PreprocessedDataset
 from mrisr.training import distributed
 from mrisr.training.checkpointing import FINAL, Checkpointer, network_from_state
+from mrisr.training.precision import check_precision
 from mrisr.training.splits import ALL, fold_cases, load_or_create_splits, parse_fold
 from mrisr.training.trainer import TRAINERS, SRTrainer
 from mrisr.training.validation import check_validation_inputs, validate_fold
@@ -147,6 +148,7 @@ def _train_worker(
     synthetic: dict[str, Path],
     val_cases: list[str],
     continue_training: bool,
+    precision: str = "auto",
 ) -> None:
     """One training process (module level: DDP processes start here through
     torch.multiprocessing.spawn, with no logging configured yet)."""
@@ -163,6 +165,7 @@ def _train_worker(
         num_workers,
         progress,
     )
+    trainer.precision = precision
     trainer.run(PreprocessedDataset.for_plans(plans), synthetic, val_cases, continue_training)
 
 
@@ -179,10 +182,13 @@ def run_training(
     num_workers: int | None = None,
     tta: bool | None = None,
     progress: bool = True,
+    precision: str = "auto",
 ) -> dict | None:
     """Train (unless ``val_only`` or nothing to train) and validate one fold; returns the
-    validation summary (None on non-main DDP ranks)."""
+    validation summary (None on non-main DDP ranks). ``precision``: auto (measured, see
+    :mod:`mrisr.training.precision`), fp32, bf16 or fp16."""
     check_device(device)
+    check_precision(precision, torch.device(device))
     if num_workers is not None and num_workers < 0:
         raise MrisrError(f"--num-workers {num_workers}: must be 0 or more")
     if num_gpus < 1:
@@ -211,6 +217,7 @@ def run_training(
             num_workers,
             tta,
             progress,
+            precision,
         )
     finally:
         if ctx.enabled and torch.distributed.is_initialized():
@@ -231,6 +238,7 @@ def _run(
     num_workers: int | None,
     tta: bool | None,
     progress: bool,
+    precision: str = "auto",
 ) -> dict | None:
     name = resolve_dataset(dataset)
     plans = load_plans(name, plans_name)
@@ -278,6 +286,7 @@ def _run(
             synthetic,
             val_cases,
             continue_training,
+            precision,
         )
         if num_gpus > 1:
             logger.info("starting %d DDP processes (%s)", num_gpus, device)

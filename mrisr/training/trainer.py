@@ -31,7 +31,6 @@ variant sets them too.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import threading
 import time
@@ -44,6 +43,7 @@ import torch.distributed
 from torch import nn
 from tqdm import tqdm
 
+from mrisr import paths
 from mrisr.degradation.noise import PatchDegradation
 from mrisr.networks.edsr import EDSR, edsr_init_args
 from mrisr.planning.plans_handler import Plans
@@ -66,12 +66,16 @@ from mrisr.training.data import (
     close_iterator,
 )
 from mrisr.training.distributed import DistContext
+from mrisr.training.estimate import GPU_FLOPS, FoldClock, edsr_step_flops, format_duration
 from mrisr.training.optimisation import Optimisation, OptimisationSettings, cpu_bf16_supported
+from mrisr.training.precision import CACHE_FILE as PRECISION_CACHE
+from mrisr.training.precision import PRECISIONS, PrecisionChoice, probe
 from mrisr.training.training_log import TrainingLog
 from mrisr.training.validation import PairValidator
 from mrisr.utilities.errors import MrisrError
 from mrisr.utilities.file_io import load_json
 from mrisr.utilities.registry import Registry
+from mrisr.utilities.threads import ThreadTuner, set_compute_threads, usable_cpus
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +121,7 @@ class TrainingSettings:
 def default_num_workers(device: torch.device) -> int:
     """Loader processes: overlap on GPUs; on CPUs loading is ~1% of a step and a worker
     would compete with the compute threads for the same cores (see benchmarks)."""
-    n = os.cpu_count() or 1
+    n = usable_cpus()
     if device.type == "cuda":
         return max(1, min(8, n - 1))
     return 1 if n > 4 else 0
@@ -146,6 +150,7 @@ class SRTrainer:
     # and loss stay float32. On the 2-core AMX machine: 4.6x the float32 step, training and
     # validation curves indistinguishable from float32 (see benchmarks/bench_edsr.py).
     cpu_mixed_precision: bool | None = None
+    precision: str = "auto"  # mrisr_train --precision (auto: choose_precision)
     validation_max_slices: int = 16
     final_validation_tta: bool = True
 
@@ -316,18 +321,39 @@ class SRTrainer:
         )
         return batch_iterator(loader, self.num_workers, augment=sampler.augment)
 
+    def choose_precision(self, continue_training: bool = False) -> PrecisionChoice:
+        """The arithmetic to train in: ``--precision`` when given; on ``--continue`` the
+        checkpoint's; the variant's (``cpu_mixed_precision``); on CPU the fastest native
+        one by :func:`~mrisr.training.precision.probe` (cached per machine and network)."""
+        if self.precision != "auto":
+            return PrecisionChoice(self.precision, source="requested")
+        if continue_training:
+            state = self.resume_state()
+            if state is not None and state.get("precision") in PRECISIONS:
+                return PrecisionChoice(state["precision"], source="checkpoint")
+        if self.device.type != "cpu":
+            return PrecisionChoice(None, source="device default")
+        if self.cpu_mixed_precision is not None:
+            bf16 = self.cpu_mixed_precision and cpu_bf16_supported()
+            return PrecisionChoice("bf16" if bf16 else "fp32", source=self.name)
+        try:
+            cache = paths.results_root() / PRECISION_CACHE
+        except MrisrError:
+            cache = None
+        s = self.settings
+        with torch.random.fork_rng(devices=[]):
+            return probe(self.device, s.network_args(), s.batch_size, s.lr_patch, cache)
+
     def build_optimisation(self, network: nn.Module) -> Optimisation:
         s = self.settings
-        bf16 = self.cpu_mixed_precision
-        if bf16 is None:
-            bf16 = cpu_bf16_supported()
+        choice = getattr(self, "precision_choice", None) or self.choose_precision()
         return Optimisation(
             network,
             OptimisationSettings(
                 s.learning_rate, s.betas, s.lr_milestones, s.lr_gamma, s.grad_clip_norm
             ),
             self.device,
-            cpu_bf16=bool(bf16),
+            precision=choice.precision,
         )
 
     def build_validator(
@@ -342,6 +368,27 @@ class SRTrainer:
             lr_key="lr" if self.config.denoise_input else "lr_raw",
         )
         return v if v else None
+
+    def build_clock(self, validator: PairValidator | None) -> FoldClock:
+        """The time estimate printed after the warm-up (periodic validations included)."""
+        s = self.settings
+        pixels = sum(lr.size for lr, _, _ in validator.items) if validator else 0
+        gpu = edsr_step_flops(s.network_args(), s.batch_size, s.lr_patch) / GPU_FLOPS
+        probed = self.precision_choice.seconds
+        chosen = self.optimisation.precision
+        # validation runs float32: slower per pixel than a reduced-precision step
+        factor = probed["fp32"] / probed[chosen] if "fp32" in probed and chosen in probed else 1.0
+        return FoldClock(
+            self.iteration,
+            s.iterations,
+            s.validate_every,
+            s.batch_size,
+            s.lr_patch,
+            pixels,
+            self.device.type,
+            gpu_seconds_per_step=gpu,
+            validation_factor=factor,
+        )
 
     # ------------------------------------------------------------------ hooks
     def on_train_start(self) -> None:
@@ -361,6 +408,7 @@ class SRTrainer:
             f"loader workers {self.num_workers}, channels_last {self.channels_last}, "
             f"autocast {self.optimisation.autocast_dtype}, threads {torch.get_num_threads()}"
         )
+        self.log.log(self.precision_choice.describe(self.optimisation.precision))
 
     def on_iteration_end(self, iteration: int, loss: torch.Tensor) -> None:
         """Called after every step (``iteration`` steps done)."""
@@ -385,6 +433,7 @@ class SRTrainer:
             "total_iterations": self.settings.iterations,
             "seed": self.seed,
             "world_size": self.ctx.world_size,
+            "precision": self.optimisation.precision,
             "network_class": "EDSR",
             "network_args": self.settings.network_args(),
             "network": {k: v.contiguous() for k, v in self._unwrapped().state_dict().items()},
@@ -440,6 +489,10 @@ class SRTrainer:
         s = self.settings
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
+        self.thread_tuner = None
+        if self.device.type == "cpu" and not self.ctx.enabled:  # DDP: init_process_group
+            self.thread_tuner = ThreadTuner(set_compute_threads(self.num_workers))
+        self.precision_choice = self.choose_precision(continue_training)
         self.network = self.build_network().to(self.device)
         if self.channels_last:
             self.network = self.network.to(memory_format=torch.channels_last)
@@ -476,10 +529,13 @@ class SRTrainer:
             desc=f"fold {self.fold}",
             disable=not self.progress,
             dynamic_ncols=True,
+            smoothing=0,  # ETA from the mean rate, validations included: as the estimate
         )
         self.network.train()
         loss_sum = torch.zeros((), device=self.device)
         n_window, t_window = 0, 0.0  # steps and seconds (data + step) since the last record
+        clock = self.build_clock(validator)
+        started = time.perf_counter()
         restore_sigint = self._defer_interrupts()
         batches = None
         try:
@@ -510,6 +566,11 @@ class SRTrainer:
                 else:
                     t_window += time.perf_counter() - t0
                 bar.update(1)
+                step_time = time.perf_counter() - t0
+                if self.thread_tuner is not None:
+                    self.thread_tuner.step_done(step_time)
+                if (estimate := clock.step_done(self.iteration, step_time)) is not None:
+                    self.log.log(estimate)
                 self.on_iteration_end(self.iteration, loss)
                 if self.iteration % s.validate_every == 0 or last:
                     self._validate(validator)
@@ -536,6 +597,11 @@ class SRTrainer:
             if batches is not None:
                 close_iterator(batches)
             restore_sigint()
+        elapsed = time.perf_counter() - started
+        took = f"training loop took {elapsed:.1f} s ({format_duration(elapsed)})"
+        if clock.total_estimate is not None:
+            took += f"; estimated {clock.total_estimate:.1f} s after the warm-up"
+        self.log.log(took)
         self._finish()
 
     def _should_stop(self) -> bool:
