@@ -162,7 +162,7 @@ def main() -> None:
     print(
         f"CPU: {model}; {os.cpu_count()} CPUs; policy {a.policy}; hog {a.hog} (nice {a.hog_nice})"
     )
-    default_iters = {"trainer": 30, "dsgan": 40}
+    default_iters = {"trainer": 100, "dsgan": 100}  # the tuner adapts within ~30 steps
     for w in a.workloads.split(","):
         iters = a.iterations or default_iters[w]
         alone = run_child(w, a.policy, iters, a.warmup)

@@ -171,6 +171,7 @@ class ThreadTuner:
         margin: float = 0.9,
         enabled: bool | None = None,
         set_threads=None,
+        warmup: int = 20,
     ) -> None:
         import torch
 
@@ -186,7 +187,7 @@ class ThreadTuner:
         self._phase = "measure"  # measure -> try -> settle -> measure ...
         self._times: list[float] = []
         self._baseline = 0.0
-        self._countdown = 2  # the first steps warm up caches and allocator
+        self._countdown = warmup  # the first steps warm up caches, allocator and oneDNN
         self.switches: list[tuple[int, int]] = []  # (step, threads) where the count changed
         self._steps = 0
 
