@@ -26,14 +26,22 @@ class OptimisationSettings:
     grad_clip_norm: float | None
 
 
-def cpu_bf16_supported() -> bool:
-    """Whether oneDNN runs bf16 convolutions natively on this CPU."""
+def _onednn_native(dtype: str) -> bool:
     try:
-        return bool(
-            torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-        )
+        check = getattr(torch.ops.mkldnn, f"_is_mkldnn_{dtype}_supported")
+        return bool(torch.backends.mkldnn.is_available() and check())
     except (AttributeError, RuntimeError):
         return False
+
+
+def cpu_bf16_supported() -> bool:
+    """Whether oneDNN runs bf16 convolutions natively on this CPU (AVX512-BF16 / AMX)."""
+    return _onednn_native("bf16")
+
+
+def cpu_fp16_supported() -> bool:
+    """Whether oneDNN runs fp16 convolutions natively on this CPU (AVX512-FP16 / AMX-FP16)."""
+    return _onednn_native("fp16")
 
 
 class Optimisation:

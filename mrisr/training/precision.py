@@ -22,7 +22,12 @@ from pathlib import Path
 import torch
 
 from mrisr.networks.edsr import EDSR
-from mrisr.training.optimisation import Optimisation, OptimisationSettings, cpu_bf16_supported
+from mrisr.training.optimisation import (
+    Optimisation,
+    OptimisationSettings,
+    cpu_bf16_supported,
+    cpu_fp16_supported,
+)
 from mrisr.utilities.errors import MrisrError
 from mrisr.utilities.file_io import load_json, save_json
 
@@ -31,16 +36,6 @@ logger = logging.getLogger(__name__)
 PRECISIONS = ("fp32", "bf16", "fp16")
 CHOICES = ("auto",) + PRECISIONS
 CACHE_FILE = Path(".machine") / "precision.json"
-
-
-def cpu_fp16_supported() -> bool:
-    """Whether oneDNN runs fp16 convolutions natively on this CPU (AMX-FP16)."""
-    try:
-        return bool(
-            torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_fp16_supported()
-        )
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def native_precisions(device: torch.device) -> list[str]:
