@@ -73,3 +73,32 @@ def test_step_flops_scale_with_the_batch_and_the_network():
     big = {**TINY, "num_blocks": 16, "num_features": 64}
     # 16 x 64 EDSR, batch 16 of 48^2: ~0.3 TFLOP per training step
     assert 2e11 < estimate.edsr_step_flops(big, 16, 48) < 4e11
+
+
+def test_plan_cost_lines_cost_every_trained_configuration(tmp_path):
+    from mrisr.planning.plans_handler import Plans
+
+    sr = {
+        "lr_patch": 8,
+        "num_blocks": 1,
+        "num_features": 8,
+        "batch_size": 2,
+        "iterations": 1000,
+    }
+    plans = Plans(
+        {
+            "plans_name": "p",
+            "dataset_name": "Dataset001_X",
+            "scale": 2,
+            "configurations": {
+                "a_edsr": {"degradation": {"name": "gaussian"}, "sr": sr},
+                "b_edsr": {"degradation": {"name": "gaussian"}, "sr": sr},
+                "bicubic": {"degradation": {"name": "bicubic"}},
+            },
+        }
+    )
+    lines = estimate.plan_cost_lines(plans, 5, tmp_path / "precision.json")
+    assert [ln.split()[0] for ln in lines] == ["a_edsr", "b_edsr", "all"]
+    assert "5 folds x 1000 iterations at " in lines[0] and "on this CPU" in lines[0]
+    # one probe serves both (same network), and it is cached
+    assert len(precision.load_json(tmp_path / "precision.json")) == 1
