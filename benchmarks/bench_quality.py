@@ -289,6 +289,7 @@ def report(result: dict) -> str:
 
 
 def main(argv=None) -> int:
+    global TRAINER
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--protocols", default="default,fermi_pf")
     p.add_argument("--configs", default=",".join(CONFIGS))
@@ -296,7 +297,9 @@ def main(argv=None) -> int:
     p.add_argument("--test-pairs", type=int, default=4)
     p.add_argument("--workdir", default="quality_work")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--trainer", default=TRAINER, help="trainer class for every configuration")
     args = p.parse_args(argv)
+    TRAINER = args.trainer
     import logging
 
     logging.basicConfig(level=logging.WARNING)

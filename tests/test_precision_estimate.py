@@ -102,3 +102,16 @@ def test_plan_cost_lines_cost_every_trained_configuration(tmp_path):
     assert "5 folds x 1000 iterations at " in lines[0] and "on this CPU" in lines[0]
     # one probe serves both (same network), and it is cached
     assert len(precision.load_json(tmp_path / "precision.json")) == 1
+
+
+def test_amplitude_loss_sees_missing_texture_not_position():
+    from mrisr.training.optimisation import amplitude_loss
+
+    g = torch.Generator().manual_seed(0)
+    hr = torch.rand(2, 1, 32, 32, generator=g)
+    assert amplitude_loss(hr, hr) == 0
+    # a circular shift keeps every Fourier amplitude: no penalty
+    assert amplitude_loss(torch.roll(hr, (3, 5), dims=(2, 3)), hr) < 1e-5
+    # a blurred copy lacks high-frequency energy: penalised
+    blurred = torch.nn.functional.avg_pool2d(hr, 3, 1, 1, count_include_pad=False)
+    assert amplitude_loss(blurred, hr) > 0.05

@@ -151,6 +151,8 @@ class SRTrainer:
     # validation curves indistinguishable from float32 (see benchmarks/bench_edsr.py).
     cpu_mixed_precision: bool | None = None
     precision: str = "auto"  # mrisr_train --precision (auto: choose_precision)
+    # weight of the Fourier-amplitude term beside L1 (0: L1 only, the paper's loss)
+    frequency_loss_weight: float = 0.0
     validation_max_slices: int = 16
     final_validation_tta: bool = True
 
@@ -354,6 +356,7 @@ class SRTrainer:
             ),
             self.device,
             precision=choice.precision,
+            frequency_weight=self.frequency_loss_weight,
         )
 
     def build_validator(

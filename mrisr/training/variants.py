@@ -71,6 +71,13 @@ class EDSRTrainer_quality(EDSRTrainer):
 
 
 @TRAINERS.register
+class EDSRTrainer_quality_freq(EDSRTrainer_quality):
+    """The harness's budget with a Fourier-amplitude term beside L1 (texture ablation)."""
+
+    frequency_loss_weight = 0.5
+
+
+@TRAINERS.register
 class EDSRTrainer_demo(EDSRTrainer_quality):
     """The demo budget: the harness's network for half the iterations, so that
     ``mrisr_demo`` stays within 15 minutes on 2 CPU cores without AMX."""
