@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from mrisr.utilities.devices import cpu_bf16_supported  # noqa: F401  (the trainer reads it here)
+
 
 @dataclass(frozen=True)
 class OptimisationSettings:
@@ -22,16 +24,6 @@ class OptimisationSettings:
     lr_milestones: tuple[int, ...]
     lr_gamma: float
     grad_clip_norm: float | None
-
-
-def cpu_bf16_supported() -> bool:
-    """Whether oneDNN runs bf16 convolutions natively on this CPU."""
-    try:
-        return bool(
-            torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-        )
-    except (AttributeError, RuntimeError):
-        return False
 
 
 class Optimisation:

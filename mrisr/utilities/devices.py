@@ -22,3 +22,15 @@ def check_device(device: str) -> str:
     ):
         raise MrisrError("--device mps: no Apple GPU (MPS) is available here; use --device cpu")
     return device
+
+
+def cpu_bf16_supported() -> bool:
+    """Whether oneDNN runs bf16 convolutions natively on this CPU."""
+    import torch  # deferred, as in check_device: the CLI's --help does not load torch
+
+    try:
+        return bool(
+            torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        )
+    except (AttributeError, RuntimeError):
+        return False
