@@ -11,7 +11,8 @@ loop) runs beside it. The figure is the ratio of the median step times. A fair s
 
 * ``trainer``: :class:`~mrisr.training.trainer.EDSRTrainer` with the demo's network
   (8 x 32, batch 16 of 48x48 LR patches, bf16 where native), its real data pipeline;
-* ``dsgan``: :func:`mrisr.degradation.dsgan_core.train_dsgan` on 24 slices (one batch).
+* ``dsgan``: the DSGAN stage's :class:`~mrisr.degradation.dsgan.trainer.BatchTrainer` on 24
+  slices (one batch).
 
 ``--policy`` runs the children with another OpenMP setting for comparison: ``default``
 (libgomp's, nothing set), ``active``, ``passive`` or ``spin:N``; ``OMP_NUM_THREADS=1``
@@ -78,14 +79,16 @@ def child_dsgan(iterations: int, warmup: int) -> list[float]:
     import bench_dsgan
     import torch
 
-    from mrisr.degradation import dsgan_core as core
+    from mrisr.degradation.dsgan import params as dsgan_params
+    from mrisr.degradation.dsgan import trainer as core
+    from mrisr.degradation.dsgan import units as dsgan_units
     from mrisr.utilities.threads import set_compute_threads
 
     set_compute_threads()
     hr, lr = bench_dsgan.make_slices(24)
-    units = [core.DSGANUnit(f"s{i}", hr[i], lr[i], seed=i) for i in range(len(hr))]
-    p = core.resolve_params({"iterations": warmup + iterations}, 2)
-    plans = [core._prepare_unit(i, u, p, warmup + iterations) for i, u in enumerate(units)]
+    units = [dsgan_units.DSGANUnit(f"s{i}", hr[i], lr[i], seed=i) for i in range(len(hr))]
+    p = dsgan_params.resolve_params({"iterations": warmup + iterations}, 2)
+    plans = [dsgan_units.prepare_unit(i, u, p, warmup + iterations) for i, u in enumerate(units)]
     trainer = core.BatchTrainer(plans, [u.name for u in units], 2, p, torch.device("cpu"))
     times: list[float] = []
     trainer.run(on_step=times.append)

@@ -5,7 +5,7 @@ batch of one crop, G evaluated layer by layer on the 64x64 crop, the kernel for 
 regularisers obtained by pushing a delta through G (KernelGAN's ``calc_curr_k``), D with
 torch's own ``spectral_norm`` and BatchNorm, Sobel maps by convolution, one Python loop
 iteration per training iteration. The batched trainer is
-:func:`mrisr.degradation.dsgan_core.train_dsgan`.
+:func:`mrisr.degradation.dsgan.trainer.train_dsgan`.
 
 Usage::
 
@@ -31,8 +31,12 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from mrisr.degradation import dsgan_core as core
-from mrisr.degradation.kernels import degrade_with_kernel, gaussian_kernel, kernel_statistics
+from mrisr.degradation.dsgan import losses as dsgan_losses
+from mrisr.degradation.dsgan import params as dsgan_params
+from mrisr.degradation.dsgan import trainer as core
+from mrisr.degradation.dsgan import units as dsgan_units
+from mrisr.degradation.kernel_analysis import kernel_statistics
+from mrisr.degradation.kernels import degrade_with_kernel, gaussian_kernel
 from mrisr.networks.linear_generator import LinearGenerator
 from mrisr.networks.patch_discriminator import PatchDiscriminator, sobel_features
 from mrisr.preprocessing.sampling import (
@@ -56,7 +60,7 @@ def make_slices(n: int, hr_size: int = 256, scale: int = 2, seed: int = 0):
         b = ndimage.gaussian_filter(rng.standard_normal((hr_size, hr_size)), 0.7)
         img = a / a.std() + 0.5 * b / b.std()
         hr[i] = (img - img.min()) / (img.max() - img.min())
-    lr = degrade_with_kernel(hr, gaussian_kernel(2.0, 1.0, scale=scale), scale)
+    lr = degrade_with_kernel(hr, gaussian_kernel((2.0, 1.0), scale, size=13), scale)
     lr += 0.005 * rng.standard_normal(lr.shape).astype(np.float32)
     return hr, lr
 
@@ -78,7 +82,7 @@ def straightforward_dsgan(
     hr: np.ndarray, lr: np.ndarray, scale: int, params: dict, seed: int
 ) -> np.ndarray:
     """One slice, KernelGAN's loop. Returns the raw kernel."""
-    p = core.resolve_params(params, scale)
+    p = dsgan_params.resolve_params(params, scale)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     iters, hc, lc = int(p["iterations"]), p["hr_crop"], p["lr_crop"]
@@ -87,8 +91,8 @@ def straightforward_dsgan(
     betas = tuple(p["betas"])
     opt_g = torch.optim.Adam(g.parameters(), lr=p["g_lr"], betas=betas)
     opt_d = torch.optim.Adam(d.parameters(), lr=p["d_lr"], betas=betas)
-    regs = core._Regularisers(scale, p["kernel_size"], hc)
-    sched = core._LambdaSchedule(1, p["lambdas"], p["schedule"])
+    regs = dsgan_losses.Regularisers(scale, p["kernel_size"], hc)
+    sched = dsgan_losses.LambdaSchedule(1, p["lambdas"], p["schedule"])
     hr_c = sample_crop_corners(
         crop_center_probabilities(gradient_weight_map(hr), hc), hc, iters, rng
     )
@@ -148,7 +152,7 @@ def compare(n_slices: int, iterations: int, units_per_batch: int | None, repeats
     hr, lr = make_slices(n_slices)
     params = {"iterations": iterations}
     work = n_slices * iterations
-    units = [core.DSGANUnit(f"s{i}", hr[i], lr[i], seed=i) for i in range(n_slices)]
+    units = [dsgan_units.DSGANUnit(f"s{i}", hr[i], lr[i], seed=i) for i in range(n_slices)]
 
     def run_ref() -> None:
         for i in range(n_slices):
@@ -172,13 +176,13 @@ def compare(n_slices: int, iterations: int, units_per_batch: int | None, repeats
 def sweep(sizes: list[int], iterations: int) -> None:
     """Steady-state ms per slice-iteration of :class:`BatchTrainer` vs units per batch."""
     hr, lr = make_slices(max(sizes))
-    p = core.resolve_params({"iterations": 3000}, 2)
+    p = dsgan_params.resolve_params({"iterations": 3000}, 2)
     torch.set_num_threads(compute_threads())
     if os.environ.get("MRISR_NO_MALLOC_TUNING") is None:
         core._keep_freed_memory()  # as train_dsgan does
     for n in sizes:
-        units = [core.DSGANUnit(f"s{i}", hr[i], lr[i], seed=i) for i in range(n)]
-        plans = [core._prepare_unit(i, u, p, 3000) for i, u in enumerate(units)]
+        units = [dsgan_units.DSGANUnit(f"s{i}", hr[i], lr[i], seed=i) for i in range(n)]
+        plans = [dsgan_units.prepare_unit(i, u, p, 3000) for i, u in enumerate(units)]
         tr = core.BatchTrainer(plans, [u.name for u in units], 2, p, torch.device("cpu"))
         for it in range(5):
             tr.step(it)
@@ -196,7 +200,7 @@ def sweep(sizes: list[int], iterations: int) -> None:
 def full(n_slices: int, units_per_batch: int | None) -> None:
     """The default 3000-iteration estimation for 72 slices of 128x128 LR (HR 256x256)."""
     hr, lr = make_slices(n_slices)
-    units = [core.DSGANUnit(f"s{i:02d}", hr[i], lr[i], seed=i) for i in range(n_slices)]
+    units = [dsgan_units.DSGANUnit(f"s{i:02d}", hr[i], lr[i], seed=i) for i in range(n_slices)]
     t = time.perf_counter()
     res = core.train_dsgan(units, 2, None, units_per_batch=units_per_batch, progress=True)
     dt = time.perf_counter() - t
@@ -224,9 +228,9 @@ def quality(n_triples: int, units_per_batch: int | None) -> None:
     """
     from skimage import data
 
-    truth = gaussian_kernel(2.0, 1.0, scale=2)
+    truth = gaussian_kernel((2.0, 1.0), 2, size=13)
     truth17 = np.pad(truth, 2)
-    l1_base = np.abs(gaussian_kernel(1.5, 1.5, size=17, scale=2) - truth17).sum()
+    l1_base = np.abs(gaussian_kernel((1.5, 1.5), 2, size=17) - truth17).sum()
     sig_true = np.array(kernel_statistics(truth17)["sigma"])
     units = []
     for t in range(n_triples):
@@ -235,7 +239,7 @@ def quality(n_triples: int, units_per_batch: int | None) -> None:
             hr = (hr - hr.min()) / (hr.max() - hr.min())
             lr = degrade_with_kernel(hr, truth, 2)
             lr += 0.005 * np.random.default_rng(i).standard_normal(lr.shape).astype(np.float32)
-            units.append(core.DSGANUnit(f"t{t}-{i}", hr, lr, seed=3 * t + i))
+            units.append(dsgan_units.DSGANUnit(f"t{t}-{i}", hr, lr, seed=3 * t + i))
     t0 = time.perf_counter()
     res = core.train_dsgan(units, 2, None, units_per_batch=units_per_batch, progress=True)
     print(f"{len(units)} units x 3000 iterations in {time.perf_counter() - t0:.0f} s")

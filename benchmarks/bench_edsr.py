@@ -46,7 +46,7 @@ import numpy as np
 import torch
 
 from mrisr.networks.edsr import EDSR
-from mrisr.planning.plans_handler import Plans
+from mrisr.plans import Plans
 from mrisr.preprocessing import storage
 from mrisr.preprocessing.dataset import PreprocessedDataset
 from mrisr.preprocessing.sampling import gradient_weight_map

@@ -47,7 +47,7 @@ import torch
 from mrisr.imageio.sitk_io import read_scan, write_scan
 from mrisr.inference.predictor import SRPredictor
 from mrisr.networks.edsr import EDSR, edsr_init_args
-from mrisr.planning.plans_handler import Plans
+from mrisr.plans import Plans
 from mrisr.preprocessing.preprocessor import prepare_lr
 
 

@@ -34,7 +34,7 @@ import numpy as np
 from scipy import stats
 
 from mrisr.degradation.base import DEGRADATIONS, Degradation, as_slice_stack
-from mrisr.degradation.kernels import fwhm_of_profile
+from mrisr.degradation.kernel_analysis import fwhm_of_profile
 from mrisr.degradation.kspace_acquisition import _lr_band_spectrum
 
 CONFIGS = (
@@ -57,7 +57,8 @@ class DemoOracle(Degradation):
     name = "demo_oracle"
 
     def window(self, h: int, w: int, hr_fov: tuple[float, float]) -> np.ndarray:
-        from mrisr.dataset.demo import AcquisitionProtocol, _window_1d
+        from mrisr.dataset.demo_acquisition import AcquisitionProtocol
+        from mrisr.dataset.demo_acquisition import window_1d as _window_1d
 
         p = AcquisitionProtocol(**self.params["protocol"])
         # LR-grid bin j is j / FOV cycles/mm; the acquisition holds |f| < 1 / (2 spacing)
@@ -99,11 +100,11 @@ def _paired(values: dict, config: str, key: str) -> tuple[float, float | None]:
 
 
 def _truth(raw: Path) -> dict:
-    from mrisr.dataset.demo import LR_PROTOCOLS, _load_template
+    from mrisr.dataset.demo_acquisition import LR_PROTOCOLS, load_template
 
     acq = json.loads((raw / "demo_acquisition.json").read_text())
     proto = LR_PROTOCOLS[acq.get("lr_protocol", "default")]
-    median = _load_template().median
+    median = load_template().median
     sig = {
         c: proto.noise * median * v["intensity_scale"]["LR"]
         for c, v in acq["cases"].items()
@@ -117,7 +118,7 @@ def run_protocol(protocol: str, args, configs: list[str]) -> dict:
     from mrisr.evaluation.evaluate_api import evaluate_folders
     from mrisr.inference.predict_api import predict_folder
     from mrisr.planning.plan_and_preprocess_api import plan_and_preprocess
-    from mrisr.planning.plans_handler import Plans
+    from mrisr.plans import Plans
     from mrisr.training.train_api import fold_folder, results_folder, run_training
     from mrisr.utilities.file_io import load_json, save_json
 
@@ -171,7 +172,7 @@ def run_protocol(protocol: str, args, configs: list[str]) -> dict:
                 device=args.device,
                 progress=False,
             )
-        pred = work / "predictions" / config
+        pred = work / "predictions" / TRAINER / config
         predict_folder(
             raw / "imagesLRTs",
             pred,

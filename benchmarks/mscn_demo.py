@@ -19,7 +19,7 @@ from mrisr.cli.demo import set_roots
 from mrisr.dataset.demo import build_demo_dataset
 from mrisr.degradation.base import build_degradation
 from mrisr.degradation.stage import ensure_synthetic_lr
-from mrisr.evaluation.mscn import mscn_distance, mscn_histograms, save_mscn_figure
+from mrisr.metrics.mscn import mscn_distance, mscn_histograms, save_mscn_figure
 from mrisr.planning.plan_and_preprocess_api import plan_and_preprocess
 from mrisr.preprocessing import storage
 from mrisr.preprocessing.dataset import PreprocessedDataset

@@ -1,16 +1,34 @@
-"""Root folders from environment variables, resolved lazily (only when used).
+"""The one path schema: roots from environment variables (resolved lazily, only when
+used), dataset resolution, and every folder and file name the stages share.
 
 ``mrisr_raw``          raw datasets (``DatasetNNN_Name/`` with dataset.json, imagesHR/, imagesLR/)
 ``mrisr_preprocessed`` fingerprints, plans and preprocessed cases
 ``mrisr_results``      trained models, kernels, validation results
+
+Under the roots::
+
+    $mrisr_preprocessed/<dataset>/<plans>.json, <plans>_preprocessed/<case>_*.b2nd
+    $mrisr_preprocessed/<dataset>/<plans>_preprocessed/synthetic/<config>/<model id>/<case>_lr*
+    $mrisr_results/<dataset>/<trainer>__<plans>__<config>/fold_<K>/
+    $mrisr_results/<dataset>/degradation__<plans>__<config>/
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from mrisr.utilities.errors import MrisrError
+from mrisr.utilities.safety import safe_name
+
+DATASET_RE = re.compile(r"^Dataset(\d{3})_([A-Za-z0-9_-]+)$")
+
+#: cross-validation folds: ``fold_0`` .. ``fold_4`` and ``fold_all`` (trained on every case)
+NUM_FOLDS = 5
+ALL_FOLD = "all"
+CV_FOLDS = tuple(str(i) for i in range(NUM_FOLDS))
+FOLD_NAMES = (*CV_FOLDS, ALL_FOLD)
 
 _HELP = {
     "mrisr_raw": "the folder holding your raw datasets (DatasetNNN_Name/)",
@@ -72,3 +90,124 @@ def preprocessed_root() -> Path:
 
 def results_root() -> Path:
     return _root("mrisr_results")
+
+
+# ------------------------------------------------------------------ dataset resolution
+def list_datasets(root: Path) -> list[str]:
+    """Names of the DatasetNNN_Name folders under ``root``, sorted."""
+    if not Path(root).is_dir():
+        return []
+    return sorted(p.name for p in Path(root).iterdir() if p.is_dir() and DATASET_RE.match(p.name))
+
+
+def resolve_dataset_name(identifier: str | int, root: Path) -> str:
+    """``1``, ``"1"``, ``"001"`` or ``"Dataset001_Name"`` -> ``"Dataset001_Name"`` found in root."""
+    ident = str(identifier).strip()
+    if DATASET_RE.fullmatch(ident):
+        if not (Path(root) / ident).is_dir():
+            raise MrisrError(f"dataset {ident} not found in {root}")
+        return ident
+    if not (ident.isascii() and ident.isdigit()):
+        raise MrisrError(
+            f"dataset identifier '{ident}' is neither a number (e.g. 1) nor a name like "
+            "Dataset001_Name (letters, digits, '_' and '-' only)"
+        )
+    num = int(ident)
+    hits = [n for n in list_datasets(root) if int(DATASET_RE.match(n).group(1)) == num]
+    if not hits:
+        available = ", ".join(list_datasets(root)) or "none"
+        raise MrisrError(f"no dataset with id {num} in {root} (available: {available})")
+    if len(hits) > 1:
+        raise MrisrError(f"dataset id {num} is ambiguous in {root}: {', '.join(hits)}")
+    return hits[0]
+
+
+def resolve_preprocessed_dataset(identifier: str | int | None) -> str:
+    """``-d`` -> dataset name; without ``-d``, the only dataset in ``$mrisr_preprocessed``."""
+    root = preprocessed_root()
+    if identifier is not None:
+        return resolve_dataset_name(identifier, root)
+    names = list_datasets(root)
+    if not names:
+        raise MrisrError(
+            f"no preprocessed dataset in {root} (mrisr_preprocessed); "
+            "run mrisr_plan_and_preprocess first"
+        )
+    if len(names) > 1:
+        raise MrisrError(f"several datasets in {root}: choose one with -d ({', '.join(names)})")
+    return names[0]
+
+
+def pick_root_for_bicubic(identifier: str | None, results: Path, preprocessed: Path) -> Path:
+    """``bicubic`` needs no trained model: use the preprocessed root when the dataset has
+    no results folder."""
+    if identifier is None:
+        return results if list_datasets(results) else preprocessed
+    try:
+        resolve_dataset_name(identifier, results)
+        return results
+    except MrisrError:
+        return preprocessed
+
+
+def resolve_results_dataset(identifier: str | None, bicubic: bool = False) -> str:
+    """The dataset of ``-d`` among the trained ones; ``bicubic`` (nothing to train) also
+    looks among the preprocessed ones."""
+    root = results_root()
+    if bicubic:
+        root = pick_root_for_bicubic(identifier, root, preprocessed_root())
+    if identifier is not None:
+        return resolve_dataset_name(identifier, root)
+    names = list_datasets(root)
+    if len(names) != 1:
+        raise MrisrError(
+            f"{'no trained dataset' if not names else 'several datasets'} in {root} "
+            f"(mrisr_results){': choose one with -d (' + ', '.join(names) + ')' if names else ''}"
+        )
+    return names[0]
+
+
+# ------------------------------------------------------------------ folders and files
+def model_folder_name(trainer: str, plans_name: str, configuration: str) -> str:
+    """``<trainer>__<plans>__<config>``: the results folder of one trained configuration."""
+    return f"{trainer}__{plans_name}__{configuration}"
+
+
+def results_folder(
+    dataset: str,
+    trainer: str,
+    plans_name: str,
+    configuration: str,
+    labels: tuple[str, str, str] = ("trainer", "plans name", "-c"),
+    root: Path | None = None,
+) -> Path:
+    """The results folder of a configuration (names checked to be single folder names;
+    ``labels`` name the options they came from in the error)."""
+    for value, what in zip((trainer, plans_name, configuration), labels):
+        safe_name(value, what)
+    base = results_root() if root is None else Path(root)
+    return base / dataset / model_folder_name(trainer, plans_name, configuration)
+
+
+def fold_folder(output: Path, fold: int | str) -> Path:
+    return Path(output) / f"fold_{fold}"
+
+
+def degradation_folder_name(plans_name: str, configuration: str) -> str:
+    return f"degradation__{plans_name}__{configuration}"
+
+
+def degradation_folder(dataset: str, plans_name: str, configuration: str) -> Path:
+    """The trained degradation models, kernels and their figures of a configuration."""
+    return results_root() / dataset / degradation_folder_name(plans_name, configuration)
+
+
+def preprocessed_folder(dataset: str, data_identifier: str) -> Path:
+    return preprocessed_root() / dataset / data_identifier
+
+
+def synthetic_lr_path(
+    preprocessed: Path, configuration: str, model_id: str, case: str, suffix: str
+) -> Path:
+    """The synthetic LR of a case made by the degradation model ``model_id``."""
+    return Path(preprocessed) / "synthetic" / configuration / model_id / f"{case}_lr{suffix}"

@@ -7,8 +7,9 @@ import pytest
 from synthetic import write_dataset
 
 from mrisr.cli.plan_and_preprocess import main as plan_main
-from mrisr.degradation.stage import degradation_dir, ensure_synthetic_lr, load_unit_summaries
-from mrisr.planning.plans_handler import Plans
+from mrisr.degradation.dsgan.model import load_unit_summaries
+from mrisr.degradation.stage import degradation_dir, ensure_synthetic_lr
+from mrisr.plans import Plans
 from mrisr.preprocessing import storage
 from mrisr.preprocessing.dataset import PreprocessedDataset
 

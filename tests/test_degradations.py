@@ -15,9 +15,7 @@ from mrisr.degradation.base import (
     build_degradation,
     load_degradation,
 )
-from mrisr.degradation.bicubic import bicubic_taps
-from mrisr.degradation.gaussian import gaussian_degrade
-from mrisr.degradation.kernels import bicubic_kernel_1d
+from mrisr.degradation.kernels import bicubic_kernel_1d, bicubic_taps, gaussian_degrade
 from mrisr.utilities.errors import MrisrError
 
 SMALL_DSN = {

@@ -266,7 +266,9 @@ def test_missing_nilearn_is_a_one_line_error(tmp_path: Path, monkeypatch) -> Non
 
 def test_second_protocol_is_a_different_acquisition(tmp_path: Path) -> None:
     """--protocol fermi_pf: 3 mm LR pixels, Fermi filter, partial Fourier, recorded."""
-    from mrisr.dataset.demo import LR_PROTOCOLS, _window_2d, main
+    from mrisr.dataset.demo import main
+    from mrisr.dataset.demo_acquisition import LR_PROTOCOLS
+    from mrisr.dataset.demo_acquisition import window_2d as _window_2d
 
     assert (
         main([str(tmp_path), "--protocol", "fermi_pf", "--num-cases", "1", "--num-test-pairs", "0"])

@@ -10,24 +10,22 @@ import torch
 from scipy import ndimage
 from skimage import data
 
-from mrisr.degradation.dsgan_core import (
-    DSGANUnit,
-    _LambdaSchedule,
-    _prepare_unit,
-    _Regularisers,
-    resolve_params,
-    train_dsgan,
+from mrisr.degradation.dsgan.losses import LambdaSchedule, Regularisers
+from mrisr.degradation.dsgan.params import resolve_params
+from mrisr.degradation.dsgan.trainer import train_dsgan
+from mrisr.degradation.dsgan.units import DSGANUnit, prepare_unit
+from mrisr.degradation.kernel_analysis import (
+    kernel_statistics,
+    post_process_kernel,
+    save_kernel_grid_png,
+    zeroize_negligible,
 )
 from mrisr.degradation.kernels import (
     bicubic_kernel_1d,
     boundary_penalty_mask,
     degrade_with_kernel,
     gaussian_kernel,
-    kernel_statistics,
-    post_process_kernel,
-    save_kernel_grid_png,
     wanted_center,
-    zeroize_negligible,
 )
 
 SHORT = {"iterations": 25}
@@ -45,7 +43,7 @@ def _texture(seed: int, size: int = 128) -> np.ndarray:
 
 def _unit(name: str, seed: int, size: int = 128, scale: int = 2) -> DSGANUnit:
     hr = _texture(seed, size)
-    lr = degrade_with_kernel(hr, gaussian_kernel(1.5, 1.0, scale=scale), scale)
+    lr = degrade_with_kernel(hr, gaussian_kernel((1.5, 1.0), scale, size=13), scale)
     return DSGANUnit(name, hr, lr, seed=seed)
 
 
@@ -118,7 +116,7 @@ def test_diverging_unit_is_stopped_and_others_unaffected() -> None:
 
 def test_multi_slice_unit_and_result_contents() -> None:
     hr = np.stack([_texture(s) for s in range(3)])
-    lr = degrade_with_kernel(hr, gaussian_kernel(1.2), 2)
+    lr = degrade_with_kernel(hr, gaussian_kernel(1.2, 2, size=13), 2)
     res = train_dsgan([DSGANUnit("vol", hr, lr, seed=0)], 2, SHORT, progress=False)[0]
     assert res.status == "ok" and res.kernel_raw.shape == (13, 13)
     assert res.kernel.shape == (17, 17)
@@ -129,16 +127,16 @@ def test_multi_slice_unit_and_result_contents() -> None:
 
 def test_paired_slice_locations() -> None:
     hr = np.stack([_texture(s) for s in range(3)])
-    lr = degrade_with_kernel(hr, gaussian_kernel(1.2), 2)
+    lr = degrade_with_kernel(hr, gaussian_kernel(1.2, 2, size=13), 2)
     p = resolve_params(None, 2)
-    auto = _prepare_unit(0, DSGANUnit("v", hr, lr, seed=0), p, 200)
+    auto = prepare_unit(0, DSGANUnit("v", hr, lr, seed=0), p, 200)
     # same used slices and the same slice index in every iteration
     assert np.array_equal(auto.hr_slices, hr) and np.array_equal(
         auto.hr_pos[:, 0], auto.lr_pos[:, 0]
     )
-    free = _prepare_unit(0, DSGANUnit("v", hr, lr, seed=0, paired_slices=False), p, 200)
+    free = prepare_unit(0, DSGANUnit("v", hr, lr, seed=0, paired_slices=False), p, 200)
     assert not np.array_equal(free.hr_pos[:, 0], free.lr_pos[:, 0])
-    bad = _prepare_unit(0, DSGANUnit("v", hr, lr[:2], seed=0, paired_slices=True), p, 200)
+    bad = prepare_unit(0, DSGANUnit("v", hr, lr[:2], seed=0, paired_slices=True), p, 200)
     assert isinstance(bad, str) and "paired_slices" in bad
 
 
@@ -163,7 +161,7 @@ def test_lambda_schedule_follows_kernelgan() -> None:
         "sparse_end": 5.0,
     }
     lam = {"bicubic": 5.0, "sum2one": 0.5, "boundaries": 0.5, "center": 0.0, "sparse": 0.0}
-    s = _LambdaSchedule(2, lam, sched)
+    s = LambdaSchedule(2, lam, sched)
     low, high = np.array([0.01, 0.5]), np.array([0.01, 0.5])
     for it in range(1, 4):  # unit 0 under the threshold 3 times in a row -> similar
         s.update(it, low)
@@ -179,13 +177,13 @@ def test_lambda_schedule_follows_kernelgan() -> None:
 def test_bicubic_target_and_generator_grid_are_aligned() -> None:
     """On a ramp, bicubic target and a centred kernel both sample the LR pixel centres."""
     for scale, crop in ((2, 64), (3, 64), (4, 64)):
-        regs = _Regularisers(scale, 13, crop)
+        regs = Regularisers(scale, 13, crop)
         ramp = torch.arange(crop, dtype=torch.float32).repeat(crop, 1)  # value = column
         target = regs.bicubic_target(ramp[None, None])[0, 0]
         m = torch.arange(regs.n_out, dtype=torch.float32)
         c = wanted_center(13, scale)
         assert torch.allclose(target, (scale * m + c).expand_as(target), atol=1e-4)
-        k = torch.from_numpy(gaussian_kernel(1.3, 0.8, scale=scale)).double()
+        k = torch.from_numpy(gaussian_kernel((1.3, 0.8), scale, size=13)).double()
         k = k / k.sum()
         g = torch.nn.functional.conv2d(ramp[None, None].double(), k[None, None], stride=scale)
         expected = scale * m + float((k.sum(0) * torch.arange(13.0)).sum())
@@ -195,7 +193,7 @@ def test_bicubic_target_and_generator_grid_are_aligned() -> None:
 # --------------------------------------------------------------------------- kernels
 def test_post_processing_sum_sign_and_centre() -> None:
     rng = np.random.default_rng(0)
-    clean = np.roll(gaussian_kernel(1.4, 1.0, scale=1), (1, -1), axis=(0, 1))
+    clean = np.roll(gaussian_kernel((1.4, 1.0), 1, size=13), (1, -1), axis=(0, 1))
     noisy = clean + 0.0002 * rng.standard_normal(clean.shape).astype(np.float32)
     for scale in (2, 3):
         k = post_process_kernel(noisy, scale)
@@ -211,7 +209,7 @@ def test_post_processing_sum_sign_and_centre() -> None:
 
 
 def test_kernel_statistics_of_known_gaussian() -> None:
-    k = gaussian_kernel(2.1, 1.3, size=21, scale=1)
+    k = gaussian_kernel((2.1, 1.3), 1, size=21)
     st = kernel_statistics(k)
     assert st["sum"] == pytest.approx(1.0, abs=1e-6)
     assert st["center_of_mass"] == pytest.approx([10.0, 10.0], abs=1e-6)
@@ -226,11 +224,11 @@ def test_degrade_with_kernel_phase_and_shape() -> None:
     assert np.array_equal(degrade_with_kernel(hr, delta, 2), hr[:, :40:2, :40:2])
     # A kernel centred for scale 2 puts LR pixel i at HR position 2i + 0.5.
     ramp = np.tile(np.arange(40, dtype=np.float32), (40, 1))
-    lr = degrade_with_kernel(ramp, gaussian_kernel(1.5, scale=2), 2)
+    lr = degrade_with_kernel(ramp, gaussian_kernel(1.5, 2, size=13), 2)
     assert lr.shape == (20, 20)
     assert np.allclose(lr[5:-5, 5:-5], 2 * np.arange(20)[5:-5] + 0.5, atol=0.02)
     # One kernel per slice == each slice with its own kernel
-    ks = np.stack([gaussian_kernel(s, scale=2) for s in (0.8, 1.5, 2.5)])
+    ks = np.stack([gaussian_kernel(s, 2, size=13) for s in (0.8, 1.5, 2.5)])
     per = degrade_with_kernel(hr, ks, 2)
     for i in range(3):
         assert np.allclose(per[i], degrade_with_kernel(hr[i], ks[i], 2), atol=1e-6)
@@ -248,7 +246,7 @@ def test_reference_constants() -> None:
 
 def test_kernel_grid_png(tmp_path) -> None:
     path = tmp_path / "kernels" / "grid.png"
-    ks = [gaussian_kernel(s) for s in (0.8, 1.2, 1.6)]
+    ks = [gaussian_kernel(s, 2, size=13) for s in (0.8, 1.2, 1.6)]
     save_kernel_grid_png(ks, ["a", "b", "c"], path, title="test")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in path.parent.iterdir()] == ["grid.png"]
@@ -274,7 +272,7 @@ def test_recovers_anisotropic_gaussian_kernel() -> None:
     Measured here (benchmarks/bench_dsgan.py --quality, 6 triples): single-slice L1
     ratios 0.30-0.55, median-of-3 ratios 0.30-0.39, sigma errors -13..+8%.
     """
-    truth = gaussian_kernel(2.0, 1.0, scale=2)
+    truth = gaussian_kernel((2.0, 1.0), 2, size=13)
     units = []
     for i, img in enumerate((data.grass(), data.gravel(), data.brick())):
         hr = _normalised(img)
@@ -286,7 +284,7 @@ def test_recovers_anisotropic_gaussian_kernel() -> None:
     est = np.median(np.stack([r.kernel for r in res]), axis=0)
     est /= est.sum()
     truth17 = np.pad(truth, 2)  # same canvas and centring as the post-processed kernels
-    baseline = gaussian_kernel(1.5, 1.5, size=17, scale=2)
+    baseline = gaussian_kernel((1.5, 1.5), 2, size=17)
     l1_est = np.abs(est - truth17).sum()
     l1_base = np.abs(baseline - truth17).sum()
     assert l1_est <= 0.5 * l1_base, (l1_est, l1_base)

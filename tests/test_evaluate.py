@@ -7,7 +7,7 @@ import SimpleITK as sitk
 from synthetic import make_scan
 
 from mrisr.cli.evaluate import main
-from mrisr.evaluation.brisque_metric import brisque_volume
+from mrisr.metrics.brisque import brisque_volume
 
 
 def test_evaluate_folders(tmp_path, capsys):

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from mrisr.degradation.gaussian import gaussian_degrade
-from mrisr.evaluation.mscn import (
+from mrisr.degradation.kernels import gaussian_degrade
+from mrisr.metrics.mscn import (
     BRISQUE_SIGMA,
     diagonal_products,
     gaussian_window_1d,

@@ -7,13 +7,12 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from mrisr.degradation.kernels import (
-    gaussian_kernel,
+from mrisr.degradation.kernel_analysis import (
     implausible_reason,
     post_process_kernel,
     signed_kernel,
-    wanted_center,
 )
+from mrisr.degradation.kernels import gaussian_kernel, wanted_center
 from mrisr.degradation.kspace_acquisition import KSpaceAcquisition, window_profile
 from mrisr.degradation.noise import PatchDegradation
 from mrisr.imageio.noise import background_mask, noise_correlation, rayleigh_sigma
@@ -95,8 +94,8 @@ def test_bias_jitter_is_shared_by_lr_and_hr():
 
 
 def test_signed_kernel_keeps_the_negative_lobes():
-    g = gaussian_kernel(1.2, size=13, scale=1).astype(np.float64)
-    raw = g - 0.5 * gaussian_kernel(2.5, size=13, scale=1)  # a PSF with negative side lobes
+    g = gaussian_kernel(1.2, 1, size=13).astype(np.float64)
+    raw = g - 0.5 * gaussian_kernel(2.5, 1, size=13)  # a PSF with negative side lobes
     k = signed_kernel(raw, 2)
     assert k.min() < -1e-3
     assert k.sum() == pytest.approx(1.0, abs=1e-5)
@@ -147,13 +146,13 @@ def test_learned_kspace_model_round_trips(tmp_path):
 
 
 def test_implausible_kernels_are_caught():
-    good = post_process_kernel(gaussian_kernel(1.5, size=13, scale=2), 2)
+    good = post_process_kernel(gaussian_kernel(1.5, 2, size=13), 2)
     assert implausible_reason(good, 2, 1.5) is None
     two = np.zeros((17, 17))
     two[5:8, 3:6] = 1.0
     two[9:12, 11:14] = 1.0
     assert "multi-modal" in implausible_reason(two / two.sum(), 2, None)
-    wide = post_process_kernel(gaussian_kernel(3.0, size=13, scale=2), 2)
+    wide = post_process_kernel(gaussian_kernel(3.0, 2, size=13), 2)
     assert "width outlier" in implausible_reason(wide, 2, 1.0)
-    narrow = post_process_kernel(gaussian_kernel(0.4, size=13, scale=2), 2)
+    narrow = post_process_kernel(gaussian_kernel(0.4, 2, size=13), 2)
     assert "width outlier" in implausible_reason(narrow, 2, 1.5)

@@ -11,7 +11,7 @@ from synthetic import make_scan, write_dataset
 
 from mrisr.cli.plan_and_preprocess import main
 from mrisr.imageio.sitk_io import Geometry
-from mrisr.planning.plans_handler import Plans
+from mrisr.plans import Plans
 from mrisr.preprocessing import preprocessor, storage
 from mrisr.utilities.errors import MrisrError
 from mrisr.utilities.file_io import atomic_path, load_json

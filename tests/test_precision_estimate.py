@@ -76,7 +76,7 @@ def test_step_flops_scale_with_the_batch_and_the_network():
 
 
 def test_plan_cost_lines_cost_every_trained_configuration(tmp_path):
-    from mrisr.planning.plans_handler import Plans
+    from mrisr.plans import Plans
 
     sr = {
         "lr_patch": 8,

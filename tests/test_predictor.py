@@ -7,10 +7,10 @@ import torch
 from synthetic import make_scan, write_dataset
 
 from mrisr.cli.plan_and_preprocess import main as plan_main
-from mrisr.evaluation.metrics import compare_in_physical_space
 from mrisr.imageio.sitk_io import Geometry
 from mrisr.inference.predictor import SRPredictor, bicubic_scan
-from mrisr.planning.plans_handler import Plans
+from mrisr.metrics.fidelity import compare_in_physical_space
+from mrisr.plans import Plans
 
 
 class Upsample(torch.nn.Module):

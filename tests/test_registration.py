@@ -8,8 +8,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from mrisr.dataset.demo import build_demo_dataset
-from mrisr.evaluation.metrics import compare_in_physical_space
 from mrisr.imageio.registration import rigid_register
+from mrisr.metrics.fidelity import compare_in_physical_space
 
 
 def test_registration_recovers_the_demo_motion(tmp_path):

@@ -363,6 +363,19 @@ def test_bad_checkpoints_are_refused(env, change, msg):
     assert not out.exists()
 
 
+def test_checkpoint_of_another_scale_is_refused(env):
+    """A checkpoint whose network upsamples by another factor than the plans' scale (a model
+    folder mixed up with another dataset's): one line naming both scales, nothing written."""
+    plans = json.loads((env["mrisr_results"] / DS / MODEL / "plans.json").read_text())
+    chk = env["mrisr_results"] / DS / MODEL / "fold_0" / "checkpoint_final.pth"
+    save_checkpoint(_checkpoint(plans["scale"] + 1), chk)
+    out = env["root"] / "out"
+    code, _, err = predict(env, out)
+    assert code == 2
+    one_line(err, "mrisr_predict", str(chk), f"x{plans['scale'] + 1}", f"x{plans['scale']}")
+    assert not out.exists()
+
+
 def test_non_finite_prediction_is_not_written(env, monkeypatch):
     """7. Non-finite outputs are refused (e.g. a network overflowing in half precision)."""
     from mrisr.inference import predictor

@@ -15,7 +15,7 @@ from synthetic import write_dataset
 from mrisr.cli.plan_and_preprocess import main as plan_main
 from mrisr.cli.train import main as train_main
 from mrisr.networks.edsr import EDSR
-from mrisr.planning.plans_handler import Plans
+from mrisr.plans import Plans
 from mrisr.preprocessing import storage
 from mrisr.preprocessing.dataset import PreprocessedDataset
 from mrisr.training import checkpointing

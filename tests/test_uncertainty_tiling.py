@@ -12,7 +12,7 @@ from mrisr.imageio.sitk_io import Geometry
 from mrisr.inference.predictor import SRPredictor
 from mrisr.inference.tiling import axis_tiles, margin_for, receptive_radius
 from mrisr.networks.edsr import EDSR
-from mrisr.planning.plans_handler import Plans
+from mrisr.plans import Plans
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         from mrisr.evaluation.comparison import find_best_configuration
-        from mrisr.inference.predict_api import resolve_results_dataset
+        from mrisr.paths import resolve_results_dataset
 
         dataset = resolve_results_dataset(args.d)
         report = find_best_configuration(dataset, args.tr, args.p)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from mrisr.planning.plans_handler import DEFAULT_CONFIGURATION
+from mrisr.plans import DEFAULT_CONFIGURATION
 from mrisr.utilities.cli_support import int_at_least, run_command, setup_logging
 
 

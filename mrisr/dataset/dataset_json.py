@@ -1,15 +1,13 @@
-"""Finding datasets by id or name, and reading dataset.json."""
+"""Reading dataset.json (finding datasets by id or name: :mod:`mrisr.paths`)."""
 
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mrisr.utilities.errors import IntegrityError, MrisrError
+from mrisr.utilities.errors import IntegrityError
 
-DATASET_RE = re.compile(r"^Dataset(\d{3})_([A-Za-z0-9_-]+)$")
 HR_FOLDER = "imagesHR"
 LR_FOLDER = "imagesLR"
 
@@ -74,32 +72,3 @@ def load_dataset_json(dataset_dir: Path) -> DatasetInfo:
         num_training=int(num) if isinstance(num, int) else None,
         extra={k: v for k, v in data.items() if k not in known},
     )
-
-
-def list_datasets(root: Path) -> list[str]:
-    """Names of the DatasetNNN_Name folders under ``root``, sorted."""
-    if not Path(root).is_dir():
-        return []
-    return sorted(p.name for p in Path(root).iterdir() if p.is_dir() and DATASET_RE.match(p.name))
-
-
-def resolve_dataset_name(identifier: str | int, root: Path) -> str:
-    """``1``, ``"1"``, ``"001"`` or ``"Dataset001_Name"`` -> ``"Dataset001_Name"`` found in root."""
-    ident = str(identifier).strip()
-    if DATASET_RE.fullmatch(ident):
-        if not (Path(root) / ident).is_dir():
-            raise MrisrError(f"dataset {ident} not found in {root}")
-        return ident
-    if not (ident.isascii() and ident.isdigit()):
-        raise MrisrError(
-            f"dataset identifier '{ident}' is neither a number (e.g. 1) nor a name like "
-            "Dataset001_Name (letters, digits, '_' and '-' only)"
-        )
-    num = int(ident)
-    hits = [n for n in list_datasets(root) if int(DATASET_RE.match(n).group(1)) == num]
-    if not hits:
-        available = ", ".join(list_datasets(root)) or "none"
-        raise MrisrError(f"no dataset with id {num} in {root} (available: {available})")
-    if len(hits) > 1:
-        raise MrisrError(f"dataset id {num} is ambiguous in {root}: {', '.join(hits)}")
-    return hits[0]

@@ -18,6 +18,7 @@ from mrisr.dataset.dataset_json import HR_FOLDER, LR_FOLDER, DatasetInfo, load_d
 from mrisr.imageio.resampling import inplane_axes, overlap_fraction, through_plane_axis_of_pair
 from mrisr.imageio.sitk_io import Geometry, read_scan
 from mrisr.utilities.errors import IntegrityError
+from mrisr.utilities.parallel import map_progress
 
 logger = logging.getLogger(__name__)
 
@@ -124,8 +125,6 @@ def verify_dataset(dataset_dir: str | Path, num_processes: int = 1) -> VerifiedD
             f"{HR_FOLDER}/ named <case>{info.file_ending}"
         )
     paths = [p for c in cases for p in (c.hr, c.lr) if p is not None]
-    from mrisr.utilities.parallel import map_progress
-
     results = map_progress(_safe_check, paths, num_processes, desc="verifying scans")
     problems: list[str] = []
     geoms: dict[Path, Geometry] = {}

@@ -20,7 +20,13 @@ Adding a model: subclass :class:`Degradation` (or :class:`LearnedDegradation` fo
 model with weights) in its own module, set ``name``, implement ``degrade`` (and ``fit``),
 and decorate it with ``@DEGRADATIONS.register(name=...)``. Add the module to
 :data:`BUILTIN_MODULES` so :func:`build_degradation` finds it without the caller
-importing it.
+importing it (and a ``plan_<name>`` method to the planner that writes its section).
+
+The degradation stage (:mod:`mrisr.degradation.stage`) knows no model: it asks the model
+whether its synthetic LR depends on the training case set
+(:attr:`Degradation.learned_on_case_set`) and lets it write the synthetic LR of the cases
+(:meth:`Degradation.synthesize`; a model with its own training scheme, such as the DSGAN's
+per-slice units, overrides it).
 """
 
 from __future__ import annotations
@@ -28,14 +34,22 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
+from mrisr import paths
+from mrisr.degradation.kernels import degrade_with_kernel
+from mrisr.plans import Plans
+from mrisr.preprocessing import storage
+from mrisr.preprocessing.dataset import PreprocessedDataset
 from mrisr.utilities.errors import MrisrError
 from mrisr.utilities.file_io import atomic_path, load_json, save_json
 from mrisr.utilities.registry import Registry
+from mrisr.utilities.scale import check_scale
 
 logger = logging.getLogger(__name__)
 
@@ -44,26 +58,47 @@ DEGRADATIONS: Registry[type[Degradation]] = Registry("degradation")
 
 #: Modules (in ``mrisr.degradation``) whose import registers the built-in models.
 BUILTIN_MODULES: tuple[str, ...] = (
-    "gaussian_model",
+    "gaussian",
     "kspace",
     "kspace_acquisition",
     "bicubic",
     "dsn",
+    "dsgan.model",
 )
 
 #: Version of the on-disk format written by :meth:`LearnedDegradation.save`.
 FORMAT_VERSION = 1
 
 
-def check_scale(scale: Any) -> int:
-    """Return ``scale`` as an int >= 1, or raise ValueError."""
-    try:
-        s = int(scale)
-    except (TypeError, ValueError):
-        raise ValueError(f"scale must be a positive integer, got {scale!r}") from None
-    if s < 1 or s != scale:
-        raise ValueError(f"scale must be a positive integer, got {scale!r}")
-    return s
+def seed_of(name: str) -> int:
+    """A stable 31-bit seed from a name (a unit, a case set)."""
+    return zlib.crc32(name.encode()) & 0x7FFFFFFF
+
+
+@dataclass
+class SynthesisContext:
+    """What a model needs to write the synthetic LR of a set of cases for a configuration."""
+
+    plans: Plans
+    config: str
+    ds: PreprocessedDataset
+    cases: list[str]
+    mid: str  # the model id: which trained model the synthetic LR comes from
+    device: str = "cpu"
+    progress: bool = True
+
+    def dest(self, case: str) -> Path:
+        """Where the synthetic LR of ``case`` goes."""
+        return paths.synthetic_lr_path(self.ds.folder, self.config, self.mid, case, storage.SUFFIX)
+
+    def folder(self, config: str | None = None) -> Path:
+        """The artefact folder (weights, kernels, figures) of ``config`` (default: this one)."""
+        return paths.degradation_folder(
+            self.plans.dataset_name, self.plans.plans_name, config or self.config
+        )
+
+    def pairs(self) -> list[str]:
+        return [c for c in self.cases if self.ds.properties[c]["is_pair"]]
 
 
 def as_slice_stack(hr: np.ndarray, scale: int) -> tuple[np.ndarray, bool]:
@@ -111,6 +146,25 @@ class Degradation:
     def __call__(self, hr: np.ndarray) -> np.ndarray:
         return self.degrade(hr)
 
+    @property
+    def learned_on_case_set(self) -> bool:
+        """Does the synthetic LR depend on the training cases (one model per case set)?"""
+        return self.learned
+
+    def psf_info(self) -> dict:
+        """The PSF the model applies, for the summary (``psf_sigma_hr``: per in-plane axis,
+        HR pixels; the training noise's width jitter reads it). Empty when unknown."""
+        return {}
+
+    def synthesize(self, ctx: SynthesisContext) -> dict:
+        """Write the synthetic LR of every HR case of ``ctx`` that lacks it; return the
+        summary (model, PSF)."""
+        for c in ctx.cases:
+            dest = ctx.dest(c)
+            if ctx.ds.properties[c]["has_hr"] and not dest.is_file():
+                storage.save_array(dest, self.degrade(ctx.ds.load(c, "hr")))
+        return {"model": self.describe(), **self.psf_info()}
+
     def describe(self) -> dict:
         """JSON-able description: the parameters plus the scale."""
         return {**self.params, "scale": self.scale}
@@ -118,6 +172,18 @@ class Degradation:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params.items() if k != "name")
         return f"{type(self).__name__}(scale={self.scale}, {args})"
+
+
+class KernelDegradation(Degradation):
+    """A fixed degradation that is one blur kernel (``self.kernel``, set by the subclass)
+    correlated with each slice (half-sample symmetric borders), then decimated."""
+
+    kernel: np.ndarray
+
+    def degrade(self, hr: np.ndarray) -> np.ndarray:
+        vol, squeeze = as_slice_stack(hr, self.scale)
+        out = degrade_with_kernel(vol, self.kernel, self.scale, border="symmetric")
+        return out[0] if squeeze else out
 
 
 class LearnedDegradation(Degradation):
@@ -138,6 +204,38 @@ class LearnedDegradation(Degradation):
 
     def fit(self, pairs, *args, **kwargs) -> dict:  # pragma: no cover - interface
         raise NotImplementedError
+
+    #: the array of the pairs the model is fitted to (``lr``: denoised; ``lr_raw``)
+    fit_lr_key: ClassVar[str] = "lr"
+
+    def synthesize(self, ctx: SynthesisContext) -> dict:
+        """Fit on the pairs of ``ctx`` (or load the fit of this case set), then degrade."""
+        self.fit_or_load(ctx)
+        return super().synthesize(ctx)
+
+    def fit_or_load(self, ctx: SynthesisContext) -> None:
+        weights = ctx.folder() / f"{self.name}_{ctx.mid}.pt"
+        if weights.is_file():
+            self.load(weights)
+            return
+        pairs = ctx.pairs()
+        if not pairs:
+            raise MrisrError(
+                f"configuration '{ctx.config}' ({self.name}) needs LR/HR pairs among the "
+                "training cases"
+            )
+        logger.info("%s: fitting on %d pairs", self.name, len(pairs))
+        self.fit(
+            [(ctx.ds.load(c, "hr"), ctx.ds.load(c, self.fit_lr_key)) for c in pairs],
+            masks=[ctx.ds.load(c, "lr_mask") for c in pairs],
+            seed=seed_of(ctx.mid),
+            device=ctx.device,
+            progress=ctx.progress,
+        )
+        meta_path = self.save(weights)
+        meta = load_json(meta_path)
+        meta.update(cases=sorted(pairs), model=ctx.mid)
+        save_json(meta, meta_path)
 
     def state_dict(self) -> dict:
         raise NotImplementedError

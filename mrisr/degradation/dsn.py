@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mrisr.degradation.base import DEGRADATIONS, LearnedDegradation, as_slice_stack
-from mrisr.degradation.bicubic import bicubic_taps
+from mrisr.degradation.kernels import bicubic_taps
 
 logger = logging.getLogger(__name__)
 

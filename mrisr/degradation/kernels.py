@@ -1,4 +1,4 @@
-"""Blur kernels: construction, KernelGAN post-processing, statistics, plots, application.
+"""Blur kernels: the one kernel module (construction, sizes, correlate-and-decimate).
 
 Conventions (shared with :mod:`mrisr.networks.linear_generator`)
 -----------------------------------------------------------------
@@ -10,26 +10,37 @@ Conventions (shared with :mod:`mrisr.networks.linear_generator`)
   ``s*i`` (:func:`degrade_with_kernel`). Its centre of mass must therefore sit at
   ``(K-1)/2 + (s-1)/2`` (KernelGAN's ``wanted_center_of_mass`` for odd sizes), so that the
   response of LR pixel ``i`` is centred on ``s*i + (s-1)/2``. For ``s = 2`` and ``K = 13``
-  that is 6.5. :func:`post_process_kernel` shifts estimated kernels there.
+  that is 6.5. :func:`~mrisr.degradation.kernel_analysis.post_process_kernel` shifts
+  estimated kernels there.
 * The generator's "valid" output ``m`` covers HR pixels ``s*m .. s*m+K-1``; with a kernel
   centred as above, it is LR pixel ``m + (K-1)/(2s)`` (the crop border is shaved).
+  :func:`lr_crop_size` is that count for an HR crop.
+
+Statistics, post-processing, plausibility and figures of estimated kernels:
+:mod:`mrisr.degradation.kernel_analysis`.
 """
 
 from __future__ import annotations
 
-import logging
 import math
-from collections.abc import Sequence
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from scipy import ndimage
 
-from mrisr.utilities.file_io import atomic_path
+from mrisr.networks.generator_structure import G_STRUCTURE, receptive_field, valid_output_size
+from mrisr.utilities.scale import check_scale
 
-logger = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    import torch
+
+#: the size of the learned kernels: the linear generator's receptive field (13)
+KERNEL_SIZE = receptive_field(G_STRUCTURE)
+
+
+def lr_crop_size(hr_crop: int, scale: int, kernel_size: int = KERNEL_SIZE) -> int:
+    """LR pixels the generator makes from an ``hr_crop`` HR crop ("valid" correlation)."""
+    return valid_output_size(hr_crop, kernel_size, scale)
 
 
 def wanted_center(size: int, scale: int) -> float:
@@ -43,28 +54,55 @@ def wanted_center(size: int, scale: int) -> float:
 
 # --------------------------------------------------------------------------- construction
 def gaussian_kernel(
-    sigma_y: float, sigma_x: float | None = None, size: int = 13, scale: int = 2
+    sigma: float | tuple[float, float], scale: int = 2, size: int | None = None
 ) -> np.ndarray:
-    """Sampled anisotropic Gaussian, sum 1, centred at :func:`wanted_center` for ``scale``.
+    """2D Gaussian (sigma in HR pixels, one or per axis (rows, cols)), sum 1, centred at
+    :func:`wanted_center` for ``scale`` (``scale = 1``: on the middle tap).
 
-    Sigmas are in HR pixels; ``scale = 1`` centres it on the middle tap.
+    With the correlation ``LR[i] = sum_j k[j] HR[s*i + j - size//2]`` LR pixel ``i`` is
+    centred on HR position ``s*i + (s-1)/2`` (the pixel-shuffle convention of mrisr).
+    ``size`` None: ``2*ceil(3 sigma + (s-1)/2) + 1`` (the Gaussian model's support).
     """
-    sigma_x = sigma_y if sigma_x is None else sigma_x
-    if sigma_y <= 0 or sigma_x <= 0:
+    sy, sx = (sigma, sigma) if np.isscalar(sigma) else sigma
+    if sy <= 0 or sx <= 0:
         raise ValueError("Gaussian sigmas must be positive")
-    c = wanted_center(size, scale)
-    t = np.arange(size, dtype=np.float64) - c
-    k = np.exp(-(t[:, None] ** 2) / (2 * sigma_y**2) - (t[None, :] ** 2) / (2 * sigma_x**2))
+    if size is None:
+        size = 2 * int(np.ceil(3 * max(sy, sx) + (scale - 1) / 2)) + 1
+    r = np.arange(size) - wanted_center(size, scale)
+    gy = np.exp(-0.5 * (r / max(sy, 1e-6)) ** 2)
+    gx = np.exp(-0.5 * (r / max(sx, 1e-6)) ** 2)
+    k = np.outer(gy, gx)
     return (k / k.sum()).astype(np.float32)
 
 
-def _keys_cubic(x: np.ndarray, a: float = -0.5) -> np.ndarray:
-    x = np.abs(x)
+def keys_cubic(x: np.ndarray, a: float = -0.5) -> np.ndarray:
+    """Keys' cubic convolution kernel (support [-2, 2]); a = -0.5 is MATLAB's bicubic."""
+    x = np.abs(np.asarray(x, dtype=np.float64))
     return np.where(
         x <= 1,
         (a + 2) * x**3 - (a + 3) * x**2 + 1,
         np.where(x < 2, a * x**3 - 5 * a * x**2 + 8 * a * x - 4 * a, 0.0),
     )
+
+
+def bicubic_taps(scale: int, a: float = -0.5) -> np.ndarray:
+    """1D anti-aliased bicubic weights on an odd grid centred on HR pixel ``s*i``.
+
+    Tap ``j`` weighs HR pixel ``s*i + j - K//2``; the weights are centred on
+    ``K//2 + (s-1)/2`` (the LR pixel centre) and sum to 1. ``K = 2*ceil(2s + (s-1)/2) + 1``
+    covers the stretched cubic's support ``|t - (s-1)/2| < 2s``.
+    """
+    s = check_scale(scale)
+    half = math.ceil(2 * s + (s - 1) / 2)
+    t = np.arange(-half, half + 1, dtype=np.float64)
+    w = keys_cubic((t - (s - 1) / 2) / s, a) / s
+    return w / w.sum()
+
+
+def bicubic_kernel(scale: int, a: float = -0.5) -> np.ndarray:
+    """2D (outer product) bicubic decimation kernel for :func:`degrade_with_kernel`."""
+    w = bicubic_taps(scale, a)
+    return np.outer(w, w).astype(np.float32)
 
 
 def bicubic_kernel_1d(scale: int) -> np.ndarray:
@@ -76,12 +114,10 @@ def bicubic_kernel_1d(scale: int) -> np.ndarray:
     this is KernelGAN's fixed bicubic kernel (outer product of
     ``[-0.0117, -0.0352, 0.1133, 0.4336, 0.4336, 0.1133, -0.0352, -0.0117]``).
     """
-    s = int(scale)
-    if s < 1:
-        raise ValueError(f"scale must be a positive integer, got {scale}")
+    s = check_scale(scale)
     n = 4 * s if s % 2 == 0 else 4 * s - 1
     d = np.arange(n, dtype=np.float64) - (n - 1) / 2
-    w = _keys_cubic(d / s) / s
+    w = keys_cubic(d / s) / s
     return (w / w.sum()).astype(np.float64)
 
 
@@ -103,205 +139,49 @@ def boundary_penalty_mask(size: int = 13, penalty_scale: float = 30.0) -> np.nda
     return (penalty_scale * mask).astype(np.float32)
 
 
-# --------------------------------------------------------------------------- statistics
-def center_of_mass(kernel: np.ndarray) -> np.ndarray:
-    """``[row, col]`` centre of mass (of the signed values)."""
-    k = np.asarray(kernel, dtype=np.float64)
-    s = k.sum()
-    if s == 0:
-        return np.array([np.nan, np.nan])
-    rows, cols = np.arange(k.shape[0]), np.arange(k.shape[1])
-    return np.array([(k.sum(1) * rows).sum() / s, (k.sum(0) * cols).sum() / s])
-
-
-def fwhm_of_profile(profile: np.ndarray) -> float:
-    """Full width at half maximum of a 1D profile, linear interpolation between taps."""
-    p = np.asarray(profile, dtype=np.float64)
-    i = int(np.argmax(p))
-    half = p[i] / 2.0
-    if p[i] <= 0:
-        return float("nan")
-    left = i
-    while left > 0 and p[left - 1] > half:
-        left -= 1
-    right = i
-    while right < len(p) - 1 and p[right + 1] > half:
-        right += 1
-    if left == 0 or right == len(p) - 1:
-        return float("nan")  # half maximum not reached inside the kernel
-    xl = left - (p[left] - half) / (p[left] - p[left - 1])
-    xr = right + (p[right] - half) / (p[right] - p[right + 1])
-    return float(xr - xl)
-
-
-def kernel_statistics(kernel: np.ndarray) -> dict[str, float | list[float]]:
-    """Summary of a kernel (axis order ``[y, x]`` = ``[row, col]``).
-
-    ``sum``; ``center_of_mass``; ``sigma``: effective width per axis, the square root of
-    the second central moment of the sum-normalised kernel (the sigma of a Gaussian);
-    ``fwhm``: full width at half maximum of the marginal profile per axis (2.355 sigma for
-    a Gaussian; NaN when the half maximum is not reached inside the kernel);
-    ``min``, ``max``.
-    """
-    k = np.asarray(kernel, dtype=np.float64)
-    s = float(k.sum())
-    com = center_of_mass(k)
-    sig = []
-    for axis, c in zip((1, 0), com):
-        prof = k.sum(axis=axis)
-        idx = np.arange(len(prof))
-        var = (prof * (idx - c) ** 2).sum() / s if s != 0 else np.nan
-        sig.append(float(np.sqrt(var)) if var >= 0 else float("nan"))
-    fwhm = [fwhm_of_profile(k.sum(axis=1)), fwhm_of_profile(k.sum(axis=0))]
-    return {
-        "sum": s,
-        "center_of_mass": [float(com[0]), float(com[1])],
-        "sigma": sig,
-        "fwhm": fwhm,
-        "min": float(k.min()),
-        "max": float(k.max()),
-    }
-
-
-# --------------------------------------------------------------------------- post-processing
-def zeroize_negligible(
-    kernel: np.ndarray, n_largest: int = 41, threshold_fraction: float = 0.75, soft: bool = False
-) -> np.ndarray:
-    """KernelGAN's ``zeroize_negligible_val``: drop values below a fraction of the n-th largest.
-
-    The threshold is ``threshold_fraction`` times the ``n_largest``-th largest value. With
-    ``soft=False`` values below it are set to zero (and negatives clipped); with
-    ``soft=True`` the threshold is also subtracted from the remaining values, as
-    KernelGAN's code does (``clip(k - t, 0)``), which narrows wide kernels more. The result
-    is renormalised to sum 1.
-    """
-    k = np.asarray(kernel, dtype=np.float64)
-    flat = np.sort(k.ravel())
-    n = min(max(int(n_largest), 1), flat.size)
-    t = threshold_fraction * flat[-n]
-    out = np.clip(k - t, 0, None) if soft else np.where(k >= t, np.clip(k, 0, None), 0.0)
-    s = out.sum()
-    if not np.isfinite(s) or s <= 0:
-        raise ValueError("kernel has no positive values left after thresholding")
-    return out / s
-
-
-def kernel_shift(
-    kernel: np.ndarray, scale: int, pad: int = 2, max_rounds: int = 3, clip: bool = True
-) -> np.ndarray:
-    """Shift a kernel so its centre of mass is at the decimation phase of ``scale``.
-
-    KernelGAN's ``kernel_shift``: the kernel is zero-padded by ``pad`` on each side (fixed,
-    so every kernel gets the same size ``K + 2*pad``) and shifted by cubic-spline
-    interpolation so that its centre of mass lands on :func:`wanted_center`; spline
-    overshoots are clipped and the kernel renormalised (repeated until the centre is within
-    1e-3 px, at most ``max_rounds`` times). A warning is logged if more than 1% of the mass
-    would leave the padded canvas. ``clip=False`` keeps negative lobes (signed kernels).
-    """
-    k = np.pad(np.asarray(kernel, dtype=np.float64), pad)
-    if k.shape[0] % 2 == 0 or k.shape[0] != k.shape[1]:
-        raise ValueError(f"kernel must be square with an odd size, got {kernel.shape}")
-    target = wanted_center(k.shape[0], scale)
-    for _ in range(max_rounds):
-        shift = target - center_of_mass(k)
-        if np.max(np.abs(shift)) < 1e-3:
-            break
-        if np.max(np.abs(shift)) > pad:
-            logger.warning(
-                "kernel centre of mass is %.2f px off its decimation phase; the shift may "
-                "cut off part of the kernel (pad %d)",
-                float(np.max(np.abs(shift))),
-                pad,
-            )
-        before = k.sum()
-        k = ndimage.shift(k, shift, order=3, mode="constant", cval=0.0)
-        if clip:
-            k = np.clip(k, 0, None)
-        if k.sum() < 0.99 * before:
-            logger.warning("kernel shift lost %.1f%% of the mass", 100 * (1 - k.sum() / before))
-        k = k / k.sum()
-    return k
-
-
-def post_process_kernel(
-    kernel: np.ndarray,
-    scale: int,
-    n_largest: int = 41,
-    threshold_fraction: float = 0.75,
-    pad: int = 2,
-    soft: bool = False,
-) -> np.ndarray:
-    """KernelGAN's post-processing of an estimated kernel.
-
-    Zero values below ``threshold_fraction`` x the ``n_largest``-th largest value, clip
-    negatives, renormalise to sum 1 (:func:`zeroize_negligible`), then shift the centre
-    of mass to the decimation phase of ``scale`` (:func:`kernel_shift`; output size
-    ``K + 2*pad``). Returns float32, non-negative, summing to 1.
-    """
-    k = zeroize_negligible(kernel, n_largest, threshold_fraction, soft=soft)
-    return kernel_shift(k, scale, pad=pad).astype(np.float32)
-
-
-def signed_kernel(raw: np.ndarray, scale: int, pad: int = 2) -> np.ndarray:
-    """The generator's own kernel for synthesis: sum 1, centred at the decimation phase,
-    negative lobes kept (an MR point-spread function has them; clipping, as
-    :func:`post_process_kernel` does, is for display and statistics). Size ``K + 2*pad``."""
-    k = np.asarray(raw, dtype=np.float64)
-    total = k.sum()
-    if not np.isfinite(total) or total <= 0:
-        raise ValueError("kernel does not sum to a positive value")
-    return kernel_shift(k / total, scale, pad=pad, clip=False).astype(np.float32)
-
-
-def implausible_reason(kernel: np.ndarray, scale: int, median_sigma: float | None) -> str | None:
-    """Why an estimated (post-processed) kernel is not a plausible PSF, or None.
-
-    Multi-modal (a second lobe holding over 10% of the mass, separated from the main one),
-    off-centre (centre of mass over 1 HR px from the decimation phase before the shift is
-    not checked here: the shift repairs that; after it, mass piled on the border), or a
-    width outlier (effective sigma outside [0.6, 1.6] x the dataset's median).
-    """
-    k = np.asarray(kernel, dtype=np.float64)
-    pos = np.clip(k, 0, None)
-    if pos.sum() <= 0:
-        return "no positive mass"
-    labels, n = ndimage.label(pos > 0.05 * pos.max())
-    if n > 1:
-        mass = ndimage.sum(pos, labels, index=np.arange(1, n + 1))
-        mass = np.sort(mass / pos.sum())[::-1]
-        if mass[1] > 0.10:
-            return f"multi-modal: a second lobe holds {100 * mass[1]:.0f}% of the mass"
-    border = np.ones_like(pos, dtype=bool)
-    border[2:-2, 2:-2] = False
-    if pos[border].sum() > 0.10 * pos.sum():
-        return f"{100 * pos[border].sum() / pos.sum():.0f}% of the mass on the kernel's border"
-    if median_sigma:
-        sig = float(np.mean(kernel_statistics(pos / pos.sum())["sigma"]))
-        if not 0.6 * median_sigma <= sig <= 1.6 * median_sigma:
-            return f"width outlier: sigma {sig:.2f} px vs the dataset's median {median_sigma:.2f}"
-    return None
-
-
 # --------------------------------------------------------------------------- application
+def _correlate_symmetric(hr: np.ndarray, kernel: np.ndarray, scale: int) -> np.ndarray:
+    """``scipy.ndimage.correlate`` of each slice (half-sample symmetric borders), every
+    ``scale``-th pixel kept: ``(z, H // scale, W // scale)``."""
+    vol = np.asarray(hr, dtype=np.float32)
+    squeeze = vol.ndim == 2
+    if squeeze:
+        vol = vol[None]
+    out = ndimage.correlate(vol, np.asarray(kernel)[None].astype(np.float32), mode="reflect")
+    h, w = vol.shape[1] // scale, vol.shape[2] // scale
+    out = out[:, ::scale, ::scale][:, :h, :w]
+    return out[0] if squeeze else out
+
+
 def degrade_with_kernel(
     hr_slices: np.ndarray | torch.Tensor,
     kernel: np.ndarray | torch.Tensor,
     scale: int,
     chunk: int = 64,
+    border: str = "mirror",
 ) -> np.ndarray:
-    """Blur HR slices with a kernel and decimate by ``scale`` (the learned degradation).
+    """Blur HR slices with a kernel and decimate by ``scale``: the one correlate-and-decimate.
 
-    ``hr_slices``: ``(Z, H, W)`` or ``(H, W)``; ``kernel``: ``(K, K)`` for all slices or
-    ``(Z, K, K)`` (one per slice), ``K`` odd. Correlation (no flip); the HR stack is
-    reflect-padded by ``(K-1)//2`` so LR pixel ``i`` is ``sum_t k[t] hr[s*i - (K-1)/2 + t]``,
-    centred on HR position ``s*i + (s-1)/2`` for a kernel centred as
-    :func:`post_process_kernel` leaves it. The LR has exactly ``H//s x W//s`` pixels.
-    Vectorised with ``conv2d`` (grouped for per-slice kernels), ``chunk`` slices at a time.
-    Returns float32 numpy.
+    ``border="symmetric"`` (half-sample symmetric, MATLAB ``imresize``'s padding, via
+    ``scipy.ndimage.correlate``) is what the fixed models (Gaussian, bicubic) use, for any
+    kernel size; ``border="mirror"`` (whole-sample mirror, ``torch`` reflect padding) is
+    what the learned DSGAN kernels use, as they were trained. Both place the centre tap
+    ``K//2`` over HR pixel ``s*i``.
+
+    ``hr_slices``: ``(Z, H, W)`` or ``(H, W)``; ``kernel``: ``(K, K)`` or ``(Z, K, K)`` (one
+    per slice; mirror only), ``K`` odd. Correlation (no flip): LR pixel ``i`` is
+    ``sum_t k[t] hr[s*i - (K-1)/2 + t]``, centred on HR position ``s*i + (s-1)/2`` for a
+    kernel centred by ``post_process_kernel``; exactly ``H//s x W//s`` pixels, float32
+    numpy. Mirror: ``conv2d`` (grouped for per-slice kernels), ``chunk`` slices at a time.
     """
-    s = int(scale)
-    if s < 1 or s != scale:
-        raise ValueError(f"scale must be a positive integer, got {scale}")
+    s = check_scale(scale)
+    if border == "symmetric":
+        return _correlate_symmetric(hr_slices, kernel, s)
+    if border != "mirror":
+        raise ValueError(f"border must be 'symmetric' or 'mirror', not {border!r}")
+    import torch  # deferred: planning and the fixed models use this module without torch
+    import torch.nn.functional as F
+
     x = torch.as_tensor(np.asarray(hr_slices, dtype=np.float32))
     squeeze = x.dim() == 2
     if squeeze:
@@ -334,47 +214,6 @@ def degrade_with_kernel(
     return out[0] if squeeze else out
 
 
-# --------------------------------------------------------------------------- plots
-def save_kernel_grid_png(
-    kernels: Sequence[np.ndarray] | np.ndarray,
-    names: Sequence[str],
-    path: str | Path,
-    max_kernels: int = 64,
-    title: str | None = None,
-) -> None:
-    """Write a PNG grid of kernels (each with its own colour scale), atomically.
-
-    At most ``max_kernels`` are drawn (evenly subsampled, e.g. one per slice of a long
-    series).
-    """
-    # Figure + Agg canvas directly: no pyplot state, no global backend switch.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    kernels = list(kernels)
-    names = list(names)
-    if len(kernels) != len(names):
-        raise ValueError(f"{len(kernels)} kernels but {len(names)} names")
-    if not kernels:
-        raise ValueError("no kernels to plot")
-    if len(kernels) > max_kernels:
-        idx = np.unique(np.linspace(0, len(kernels) - 1, max_kernels).round().astype(int))
-        kernels, names = [kernels[i] for i in idx], [names[i] for i in idx]
-    n = len(kernels)
-    cols = int(math.ceil(math.sqrt(n)))
-    rows = int(math.ceil(n / cols))
-    fig = Figure(figsize=(1.6 * cols, 1.7 * rows + (0.4 if title else 0)), dpi=100)
-    FigureCanvasAgg(fig)
-    for i, (k, name) in enumerate(zip(kernels, names)):
-        ax = fig.add_subplot(rows, cols, i + 1)
-        k = np.asarray(k, dtype=np.float32)
-        ax.imshow(k, cmap="viridis", interpolation="nearest")
-        st = kernel_statistics(k)
-        ax.set_title(f"{name}\n$\\sigma$ {st['sigma'][0]:.2f}/{st['sigma'][1]:.2f}", fontsize=6)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    if title:
-        fig.suptitle(title, fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
+def gaussian_degrade(hr: np.ndarray, sigma: float, scale: int) -> np.ndarray:
+    """The paper's GB degradation: Gaussian blur of ``sigma`` HR pixels, then decimation."""
+    return degrade_with_kernel(hr, gaussian_kernel(sigma, scale), scale, border="symmetric")

@@ -33,6 +33,7 @@ import math
 import numpy as np
 
 from mrisr.degradation.base import DEGRADATIONS, LearnedDegradation, as_slice_stack
+from mrisr.degradation.kernel_analysis import fwhm_of_profile
 from mrisr.degradation.kspace import _fold
 
 #: frequency bins with less than this fraction of the mean HR power are not fitted
@@ -118,14 +119,16 @@ class KSpaceAcquisition(LearnedDegradation):
 
     def psf_fwhm_hr(self, n: int = 512) -> list[float]:
         """FWHM of the point-spread function per axis, in HR pixels."""
-        from mrisr.degradation.kernels import fwhm_of_profile
-
         out = []
         for axis in (0, 1):
             u = _normalised_frequencies(n, self.band[axis])
             prof = np.fft.fftshift(np.fft.ifft(window_profile(self.params["window"], u, axis)).real)
             out.append(fwhm_of_profile(prof) * self.scale)
         return out
+
+    def psf_info(self) -> dict:
+        fwhm = self.psf_fwhm_hr()
+        return {"psf_fwhm_hr": fwhm, "psf_sigma_hr": [f / 2.3548 for f in fwhm]}
 
     # ---- learning the window from registered pairs
     def fit(self, pairs, masks=None, seed: int = 0, device: str = "cpu", progress: bool = False):

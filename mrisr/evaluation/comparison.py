@@ -17,10 +17,23 @@ import SimpleITK as sitk
 from scipy import stats
 
 from mrisr import paths
-from mrisr.evaluation.brisque_metric import brisque_volume
+from mrisr.degradation.base import build_degradation
+from mrisr.degradation.stage import FOLD_INDEPENDENT
+from mrisr.imageio.resampling import resample_to
+from mrisr.imageio.sitk_io import Geometry, read_scan
+from mrisr.inference.predictor import bicubic_scan
+from mrisr.metrics.brisque import brisque_volume
+from mrisr.metrics.mscn import mscn_distance, mscn_histograms, save_mscn_figure
+from mrisr.metrics.registry import metric
+from mrisr.metrics.registry import metrics as registered_metrics
+from mrisr.plans import Plans
+from mrisr.preprocessing import storage
+from mrisr.preprocessing.dataset import PreprocessedDataset
 from mrisr.preprocessing.foreground import foreground_mask
+from mrisr.preprocessing.normalization import foreground_percentile
 from mrisr.utilities.errors import MrisrError
 from mrisr.utilities.file_io import atomic_path, load_json, load_json_or_error, save_json
+from mrisr.utilities.safety import safe_name
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +46,15 @@ COLUMNS = [
     ("kspace_edsr", "k-space+EDSR"),
     ("dsgan_edsr", "DSGAN+EDSR"),
 ]
-ROWS = [("brisque", "BRISQUE", False), ("ssim", "SSIM", True), ("psnr", "PSNR", True)]
-FOLDS = ("0", "1", "2", "3", "4")
+
+
+def metric_rows() -> list[tuple[str, str, bool]]:
+    """(key, label, higher is better) of the table's rows: the registered metrics in
+    reverse table order, as in the paper (BRISQUE, SSIM, PSNR)."""
+    return [(m.name, m.label, m.higher_is_better) for m in reversed(registered_metrics())]
+
+
+FOLDS = paths.CV_FOLDS
 
 
 def _brisque_of(path: Path, cache: dict) -> float:
@@ -88,16 +108,14 @@ def collect_results(
     dataset: str, trainer: str = "EDSRTrainer", plans_name: str = "mrisrPlans"
 ) -> dict:
     """config -> case -> {"psnr", "ssim", "brisque", "fold", "sr_file"} over held-out folds."""
-    from mrisr.utilities.safety import safe_name
-
     safe_name(trainer, "-tr")
     safe_name(plans_name, "-p")
     root = paths.results_root() / dataset
     results: dict[str, dict[str, dict]] = {}
     for config, _ in COLUMNS:
-        folder = root / f"{trainer}__{plans_name}__{config}"
+        folder = root / paths.model_folder_name(trainer, plans_name, config)
         for fold in FOLDS:
-            vdir = folder / f"fold_{fold}" / "validation"
+            vdir = paths.fold_folder(folder, fold) / "validation"
             if not (vdir / "summary.json").is_file():
                 continue
             summary = _load_summary(vdir / "summary.json", fold, config, trainer)
@@ -115,7 +133,8 @@ def collect_results(
                         "--val-only"
                     )
                 for method, m in metrics.items():
-                    entry = {"psnr": _num(m.get("psnr")), "ssim": _num(m.get("ssim")), "fold": fold}
+                    entry = {k.name: _num(m.get(k.name)) for k in registered_metrics(True)}
+                    entry["fold"] = fold
                     if method == config:
                         if sr_file is not None:
                             entry.update(brisque=_brisque_of(sr_file, cache), sr_file=str(sr_file))
@@ -129,11 +148,6 @@ def collect_results(
 
 def _bicubic_brisque(dataset: str, results: dict, plans_name: str) -> None:
     """BRISQUE of bicubic-interpolated real LR for cases that only have bicubic PSNR/SSIM."""
-    from mrisr.imageio.sitk_io import read_scan
-    from mrisr.inference.predictor import bicubic_scan
-    from mrisr.planning.plans_handler import Plans
-    from mrisr.preprocessing.dataset import PreprocessedDataset
-
     todo = [c for c, m in results.get("bicubic", {}).items() if "brisque" not in m]
     if not todo:
         return
@@ -152,7 +166,7 @@ def comparison_table(results: dict) -> dict:
         raise MrisrError("no cross-validation results found: train folds with mrisr_train first")
     common = sorted(set.intersection(*(set(results[c]) for c in configs)))
     table = {"cases": common, "columns": configs, "rows": {}}
-    for key, _, higher_better in ROWS:
+    for key, _, _ in metric_rows():
         vals = {
             c: np.array([results[c][k].get(key, np.nan) for k in common], float) for c in configs
         }
@@ -161,7 +175,7 @@ def comparison_table(results: dict) -> dict:
             for c, v in vals.items()
         }
         finite = {c: m for c, m in means.items() if np.isfinite(m)}
-        best = (max if higher_better else min)(finite, key=finite.get) if finite else None
+        best = metric(key).best(finite)
         row = {}
         for c in configs:
             v = vals[c]
@@ -189,19 +203,17 @@ def table_markdown(table: dict, cases_are: str = "held-out cases (cross-validati
         "| metric | " + " | ".join(names[c] for c in cols) + " |",
         "|---|" + "---|" * len(cols),
     ]
-    fmt = {"brisque": "{:.1f} ± {:.1f}", "ssim": "{:.3f} ± {:.3f}", "psnr": "{:.2f} ± {:.2f}"}
-    for key, label, higher in ROWS:
+    for key, label, _ in metric_rows():
         cells = []
         for c in cols:
             r = table["rows"][key][c]
-            cell = fmt[key].format(r["mean"], r["sd"])
+            cell = metric(key).table_fmt.format(r["mean"], r["sd"])
             if r["best"]:
                 cell = f"**{cell}**"
             elif r["p_vs_best"] is not None:
                 cell += f" (p={r['p_vs_best']:.2g})"
             cells.append(cell)
-        arrow = "↑" if higher else "↓"
-        lines.append(f"| {label} {arrow} | " + " | ".join(cells) + " |")
+        lines.append(f"| {label} {metric(key).arrow} | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append(
         f"{len(table['cases'])} {cases_are}; mean ± sd; p: paired t-test "
@@ -220,12 +232,6 @@ def comparison_figure(
     first configuration (when validation wrote one); same slice and zoom."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-
-    from mrisr.imageio.resampling import resample_to
-    from mrisr.imageio.sitk_io import Geometry, read_scan
-    from mrisr.inference.predictor import bicubic_scan
-    from mrisr.planning.plans_handler import Plans
-    from mrisr.preprocessing.dataset import PreprocessedDataset
 
     configs = [c for c, _ in COLUMNS if c != "bicubic" and results.get(c)]
     if not configs:
@@ -265,14 +271,13 @@ def comparison_figure(
     for i, (name, arr) in enumerate(arrays.items()):
         ax = fig.add_subplot(1, len(arrays), i + 1)
         if name.startswith(UNCERTAINTY):  # where the SR is not to be trusted: bright
-            top = np.percentile(arr[mask], 99.5) if mask.any() else arr.max()
-            top = top if top > 0 else 1.0
+            top = foreground_percentile(arr, mask)
             ax.imshow(arr[sl] / top, cmap="magma", vmin=0, vmax=1, interpolation="nearest")
             ax.set_title(f"{name} (sd, 0..{top:.3g})", fontsize=9)
             ax.axis("off")
             continue
         m = foreground_mask(arr)
-        top = np.percentile(arr[m], 99.5) if m.any() else arr.max()
+        top = foreground_percentile(arr, m)
         ax.imshow(arr[sl] / top, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         ax.set_title(name, fontsize=9)
         ax.axis("off")
@@ -284,12 +289,6 @@ def comparison_figure(
 
 def mscn_figure(dataset: str, path: Path, plans_name: str = "mrisrPlans") -> dict | None:
     """Fig. 5-like: MSCN statistics of each configuration's synthetic LR vs the real LR."""
-    from mrisr.degradation.stage import FOLD_INDEPENDENT
-    from mrisr.evaluation.mscn import mscn_distance, mscn_histograms, save_mscn_figure
-    from mrisr.planning.plans_handler import Plans
-    from mrisr.preprocessing import storage
-    from mrisr.preprocessing.dataset import PreprocessedDataset
-
     plans = Plans.load(paths.preprocessed_root() / dataset / f"{plans_name}.json")
     ds = PreprocessedDataset.for_plans(plans)
     pairs = ds.pairs()
@@ -302,8 +301,6 @@ def mscn_figure(dataset: str, path: Path, plans_name: str = "mrisrPlans") -> dic
     for config, label in COLUMNS:
         base = ds.folder / "synthetic" / config
         if config == "bicubic":  # the bicubic (anti-aliased) decimation of the HR scans
-            from mrisr.degradation.base import build_degradation
-
             bic = build_degradation({"name": "bicubic"}, plans.scale)
             sets[label] = mscn_histograms(
                 [bic.degrade(ds.load(c, "hr")) for c in pairs],
@@ -339,8 +336,6 @@ def mscn_figure(dataset: str, path: Path, plans_name: str = "mrisrPlans") -> dic
 def fidelity_table(dataset: str, plans_name: str = "mrisrPlans") -> dict:
     """Each configuration's synthetic LR against the registered real LR of the training
     pairs (the degradation stage's check; mean over the model's case sets): SSIM, PSNR."""
-    from mrisr.planning.plans_handler import Plans
-
     plans = Plans.load(paths.preprocessed_root() / dataset / f"{plans_name}.json")
     base = paths.preprocessed_root() / dataset / plans.data_identifier / "synthetic"
     out = {}

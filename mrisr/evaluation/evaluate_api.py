@@ -8,18 +8,15 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from mrisr.evaluation.brisque_metric import brisque_volume
-from mrisr.evaluation.metrics import compare_in_physical_space
-from mrisr.imageio.sitk_io import read_scan
+from mrisr.imageio.sitk_io import IMAGE_ENDINGS, read_scan
+from mrisr.metrics.fidelity import compare_in_physical_space
+from mrisr.metrics.registry import metrics
 from mrisr.preprocessing.foreground import foreground_mask
 from mrisr.utilities.errors import MrisrError
 from mrisr.utilities.file_io import save_json
 from mrisr.utilities.parallel import map_progress
 
 logger = logging.getLogger(__name__)
-
-METRICS = ("psnr", "ssim", "brisque")
-IMAGE_ENDINGS = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr", ".tif", ".tiff", ".png")
 
 
 def _is_image(p: Path) -> bool:
@@ -62,7 +59,8 @@ def evaluate_case(args: tuple[str, Path, Path, bool]) -> dict:
             f"least {MIN_INPLANE}x{MIN_INPLANE} voxels per slice: evaluate a larger scan"
         )
     out = compare_in_physical_space(ref, pred, register)
-    out["brisque"] = brisque_volume(arr, foreground_mask(arr))
+    for m in metrics(reference=False):
+        out[m.name] = m.compute(arr, foreground_mask(arr))
     notes = []
     if out["foreground_voxels"] == 0:
         notes.append(
@@ -71,7 +69,7 @@ def evaluate_case(args: tuple[str, Path, Path, bool]) -> dict:
         )
     elif np.isinf(out["psnr"]):
         notes.append("prediction equals the reference on the mask: PSNR is infinite (null)")
-    for m in METRICS:
+    for m in (m.name for m in metrics()):
         if not np.isfinite(out[m]) and not notes:
             notes.append(f"{m} is not finite (null)")
     if notes:
@@ -96,7 +94,7 @@ def check_output(output: Path, ref: Path, pred: Path) -> None:
 def summarise(cases: list[dict]) -> dict:
     """Mean and sd of each metric over the cases (finite values only)."""
     out = {}
-    for m in METRICS:
+    for m in (m.name for m in metrics()):
         v = np.array([c[m] for c in cases if np.isfinite(c.get(m, np.nan))], dtype=float)
         out[m] = {
             "mean": float(v.mean()) if v.size else float("nan"),
@@ -135,12 +133,12 @@ def evaluate_folders(
 
 
 def format_table(result: dict) -> str:
-    lines = [f"{'case':<28} {'PSNR':>8} {'SSIM':>7} {'BRISQUE':>8}"]
+    ms = metrics()
+    lines = [f"{'case':<28} " + " ".join(f"{m.label:>{m.width}}" for m in ms)]
     for c in result["cases"]:
-        lines.append(f"{c['case']:<28} {c['psnr']:>8.2f} {c['ssim']:>7.4f} {c['brisque']:>8.2f}")
-    m = result["mean"]
-    lines.append(
-        f"{'mean +- sd':<28} {m['psnr']['mean']:>5.2f}+-{m['psnr']['sd']:<5.2f} "
-        f"{m['ssim']['mean']:.4f}+-{m['ssim']['sd']:.4f} {m['brisque']['mean']:.2f}+-{m['brisque']['sd']:.2f}"
-    )
+        cells = " ".join(f"{c[m.name]:>{m.width}{m.fmt}}" for m in ms)
+        lines.append(f"{c['case']:<28} {cells}")
+    mean = result["mean"]
+    cells = " ".join(m.mean_fmt.format(mean[m.name]["mean"], mean[m.name]["sd"]) for m in ms)
+    lines.append(f"{'mean +- sd':<28} {cells}")
     return "\n".join(lines)

@@ -15,8 +15,12 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from mrisr.imageio.dicom import read_series, series_files
 from mrisr.utilities.errors import IntegrityError
 from mrisr.utilities.file_io import IncompleteWrite, atomic_path, verify_file
+
+#: file endings read as scans (besides DICOM series folders)
+IMAGE_ENDINGS = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr", ".tif", ".tiff", ".png")
 
 
 @dataclass
@@ -178,8 +182,6 @@ def read_header(path: str | Path) -> sitk.ImageFileReader:
     path = Path(path)
     reader = sitk.ImageFileReader()
     if path.is_dir():
-        from mrisr.imageio.dicom import series_files
-
         reader.SetFileName(series_files(path)[0])
         reader.ReadImageInformation()
         return reader
@@ -202,8 +204,6 @@ def read_scan(path: str | Path, check: bool = True) -> sitk.Image:
     """
     path = Path(path)
     if path.is_dir():
-        from mrisr.imageio.dicom import read_series
-
         image = read_series(path).image
         return as_checked_volume(path, image, check)
     reader = read_header(path)

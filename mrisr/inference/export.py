@@ -16,12 +16,11 @@ DatasetNNN_Name/degradation__<plans>__<config>/
     *.json, units/*.json, *.npy, *.png  the degradation summaries and kernels (no weights)
 ```
 
-Installing checks before anything lands in ``$mrisr_results``: every member name stays
-inside the target folder (no absolute paths, no ``..``, no links), matches the manifest and
-its hash; every checkpoint loads with ``weights_only=True``, belongs to the manifest's
-trainer/plans/configuration and rebuilds its network; the plans validate and match the
-checkpoints' plans identity; ``.npy`` files load without pickle. The files are extracted into
-a temporary folder inside ``$mrisr_results`` and moved into place at the end.
+Installing checks before anything lands in ``$mrisr_results``: every member stays inside
+the target folder (no absolute paths, ``..`` or links) and matches the manifest and its hash;
+every checkpoint loads with ``weights_only=True``, belongs to the manifest's trainer, plans
+and configuration and rebuilds its network; the plans validate and match the checkpoints';
+``.npy`` files load without pickle. Extraction goes to a temporary folder, then into place.
 """
 
 from __future__ import annotations
@@ -42,9 +41,10 @@ import numpy as np
 import torch
 
 from mrisr import paths
-from mrisr.dataset.dataset_json import DATASET_RE
+from mrisr.networks.checkpoint_io import network_from_state, read_checkpoint
+from mrisr.paths import DATASET_RE
 from mrisr.planning.fingerprint import FINGERPRINT_FILE
-from mrisr.planning.plans_handler import Plans
+from mrisr.plans import Plans, plans_identity
 from mrisr.utilities.errors import MrisrError
 from mrisr.utilities.file_io import atomic_path
 
@@ -53,7 +53,6 @@ logger = logging.getLogger(__name__)
 MANIFEST = "mrisr_model.json"
 README = "README.md"
 FORMAT = 1
-FOLDS = ("0", "1", "2", "3", "4", "all")
 FOLD_FILES = ("validation/summary.json", "training_log.txt", "progress.png")
 DEGRADATION_PATTERNS = ("*.json", "units/*.json", "*.npy", "units/*.npy", "*.png")
 INFERENCE_KEYS = (
@@ -92,8 +91,6 @@ def _sha256(data: bytes) -> str:
 
 def _inference_checkpoint(path: Path) -> bytes:
     """The checkpoint without optimiser and RNG states (a third of the size), re-saved."""
-    from mrisr.training.checkpointing import read_checkpoint
-
     state = read_checkpoint(path)
     slim = {k: state[k] for k in INFERENCE_KEYS if k in state}
     buf = io.BytesIO()
@@ -163,22 +160,22 @@ def export_model(
     checkpoint: str = "final",
 ) -> Path:
     """Write the model zip of a trained configuration; returns its path."""
-    from mrisr.inference.predict_api import model_folder, resolve_results_dataset
-
-    dataset = resolve_results_dataset(dataset)
-    folder = model_folder(dataset, trainer, plans_name, configuration)
+    dataset = paths.resolve_results_dataset(dataset)
+    folder = paths.results_folder(
+        dataset, trainer, plans_name, configuration, labels=("-tr", "-p", "-c")
+    )
     if not (folder / "plans.json").is_file():
         raise MrisrError(
             f"no trained model for configuration '{configuration}' in {folder}: train it with "
             f"mrisr_train FOLD -d {dataset} -c {configuration} -tr {trainer}"
         )
     chk_name = f"checkpoint_{checkpoint}.pth"
-    folds = folds or [f for f in FOLDS if (folder / f"fold_{f}" / chk_name).is_file()]
+    folds = folds or [f for f in paths.FOLD_NAMES if (folder / f"fold_{f}" / chk_name).is_file()]
     if not folds:
         raise MrisrError(f"no fold with {chk_name} in {folder}: train one first")
     for f in folds:
-        if f not in FOLDS:
-            raise MrisrError(f"unknown fold '{f}'; valid: {', '.join(FOLDS)}")
+        if f not in paths.FOLD_NAMES:
+            raise MrisrError(f"unknown fold '{f}'; valid: {', '.join(paths.FOLD_NAMES)}")
         if not (folder / f"fold_{f}" / chk_name).is_file():
             raise MrisrError(f"{folder / f'fold_{f}' / chk_name} not found: train fold {f} first")
     validate_plans(Plans.load(folder / "plans.json"), configuration)
@@ -200,7 +197,7 @@ def export_model(
             summaries[f] = json.loads(
                 (fd / "validation" / "summary.json").read_text(encoding="utf-8")
             )
-    deg = folder.parent / f"degradation__{plans_name}__{configuration}"
+    deg = folder.parent / paths.degradation_folder_name(plans_name, configuration)
     if deg.is_dir():
         for pattern in DEGRADATION_PATTERNS:
             for p in sorted(deg.glob(pattern)):
@@ -281,8 +278,6 @@ def _read_manifest(z: zipfile.ZipFile, zip_path: Path) -> dict:
 
 
 def _check_checkpoint(path: Path, manifest: dict, plans: Plans) -> None:
-    from mrisr.training.checkpointing import network_from_state, plans_identity
-
     name = "/".join(path.parts[-4:])  # dataset/model/fold_K/checkpoint_*.pth
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -359,7 +354,7 @@ def _validate_and_move(
     tmp: Path, root: Path, manifest: dict, zip_path: Path, overwrite: bool
 ) -> Path:
     dataset, config = manifest["dataset"], manifest["configuration"]
-    model = f"{manifest['trainer']}__{manifest['plans']}__{config}"
+    model = paths.model_folder_name(manifest["trainer"], manifest["plans"], config)
     src = tmp / dataset / model
     if not (src / "plans.json").is_file():
         raise MrisrError(f"{zip_path}: {dataset}/{model}/plans.json missing")
@@ -372,7 +367,7 @@ def _validate_and_move(
     if not manifest["folds"]:
         raise MrisrError(f"{zip_path}: the manifest lists no fold")
     for f in manifest["folds"]:
-        if str(f) not in FOLDS or not (src / f"fold_{f}" / chk).is_file():
+        if str(f) not in paths.FOLD_NAMES or not (src / f"fold_{f}" / chk).is_file():
             raise MrisrError(f"{zip_path}: fold '{f}' has no {chk}")
         _check_checkpoint(src / f"fold_{f}" / chk, manifest, plans)
     for p in (tmp / dataset).rglob("*"):

@@ -10,15 +10,15 @@ import numpy as np
 from tqdm import tqdm
 
 from mrisr import paths
-from mrisr.dataset.dataset_json import list_datasets, resolve_dataset_name
-from mrisr.evaluation.evaluate_api import IMAGE_ENDINGS
+from mrisr.dataset.integrity import check_geometry
 from mrisr.imageio.resampling import inplane_axes, through_plane_axis_single
-from mrisr.imageio.sitk_io import Geometry, read_header
+from mrisr.imageio.sitk_io import IMAGE_ENDINGS, Geometry, read_header
 from mrisr.inference.predictor import SRPredictor, bicubic_scan
 from mrisr.inference.scan_files import (
     OUTPUT_FORMATS,
     InputScan,
     discover,
+    output_done,
     output_path,
     read_input,
     series_label,
@@ -26,47 +26,21 @@ from mrisr.inference.scan_files import (
     write_output,
     writes_dicom,
 )
+from mrisr.networks.checkpoint_io import check_network_scale, load_network
+from mrisr.paths import FOLD_NAMES, resolve_results_dataset
 from mrisr.planning.fingerprint import FINGERPRINT_FILE
-from mrisr.planning.plans_handler import Plans
+from mrisr.plans import Plans
 from mrisr.utilities.errors import IntegrityError, MrisrError
 from mrisr.utilities.file_io import load_json, make_dirs, save_json
 from mrisr.utilities.safety import (
     check_finite_output,
     check_predict_args,
     check_resume_args,
-    output_done,
-    pick_root_for_bicubic,
-    safe_name,
 )
-from mrisr.utilities.threads import set_compute_threads
 
 logger = logging.getLogger(__name__)
 
-FOLDS = ("0", "1", "2", "3", "4", "all")
 SPACING_WARN_RATIO = 1.25
-
-
-def resolve_results_dataset(identifier: str | None, bicubic: bool = False) -> str:
-    """The dataset of ``-d`` among the trained ones; ``bicubic`` (nothing to train) also
-    looks among the preprocessed ones."""
-    root = paths.results_root()
-    if bicubic:
-        root = pick_root_for_bicubic(identifier, root, paths.preprocessed_root())
-    if identifier is not None:
-        return resolve_dataset_name(identifier, root)
-    names = list_datasets(root)
-    if len(names) != 1:
-        raise MrisrError(
-            f"{'no trained dataset' if not names else 'several datasets'} in {root} "
-            f"(mrisr_results){': choose one with -d (' + ', '.join(names) + ')' if names else ''}"
-        )
-    return names[0]
-
-
-def model_folder(dataset: str, trainer: str, plans_name: str, configuration: str) -> Path:
-    for value, what in ((trainer, "-tr"), (plans_name, "-p"), (configuration, "-c")):
-        safe_name(value, what)
-    return paths.results_root() / dataset / f"{trainer}__{plans_name}__{configuration}"
 
 
 def _input_files(folder: Path) -> list[InputScan]:
@@ -103,8 +77,6 @@ def _check_inputs(scans: list[InputScan]) -> None:
                 f"{f}: {r.GetNumberOfComponents()}-channel image; give one channel per file"
             )
         if r.GetDimension() == 3:
-            from mrisr.dataset.integrity import check_geometry
-
             g = (r.GetSize(), r.GetSpacing(), r.GetOrigin(), r.GetDirection())
             check_geometry(f, Geometry(*(tuple(v) for v in g)))
 
@@ -138,6 +110,115 @@ def _trained_lr_spacing(folder: Path) -> float | None:
     return float(np.median(sp)) if sp else None
 
 
+def _check_options(
+    inp: Path,
+    out: Path,
+    num_parts: int,
+    part_id: int,
+    device: str,
+    checkpoint: str,
+    output_format: str,
+    save_uncertainty: bool,
+    configuration: str,
+) -> None:
+    if inp == out:
+        raise MrisrError(
+            f"{out}: output folder equals the input folder; inputs are never overwritten"
+        )
+    check_predict_args(inp, out, num_parts, part_id, device)
+    if checkpoint not in ("final", "best"):
+        raise MrisrError(f"-chk must be 'final' or 'best', not '{checkpoint}'")
+    if output_format not in OUTPUT_FORMATS:
+        raise MrisrError(
+            f"--output-format '{output_format}' unknown; valid: {', '.join(OUTPUT_FORMATS)}"
+        )
+    if save_uncertainty and configuration == "bicubic":
+        raise MrisrError(
+            "--save-uncertainty needs an ensemble of trained networks; 'bicubic' has none"
+        )
+
+
+def _model_plans(dataset: str, trainer: str, plans_name: str, configuration: str):
+    """The model folder and the plans it was trained with (``bicubic``: the preprocessed
+    plans when nothing was trained)."""
+    folder = paths.results_folder(
+        dataset, trainer, plans_name, configuration, labels=("-tr", "-p", "-c")
+    )
+    plans_file = folder / "plans.json"
+    if not plans_file.is_file():
+        pre = paths.preprocessed_root() / dataset / f"{plans_name}.json"
+        if configuration != "bicubic" or not pre.is_file():
+            raise MrisrError(
+                f"no trained model for configuration '{configuration}' in {folder}: "
+                f"train it with mrisr_train FOLD -d {dataset} -c {configuration} -tr {trainer}"
+            )
+        plans_file = pre
+    plans = Plans.load(plans_file)
+    plans.configuration(configuration)  # unknown configuration -> one-line error
+    return folder, plans
+
+
+def _load_folds(
+    folder: Path,
+    plans: Plans,
+    folds: list[str] | None,
+    checkpoint: str,
+    device: str,
+    train_hint: str,
+) -> tuple[list, list[str]]:
+    """The networks of the wanted (default: every trained) folds, checked against the plans."""
+    networks, used_folds = [], []
+    wanted = folds or [
+        f for f in FOLD_NAMES if (folder / f"fold_{f}" / f"checkpoint_{checkpoint}.pth").is_file()
+    ]
+    if not wanted:
+        raise MrisrError(f"no trained fold in {folder}: train one with mrisr_train 0 {train_hint}")
+    for f in wanted:
+        if f not in FOLD_NAMES:
+            raise MrisrError(f"unknown fold '{f}'; valid: {', '.join(FOLD_NAMES)}")
+        chk = folder / f"fold_{f}" / f"checkpoint_{checkpoint}.pth"
+        if not chk.is_file():
+            raise MrisrError(f"{chk} not found: train it with mrisr_train {f} {train_hint}")
+        net = load_network(chk, device)
+        check_network_scale(net, plans, chk)
+        networks.append(net)
+        used_folds.append(f)
+    return networks, used_folds
+
+
+def _predict_scan(s, dest: Path, plans, predictor, save_uncertainty, trained_sp, describe):
+    """Super-resolve one input scan and write it (and its uncertainty map) to ``dest``."""
+    t0 = time.time()
+    img, series = read_input(s)
+    _warn_spacing(s.path, Geometry.of(img), plans, trained_sp)
+    sd = None
+    if predictor is None:
+        sr = bicubic_scan(img, plans)
+    elif save_uncertainty:
+        sr, sd = predictor.predict_scan(img, return_std=True)
+    else:
+        sr = predictor.predict_scan(img)
+    check_finite_output(sr, s.path)
+    as_dicom, label = describe["as_dicom"](s), series_label(series, s)
+    what = describe["what"]
+    derivation = (
+        f"{what} (trainer {describe['trainer']}, folds {describe['folds']}, "
+        f"TTA {describe['tta']}) of {series.series_uid if series else s.name}"
+        + (f" ({label})" if series else "")
+    )
+    if sd is not None:  # first: the SR scan marks the case as done (--continue)
+        write_output(
+            sd,
+            uncertainty_path(dest, s, describe["output_format"]),
+            as_dicom,
+            series,
+            f"mrisr SR uncertainty (sd) of {label}",
+            "per-voxel standard deviation over the ensemble of " + derivation,
+        )
+    write_output(sr, dest, as_dicom, series, f"{what} of {label}", derivation)
+    logger.info("%s -> %s (%.1f s)", s.name, dest, time.time() - t0)
+
+
 def predict_folder(
     input_folder: Path,
     output_folder: Path,
@@ -165,61 +246,27 @@ def predict_folder(
     (None: :data:`mrisr.inference.tiling.DEFAULT_TILE`; 0: never tile).
     """
     inp, out = Path(input_folder).resolve(), Path(output_folder).resolve()
-    if inp == out:
-        raise MrisrError(
-            f"{out}: output folder equals the input folder; inputs are never overwritten"
-        )
-    check_predict_args(inp, out, num_parts, part_id, device)
-    if checkpoint not in ("final", "best"):
-        raise MrisrError(f"-chk must be 'final' or 'best', not '{checkpoint}'")
-    if output_format not in OUTPUT_FORMATS:
-        raise MrisrError(
-            f"--output-format '{output_format}' unknown; valid: {', '.join(OUTPUT_FORMATS)}"
-        )
-    if save_uncertainty and configuration == "bicubic":
-        raise MrisrError(
-            "--save-uncertainty needs an ensemble of trained networks; 'bicubic' has none"
-        )
+    _check_options(
+        inp,
+        out,
+        num_parts,
+        part_id,
+        device,
+        checkpoint,
+        output_format,
+        save_uncertainty,
+        configuration,
+    )
     files = _input_files(inp)
     _check_inputs(files)
     dataset = resolve_results_dataset(dataset, bicubic=configuration == "bicubic")
     trainer_name = "none" if configuration == "bicubic" else trainer
-    folder = model_folder(dataset, trainer, plans_name, configuration)
-    plans_file = folder / "plans.json"
-    if not plans_file.is_file():
-        pre = paths.preprocessed_root() / dataset / f"{plans_name}.json"
-        if configuration != "bicubic" or not pre.is_file():
-            raise MrisrError(
-                f"no trained model for configuration '{configuration}' in {folder}: "
-                f"train it with mrisr_train FOLD -d {dataset} -c {configuration} -tr {trainer}"
-            )
-        plans_file = pre
-    plans = Plans.load(plans_file)
-    plans.configuration(configuration)  # unknown configuration -> one-line error
-    networks = []
+    folder, plans = _model_plans(dataset, trainer, plans_name, configuration)
+    networks: list = []
     used_folds: list[str] = []
     if configuration != "bicubic":
-        from mrisr.training.checkpointing import load_network
-
-        wanted = folds or [
-            f for f in FOLDS if (folder / f"fold_{f}" / f"checkpoint_{checkpoint}.pth").is_file()
-        ]
-        if not wanted:
-            raise MrisrError(
-                f"no trained fold in {folder}: train one with "
-                f"mrisr_train 0 -d {dataset} -c {configuration} -tr {trainer}"
-            )
-        for f in wanted:
-            if f not in FOLDS:
-                raise MrisrError(f"unknown fold '{f}'; valid: {', '.join(FOLDS)}")
-            chk = folder / f"fold_{f}" / f"checkpoint_{checkpoint}.pth"
-            if not chk.is_file():
-                raise MrisrError(
-                    f"{chk} not found: train it with mrisr_train {f} -d {dataset} "
-                    f"-c {configuration} -tr {trainer}"
-                )
-            networks.append(load_network(chk, device))
-            used_folds.append(f)
+        hint = f"-d {dataset} -c {configuration} -tr {trainer}"
+        networks, used_folds = _load_folds(folder, plans, folds, checkpoint, device, hint)
     mine = files[part_id::num_parts]
     run_args = {
         "input": str(inp),
@@ -246,8 +293,6 @@ def predict_folder(
         run_args,
         out / (f"predict_args_part{part_id}.json" if num_parts > 1 else "predict_args.json"),
     )
-    if str(device).startswith("cpu"):
-        set_compute_threads()
     predictor = SRPredictor.for_configuration(
         plans, configuration, networks, device=device, tta=tta, tile_size=tile_size
     )
@@ -256,41 +301,20 @@ def predict_folder(
             "--save-uncertainty with one fold and no TTA: one ensemble member, the map is zero"
         )
     trained_sp = _trained_lr_spacing(folder)
-    what = f"mrisr SR x{plans.scale} {configuration}"
+    describe = {
+        "what": f"mrisr SR x{plans.scale} {configuration}",
+        "trainer": trainer_name,
+        "folds": ",".join(used_folds) or "none",
+        "tta": "on" if tta else "off",
+        "output_format": output_format,
+        "as_dicom": lambda s: writes_dicom(s, output_format),
+    }
     written = []
     for s in tqdm(mine, desc="super-resolving", unit="scan"):
         dest = output_path(s, out, output_format)
         if resume and (output_done(dest) if dest.is_file() else dest.is_dir()):
             logger.info("%s exists: skipped (--continue)", dest.name)
             continue
-        t0 = time.time()
-        img, series = read_input(s)
-        _warn_spacing(s.path, Geometry.of(img), plans, trained_sp)
-        sd = None
-        if predictor is None:
-            sr = bicubic_scan(img, plans)
-        elif save_uncertainty:
-            sr, sd = predictor.predict_scan(img, return_std=True)
-        else:
-            sr = predictor.predict_scan(img)
-        check_finite_output(sr, s.path)
-        as_dicom = writes_dicom(s, output_format)
-        label = series_label(series, s)
-        derivation = (
-            f"{what} (trainer {trainer_name}, folds {','.join(used_folds) or 'none'}, "
-            f"TTA {'on' if tta else 'off'}) of {series.series_uid if series else s.name}"
-            + (f" ({label})" if series else "")
-        )
-        if sd is not None:  # first: the SR scan marks the case as done (--continue)
-            write_output(
-                sd,
-                uncertainty_path(dest, s, output_format),
-                as_dicom,
-                series,
-                f"mrisr SR uncertainty (sd) of {label}",
-                "per-voxel standard deviation over the ensemble of " + derivation,
-            )
-        write_output(sr, dest, as_dicom, series, f"{what} of {label}", derivation)
-        logger.info("%s -> %s (%.1f s)", s.name, dest, time.time() - t0)
+        _predict_scan(s, dest, plans, predictor, save_uncertainty, trained_sp, describe)
         written.append(dest)
     return written

@@ -19,11 +19,18 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from mrisr.imageio.resampling import hr_grid_for_lr, inplane_axes, through_plane_axis_single
+from mrisr.imageio.resampling import (
+    hr_grid_for_lr,
+    inplane_axes,
+    resample_to,
+    through_plane_axis_single,
+)
 from mrisr.imageio.sitk_io import Geometry, image_from_array
 from mrisr.inference.tiling import DEFAULT_TILE, RunningStats, margin_for, tile_grid
-from mrisr.planning.plans_handler import Plans
+from mrisr.plans import Plans
 from mrisr.preprocessing.preprocessor import lr_working_grid, prepare_lr
+from mrisr.utilities.devices import cpu_bf16_supported
+from mrisr.utilities.threads import set_compute_threads
 
 # the eight elements of the dihedral group D4 acting on the last two axes: (k rot90, flip)
 DIHEDRAL = [(k, f) for f in (False, True) for k in range(4)]
@@ -61,6 +68,8 @@ class SRPredictor:
             raise ValueError("SRPredictor needs at least one network")
         self.plans = plans
         self.device = torch.device(device)
+        if self.device.type == "cpu":
+            set_compute_threads()  # the CPUs this process may use, or OMP_NUM_THREADS
         self.networks = [n.to(self.device).eval() for n in networks]
         if self.device.type == "cpu":
             self.networks = [n.to(memory_format=torch.channels_last) for n in self.networks]
@@ -74,8 +83,6 @@ class SRPredictor:
         # AVX512-BF16: ~4x the float32 forward, as the trainer trains by default); the
         # output and the TTA / fold average stay float32. None: where supported.
         if mixed_precision is None:
-            from mrisr.training.optimisation import cpu_bf16_supported
-
             mixed_precision = self.device.type == "cuda" or (
                 self.device.type == "cpu" and cpu_bf16_supported()
             )
@@ -172,8 +179,6 @@ class SRPredictor:
 def bicubic_scan(image: sitk.Image, plans: Plans) -> sitk.Image:
     """The ``bicubic`` configuration: cubic B-spline interpolation of the real LR scan onto
     the same HR grid an SR network would produce (no denoising, no learning)."""
-    from mrisr.imageio.resampling import resample_to
-
     grid = hr_grid_for_lr(lr_working_grid(image, plans, None), plans.scale)
     out = resample_to(image, grid, sitk.sitkBSpline, antialias=False)
     return to_input_axis_order(out, image, plans)

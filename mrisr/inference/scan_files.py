@@ -14,13 +14,14 @@ format: ``<name>_uncertainty<ending>`` or ``<name>_uncertainty/``.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import SimpleITK as sitk
 
 from mrisr.imageio.dicom import DicomSeries, read_series, series_ids, write_series
-from mrisr.imageio.sitk_io import as_checked_volume, read_scan, write_scan
+from mrisr.imageio.sitk_io import as_checked_volume, is_complete_image, read_scan, write_scan
 from mrisr.utilities.errors import IntegrityError
 
 OUTPUT_FORMATS = ("same", "nifti", "dicom")
@@ -116,3 +117,13 @@ def series_label(source: DicomSeries | None, scan: InputScan) -> str:
     number = source.tags.get("0020|0011", "").strip()
     desc = source.description
     return " ".join(s for s in (f"#{number}" if number else "", desc) if s) or source.series_uid
+
+
+def output_done(path: Path) -> bool:
+    """``--continue`` keeps an output only if it is a complete, readable image."""
+    if not Path(path).exists():
+        return False
+    if is_complete_image(path):
+        return True
+    logging.getLogger(__name__).warning("%s is incomplete or unreadable: redoing it", path)
+    return False

@@ -23,6 +23,9 @@ import math
 import torch
 from torch import nn
 
+from mrisr.networks.registry import NETWORKS, NetworkSpec
+from mrisr.utilities.scale import check_scale
+
 
 def _conv(cin: int, cout: int, k: int = 3) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, k, padding=k // 2, bias=True)
@@ -70,8 +73,7 @@ class EDSR(nn.Module):
         in_channels: int = 1,
     ):
         super().__init__()
-        if int(scale) != scale or scale < 1:
-            raise ValueError(f"EDSR scale must be a positive integer, got {scale!r}")
+        check_scale(scale, "EDSR scale")
         if num_blocks < 1 or num_features < 1:
             raise ValueError("EDSR needs at least one block and one feature")
         self.scale = int(scale)
@@ -105,3 +107,20 @@ def edsr_init_args(sr: dict, scale: int) -> dict:
 def build_edsr(sr: dict, scale: int) -> EDSR:
     """EDSR as the plans' ``sr`` section describes it, for the plans' integer ``scale``."""
     return EDSR(**edsr_init_args(sr, scale))
+
+
+NETWORKS.register(
+    NetworkSpec(
+        name="EDSR",
+        cls=EDSR,
+        arg_bounds={
+            "scale": (int, 2, 16),
+            "num_blocks": (int, 1, 256),
+            "num_features": (int, 1, 1024),
+            "res_scale": (float, 0.0, 10.0),
+            "in_channels": (int, 1, 16),
+        },
+        init_args=edsr_init_args,
+    ),
+    name="EDSR",
+)

@@ -31,17 +31,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mrisr.networks.generator_structure import G_STRUCTURE, receptive_field, valid_output_size
 from mrisr.networks.windows import shift_sum
+from mrisr.utilities.scale import check_scale
 
-#: Kernel sizes of the generator's layers (KernelGAN's ``G_structure``).
-G_STRUCTURE: tuple[int, ...] = (7, 5, 3, 1, 1, 1)
 #: Initialisation gain of KernelGAN (Xavier-normal).
 G_INIT_GAIN = 0.1
-
-
-def receptive_field(structure: Sequence[int] = G_STRUCTURE) -> int:
-    """Size of the kernel the generator collapses to (13 for KernelGAN's structure)."""
-    return sum(structure) - len(structure) + 1
 
 
 def layer_shapes(channels: int = 64, structure: Sequence[int] = G_STRUCTURE) -> list[tuple]:
@@ -182,9 +177,7 @@ class LinearGenerator(nn.Module):
         self, scale: int, channels: int = 64, structure: Sequence[int] = G_STRUCTURE
     ) -> None:
         super().__init__()
-        if int(scale) != scale or scale < 1:
-            raise ValueError(f"scale must be a positive integer, got {scale}")
-        self.scale = int(scale)
+        self.scale = check_scale(scale)
         self.structure = tuple(structure)
         self.kernel_size = receptive_field(self.structure)
         layers = []
@@ -211,4 +204,4 @@ class LinearGenerator(nn.Module):
 
     def output_size(self, input_size: int) -> int:
         """Spatial output size for an input of ``input_size`` pixels."""
-        return (input_size - self.kernel_size) // self.scale + 1
+        return valid_output_size(input_size, self.kernel_size, self.scale)

@@ -19,7 +19,7 @@ import SimpleITK as sitk
 from skimage.metrics import structural_similarity
 
 from mrisr.dataset.cases import Case
-from mrisr.degradation.gaussian import gaussian_degrade
+from mrisr.degradation.kernels import gaussian_degrade
 from mrisr.imageio.noise import background_mask, rayleigh_sigma, wavelet_sigma
 from mrisr.imageio.registration import rigid_register
 from mrisr.imageio.resampling import (
@@ -34,13 +34,15 @@ from mrisr.imageio.resampling import (
 )
 from mrisr.imageio.sitk_io import Geometry, read_scan
 from mrisr.preprocessing.foreground import foreground_mask
+from mrisr.preprocessing.normalization import foreground_percentile
 from mrisr.utilities.file_io import load_json, save_json
 from mrisr.utilities.parallel import map_progress
 
 logger = logging.getLogger(__name__)
 
 FINGERPRINT_FILE = "dataset_fingerprint.json"
-FINGERPRINT_VERSION = 3  # 2: the Gaussian fit aligns each pair first; 3: background noise
+FINGERPRINT_VERSION = 4  # 2: the Gaussian fit aligns each pair first; 3: background noise;
+# 4: the Gaussian fit at the dataset's scale (the planner's), not each pair's own
 GAUSSIAN_FIT_SIGMAS = [round(0.3 + 0.1 * i, 2) for i in range(28)]  # 0.3 .. 3.0 HR pixels
 
 
@@ -68,7 +70,7 @@ class PairFingerprint:
     through_plane_ratio: float
     overlap: float  # fraction of the HR field of view covered by LR
     slices_match: bool  # LR slices at the HR slice positions, one to one
-    scale: int
+    scale: int  # the dataset's integer scale (:func:`integer_scale`, the planner's decision)
     gaussian_fit_ssim: list[float]  # SSIM(GB_sigma(HR), real LR) for GAUSSIAN_FIT_SIGMAS
 
 
@@ -210,8 +212,8 @@ def _gaussian_fit(hr_img: sitk.Image, lr_img: sitk.Image, a: int, scale: int) ->
     mask = foreground_mask(lr_arr, valid)
     if mask.sum() < 50:
         return [float("nan")] * len(GAUSSIAN_FIT_SIGMAS)
-    hr_arr /= np.percentile(hr_arr[foreground_mask(hr_arr)], 99.5)
-    lr_arr /= np.percentile(lr_arr[mask], 99.5)
+    hr_arr /= foreground_percentile(hr_arr, foreground_mask(hr_arr))
+    lr_arr /= foreground_percentile(lr_arr, mask)
     out = []
     for sigma in GAUSSIAN_FIT_SIGMAS:
         syn = gaussian_degrade(hr_arr, sigma, scale)
@@ -245,16 +247,29 @@ def fingerprint_case(args: tuple[Case, list[float]]) -> CaseFingerprint:
         for ax in inplane_axes(a):
             bx = int(np.argmax(np.abs(d_lr.T @ d_hr[:, ax])))
             ratios.append(lg.spacing[bx] / hg.spacing[ax])
-        scale = max(2, int(round(float(np.mean(ratios)))))
         cf.pair = PairFingerprint(
             inplane_ratio=[float(r) for r in ratios],
             through_plane_ratio=float(lg.spacing[b] / hg.spacing[a]),
             overlap=overlap_fraction(hg, lg),
             slices_match=_slices_match(hg, a, lg, b),
-            scale=scale,
-            gaussian_fit_ssim=_gaussian_fit(hr_img, lr_img, a, scale),
+            scale=0,  # set by compute_fingerprint: the dataset's scale
+            gaussian_fit_ssim=[],
         )
     return cf
+
+
+def integer_scale(pair_ratios: list[float]) -> int:
+    """The dataset's integer scale from the pairs' mean in-plane LR/HR ratios: their median,
+    rounded (at least 2). The one scale decision: the planner's, and the Gaussian fit's."""
+    return max(2, int(round(float(np.median(pair_ratios)))))
+
+
+def gaussian_fit_case(args: tuple[Case, int]) -> list[float]:
+    """The Gaussian fit of one pair at the dataset's ``scale`` (runs in a worker process)."""
+    case, scale = args
+    hr_img, lr_img = read_scan(case.hr, check=False), read_scan(case.lr, check=False)
+    a, _ = through_plane_axis_of_pair(Geometry.of(hr_img), Geometry.of(lr_img))
+    return _gaussian_fit(hr_img, lr_img, a, scale)
 
 
 def through_plane_normal(
@@ -287,6 +302,14 @@ def compute_fingerprint(
     results = map_progress(
         fingerprint_case, [(c, normal) for c in cases], num_processes, desc="fingerprint"
     )
+    paired = [(c, r) for c, r in zip(cases, results) if r.pair is not None]
+    if paired:
+        scale = integer_scale([float(np.mean(r.pair.inplane_ratio)) for _, r in paired])
+        fits = map_progress(
+            gaussian_fit_case, [(c, scale) for c, _ in paired], num_processes, desc="Gaussian fit"
+        )
+        for (_, r), fit in zip(paired, fits):
+            r.pair.scale, r.pair.gaussian_fit_ssim = scale, fit
     return DatasetFingerprint(
         dataset_name=dataset_name,
         source_digest=source_digest(cases),

@@ -7,12 +7,12 @@ import shutil
 from pathlib import Path
 
 from mrisr import paths
-from mrisr.dataset.dataset_json import DATASET_RE, list_datasets, resolve_dataset_name
 from mrisr.dataset.integrity import VerifiedDataset, verify_dataset
 from mrisr.imageio.resampling import through_plane_axis_single
+from mrisr.paths import DATASET_RE, list_datasets, resolve_dataset_name
 from mrisr.planning.fingerprint import FINGERPRINT_FILE, load_or_compute_fingerprint
 from mrisr.planning.planners import PLANNERS
-from mrisr.planning.plans_handler import Plans
+from mrisr.plans import Plans
 from mrisr.preprocessing.preprocessor import preprocess_dataset
 from mrisr.utilities.errors import MrisrError
 from mrisr.utilities.file_io import load_json, make_dirs, save_json, write_error

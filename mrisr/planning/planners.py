@@ -12,18 +12,19 @@ import logging
 
 import numpy as np
 
-from mrisr.planning.fingerprint import DatasetFingerprint
-from mrisr.planning.plans_handler import Plans
+from mrisr.degradation.dsgan.params import DEFAULT_DSGAN_PARAMS
+from mrisr.degradation.gaussian import PAPER_SIGMA
+from mrisr.degradation.kernels import KERNEL_SIZE, lr_crop_size
+from mrisr.planning.fingerprint import DatasetFingerprint, integer_scale
+from mrisr.plans import Plans
 from mrisr.utilities.registry import Registry
 
 logger = logging.getLogger(__name__)
 
 PLANNERS: Registry[type] = Registry("planner")
 
-KERNEL_SIZE = 13  # receptive field of the linear generator (7 + 5 + 3 - 2)
 D_FIELD = 7  # receptive field of the patch discriminator
 KERNELGAN_RANGE = 2.0  # KernelGAN's thresholds are on a [-1, 1] intensity scale
-PAPER_SIGMA = 1.5
 
 
 @PLANNERS.register
@@ -62,7 +63,7 @@ class DefaultPlanner:
             ratios = [float(np.mean(s.inplane_spacing)) / hr_spacing for s in self.fp.scans("lr")]
             src = f"median LR in-plane spacing / HR spacing over {len(ratios)} LR scans"
         r = float(np.median(ratios))
-        s = max(2, int(round(r)))
+        s = integer_scale(ratios)
         self._decide("scale", f"x{s}: {src} is {r:.3g}, rounded to an integer for pixel shuffle")
         return s
 
@@ -140,10 +141,10 @@ class DefaultPlanner:
         hr_crop = self.hr_crop
         smallest_hr_crop = KERNEL_SIZE + scale * (D_FIELD - 1)  # D must see >= 7x7 LR pixels
         while hr_crop > smallest_hr_crop and (
-            hr_crop > min_hr or (hr_crop - KERNEL_SIZE) // scale + 1 > min_lr_work
+            hr_crop > min_hr or lr_crop_size(hr_crop, scale) > min_lr_work
         ):
             hr_crop -= 2
-        lr_crop = (hr_crop - KERNEL_SIZE) // scale + 1
+        lr_crop = lr_crop_size(hr_crop, scale)
         why = f"HR crop {hr_crop}, LR crop {lr_crop} = (HR crop - receptive field {KERNEL_SIZE}) // {scale} + 1"
         if hr_crop < self.hr_crop:
             why += f" (reduced from {self.hr_crop}: smallest HR slice {min_hr} px, LR {min_lr_work} px)"
@@ -155,8 +156,6 @@ class DefaultPlanner:
             f"{it} iterations; bicubic threshold 0.4 x {ref**2:.3g} (MSE on this dataset's "
             f"[0, {self.intensity_range:g}] scale vs KernelGAN's [-1, 1]); lr / 10 at 1/4, 1/2, 3/4",
         )
-        from mrisr.degradation.dsgan_core import DEFAULT_DSGAN_PARAMS
-
         d = copy.deepcopy(DEFAULT_DSGAN_PARAMS)  # KernelGAN's values; this dataset's below
         d["schedule"]["bicubic_threshold"] = 0.4 * ref**2
         return {
@@ -224,6 +223,17 @@ class DefaultPlanner:
         )
         return {"model": "rician", "sigma_jitter": 0.3, "kernel_width_jitter": 0.1, "bias": 0.1}
 
+    def plan_sr_loss(self) -> dict:
+        self._decide(
+            "sr_loss",
+            "L1 + 0.5 x the L1 distance of the patches' Fourier amplitudes (orthonormal FFT) "
+            "for the configurations that see the raw LR: L1 alone returns the smooth median of "
+            "the noisy targets; the amplitude term asks for the HR's energy at every spatial "
+            "frequency (quality harness, default protocol: BRISQUE 41 vs 62 with L1, PSNR "
+            "unchanged); the paper's configurations keep L1",
+        )
+        return {"l1": 1.0, "fourier_amplitude": 0.5}
+
     def plan_kspace_acquisition(self, scale: int) -> dict:
         if self.fp.pairs:
             r = np.median([c.pair.inplane_ratio for c in self.fp.pairs], axis=0)
@@ -271,9 +281,11 @@ class DefaultPlanner:
         }
 
     def plan_dsn(self, scale: int) -> dict:
-        from mrisr.degradation.dsn import DEFAULTS
+        # deferred (whitelisted in test_architecture): the DSN module loads torch, which
+        # mrisr_plan_and_preprocess and its spawned workers do not need otherwise
+        from mrisr.degradation.dsn import DEFAULTS as DSN_DEFAULTS
 
-        return {"name": "dsn", **DEFAULTS}
+        return {"name": "dsn", **DSN_DEFAULTS}
 
     # ---- assemble
     def plan(self, dataset_name: str) -> Plans:
@@ -311,6 +323,7 @@ class DefaultPlanner:
                     "sr": edsr,
                     "sr_input": "raw",
                     "training_noise": noise,
+                    "sr_loss": self.plan_sr_loss(),
                 },
                 "dsgan_paper_edsr": {
                     "inherits_from": "dsgan_edsr",
@@ -319,6 +332,7 @@ class DefaultPlanner:
                     "degradation": {**dsgan, "share_units_with": "dsgan_edsr"},
                     "sr_input": "denoised",
                     "training_noise": None,
+                    "sr_loss": {"l1": 1.0},
                 },
                 "kspace_edsr": {
                     "inherits_from": "dsgan_edsr",

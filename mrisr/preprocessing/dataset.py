@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from mrisr import paths
-from mrisr.planning.plans_handler import Plans
+from mrisr.plans import Plans
 from mrisr.preprocessing import storage
 from mrisr.utilities.errors import MrisrError
 from mrisr.utilities.file_io import load_json
@@ -32,7 +32,7 @@ class PreprocessedDataset:
 
     @classmethod
     def for_plans(cls, plans: Plans) -> PreprocessedDataset:
-        return cls(paths.preprocessed_root() / plans.dataset_name / plans.data_identifier)
+        return cls(paths.preprocessed_folder(plans.dataset_name, plans.data_identifier))
 
     @cached_property
     def properties(self) -> dict[str, dict]:

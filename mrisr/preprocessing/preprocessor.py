@@ -33,7 +33,7 @@ from mrisr.imageio.resampling import (
     working_grid,
 )
 from mrisr.imageio.sitk_io import Geometry, read_scan
-from mrisr.planning.plans_handler import Plans
+from mrisr.plans import Plans
 from mrisr.preprocessing import storage
 from mrisr.preprocessing.denoise import denoise_lr
 from mrisr.preprocessing.foreground import foreground_mask

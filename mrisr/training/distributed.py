@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from mrisr.utilities.errors import MrisrError
 from mrisr.utilities.threads import set_compute_threads
 
 TIMEOUT = datetime.timedelta(hours=2)
@@ -56,15 +57,11 @@ def device_for(device: str, ctx: DistContext) -> torch.device:
     """The device of this rank (``cuda:LOCAL_RANK`` under DDP on CUDA)."""
     if device == "cuda":
         if not torch.cuda.is_available():
-            from mrisr.utilities.errors import MrisrError
-
             raise MrisrError("--device cuda: no CUDA device is available; use --device cpu")
         torch.cuda.set_device(ctx.local_rank)
         return torch.device("cuda", ctx.local_rank)
     if device == "mps":
         if not torch.backends.mps.is_available():
-            from mrisr.utilities.errors import MrisrError
-
             raise MrisrError("--device mps: MPS is not available; use --device cpu")
         return torch.device("mps")
     return torch.device("cpu")

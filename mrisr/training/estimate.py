@@ -12,6 +12,12 @@ from __future__ import annotations
 
 import math
 
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from mrisr.networks.edsr import EDSR, edsr_init_args
+from mrisr.training.precision import probe
+
 #: A CUDA GPU's sustained dense throughput assumed for the "a GPU would take" line
 #: (a mid-range card in bf16/fp16 convolutions at moderate utilisation).
 GPU_FLOPS = 30e12
@@ -35,11 +41,6 @@ def edsr_step_flops(network_args: dict, batch_size: int, lr_patch: int) -> float
     ``network_args`` on ``batch_size`` LR patches of ``lr_patch``^2, counted by torch's
     :class:`~torch.utils.flop_counter.FlopCounterMode` on one 8x8 patch and scaled by the
     pixels (every layer is a convolution: linear in the pixels)."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from mrisr.networks.edsr import EDSR
-
     with torch.random.fork_rng(devices=[]):
         net = EDSR(**network_args)
     x = torch.zeros(1, 1, 8, 8)
@@ -102,6 +103,36 @@ class FoldClock:
         self.estimate: float | None = None  # seconds from the end of the measured steps
         self.total_estimate: float | None = None  # seconds for the whole run
 
+    @classmethod
+    def for_training(
+        cls,
+        settings,
+        start: int,
+        validation_pixels: int,
+        device: str,
+        probed: dict[str, float],
+        precision: str,
+    ) -> FoldClock:
+        """The clock of a training run with ``settings`` (a TrainingSettings) from
+        iteration ``start``; ``probed``: the precision probe's step times (validation runs
+        float32, slower per pixel than a reduced-precision step by their ratio)."""
+        s = settings
+        gpu = edsr_step_flops(s.network_args(), s.batch_size, s.lr_patch) / GPU_FLOPS
+        factor = (
+            probed["fp32"] / probed[precision] if "fp32" in probed and precision in probed else 1.0
+        )
+        return cls(
+            start,
+            s.iterations,
+            s.validate_every,
+            s.batch_size,
+            s.lr_patch,
+            validation_pixels,
+            device,
+            gpu_seconds_per_step=gpu,
+            validation_factor=factor,
+        )
+
     def step_done(self, iteration: int, seconds: float) -> str | None:
         self.seen += 1
         if self.estimate is not None or self.seen <= self.warmup:
@@ -138,11 +169,6 @@ def plan_cost_lines(plans, folds: int, results_cache=None) -> list[str]:
     """The plan's estimated CPU training cost per configuration: a few probed steps of each
     planned network (fastest native precision, :func:`mrisr.training.precision.probe`) x its
     iterations x ``folds``. DSGAN's kernel estimation and validation come on top."""
-    import torch
-
-    from mrisr.networks.edsr import edsr_init_args
-    from mrisr.training.precision import probe
-
     device = torch.device("cpu")
     lines, probed, total = [], {}, 0.0
     for name in plans.configuration_names:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from mrisr.utilities.devices import cpu_bf16_supported  # noqa: F401  (the trainer reads it here)
+
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -24,24 +26,6 @@ class OptimisationSettings:
     lr_milestones: tuple[int, ...]
     lr_gamma: float
     grad_clip_norm: float | None
-
-
-def _onednn_native(dtype: str) -> bool:
-    try:
-        check = getattr(torch.ops.mkldnn, f"_is_mkldnn_{dtype}_supported")
-        return bool(torch.backends.mkldnn.is_available() and check())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def cpu_bf16_supported() -> bool:
-    """Whether oneDNN runs bf16 convolutions natively on this CPU (AVX512-BF16 / AMX)."""
-    return _onednn_native("bf16")
-
-
-def cpu_fp16_supported() -> bool:
-    """Whether oneDNN runs fp16 convolutions natively on this CPU (AVX512-FP16 / AMX-FP16)."""
-    return _onednn_native("fp16")
 
 
 def amplitude_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

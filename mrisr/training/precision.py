@@ -21,13 +21,10 @@ from pathlib import Path
 
 import torch
 
+from mrisr import paths
 from mrisr.networks.edsr import EDSR
-from mrisr.training.optimisation import (
-    Optimisation,
-    OptimisationSettings,
-    cpu_bf16_supported,
-    cpu_fp16_supported,
-)
+from mrisr.training.optimisation import Optimisation, OptimisationSettings
+from mrisr.utilities.devices import cpu_bf16_supported, cpu_fp16_supported
 from mrisr.utilities.errors import MrisrError
 from mrisr.utilities.file_io import load_json, save_json
 
@@ -177,3 +174,32 @@ def check_precision(requested: str, device: torch.device) -> None:
             f"--precision {requested}: this {torch.device(device).type} does not compute "
             f"{requested} natively (it does: {', '.join(native)}); use --precision auto"
         )
+
+
+def choose(
+    requested: str,
+    device: torch.device,
+    settings,
+    state: dict | None = None,
+    variant: tuple[str, bool] | None = None,
+) -> PrecisionChoice:
+    """The arithmetic a training run uses: ``requested`` unless ``auto``; else the resumed
+    checkpoint's (``state``); on non-CPU devices the device default; a trainer variant's
+    fixed choice (``variant`` = (name, bf16 wanted)); else on CPU the fastest native one
+    by :func:`probe` for the network of ``settings`` (cached under ``$mrisr_results``)."""
+    if requested != "auto":
+        return PrecisionChoice(requested, source="requested")
+    if state is not None and state.get("precision") in PRECISIONS:
+        return PrecisionChoice(state["precision"], source="checkpoint")
+    if torch.device(device).type != "cpu":
+        return PrecisionChoice(None, source="device default")
+    if variant is not None:
+        bf16 = variant[1] and cpu_bf16_supported()
+        return PrecisionChoice("bf16" if bf16 else "fp32", source=variant[0])
+    try:
+        cache = paths.results_root() / CACHE_FILE
+    except MrisrError:
+        cache = None
+    s = settings
+    with torch.random.fork_rng(devices=[]):
+        return probe(device, s.network_args(), s.batch_size, s.lr_patch, cache)

@@ -35,9 +35,9 @@ from mrisr.utilities.file_io import load_json, save_json
 logger = logging.getLogger(__name__)
 
 SPLITS_FILE = "splits_final.json"
-NUM_FOLDS = 5
+NUM_FOLDS = paths.NUM_FOLDS
 SEED = 12345
-ALL = "all"
+ALL = paths.ALL_FOLD
 
 
 def splits_path(dataset: str) -> Path:

@@ -27,10 +27,10 @@ import torch
 
 import mrisr.training.variants  # noqa: F401  (registers the trainer variants)
 from mrisr import paths
-from mrisr.dataset.dataset_json import list_datasets, resolve_dataset_name
 from mrisr.degradation.stage import ensure_synthetic_lr, model_id, synthetic_path
+from mrisr.paths import fold_folder, resolve_preprocessed_dataset, results_folder
 from mrisr.planning.fingerprint import FINGERPRINT_FILE
-from mrisr.planning.plans_handler import DEFAULT_CONFIGURATION, Plans
+from mrisr.plans import DEFAULT_CONFIGURATION, Plans
 from mrisr.preprocessing.dataset import PreprocessedDataset
 from mrisr.training import distributed
 from mrisr.training.checkpointing import FINAL, Checkpointer, network_from_state
@@ -50,35 +50,9 @@ DEFAULT_TRAINER = "EDSRTrainer"
 DEFAULT_PLANS = "mrisrPlans"
 
 
-def resolve_dataset(identifier: str | int | None) -> str:
-    """``-d`` -> dataset name; without ``-d``, the only dataset in ``$mrisr_preprocessed``."""
-    root = paths.preprocessed_root()
-    if identifier is not None:
-        return resolve_dataset_name(identifier, root)
-    names = list_datasets(root)
-    if not names:
-        raise MrisrError(
-            f"no preprocessed dataset in {root} (mrisr_preprocessed); "
-            "run mrisr_plan_and_preprocess first"
-        )
-    if len(names) > 1:
-        raise MrisrError(f"several datasets in {root}: choose one with -d ({', '.join(names)})")
-    return names[0]
-
-
 def load_plans(dataset: str, plans_name: str = DEFAULT_PLANS) -> Plans:
     safe_name(plans_name, "plans name (-p)")
     return Plans.load(paths.preprocessed_root() / dataset / f"{plans_name}.json")
-
-
-def results_folder(dataset: str, trainer: str, plans_name: str, configuration: str) -> Path:
-    for value, what in ((trainer, "trainer"), (plans_name, "plans name"), (configuration, "-c")):
-        safe_name(value, what)
-    return paths.results_root() / dataset / f"{trainer}__{plans_name}__{configuration}"
-
-
-def fold_folder(output: Path, fold: int | str) -> Path:
-    return output / f"fold_{fold}"
 
 
 def copy_training_inputs(plans: Plans, output: Path) -> None:
@@ -224,6 +198,52 @@ def run_training(
             torch.distributed.destroy_process_group()
 
 
+def _train(ctx, trainer_cls, job, output, train_cases, val_cases, num_gpus, continue_training):
+    """Synthetic LR for the training cases (main rank), then the training, in this process
+    or in ``num_gpus`` DDP processes."""
+    plans, configuration, fold, fold_dir, device, num_workers, progress, precision = job
+    probe = trainer_cls(plans, configuration, fold, fold_dir, "cpu", ctx, num_workers, False)
+    if continue_training:
+        probe.resume_state()  # a foreign or damaged checkpoint fails here, before any write
+    if ctx.is_main:
+        copy_training_inputs(plans, output)
+        synthetic = prepare_synthetic_lr(plans, configuration, train_cases, device, progress)
+    ctx.barrier()
+    if not ctx.is_main:
+        synthetic = ensure_synthetic_lr(plans, configuration, train_cases, device, False)
+    args = (
+        plans.data,
+        configuration,
+        fold,
+        fold_dir,
+        device,
+        num_workers,
+        progress,
+        synthetic,
+        val_cases,
+        continue_training,
+        precision,
+    )
+    if num_gpus > 1:
+        logger.info("starting %d DDP processes (%s)", num_gpus, device)
+        distributed.spawn(_train_worker, num_gpus, device, (trainer_cls, *args))
+    else:
+        _train_worker(ctx, trainer_cls, *args)
+
+
+def _final_network(trainer_cls, plans, configuration, fold, fold_dir):
+    """The fold's final network (its checkpoint checked against this trainer and plans)."""
+    ident = trainer_cls(plans, configuration, fold, fold_dir, "cpu", None, 0, False)
+    checkpoints = Checkpointer(fold_dir, ident.identity())
+    if not checkpoints.exists(FINAL):
+        raise MrisrError(
+            f"{checkpoints.path(FINAL)} not found: train fold {fold} first "
+            f"(mrisr_train {fold} -c {configuration} -tr {trainer_cls.__name__})"
+        )
+    networks = [network_from_state(checkpoints.load(FINAL), checkpoints.path(FINAL))]
+    return networks, str(checkpoints.path(FINAL))
+
+
 def _run(
     ctx: distributed.DistContext,
     fold: int | str,
@@ -240,7 +260,7 @@ def _run(
     progress: bool,
     precision: str = "auto",
 ) -> dict | None:
-    name = resolve_dataset(dataset)
+    name = resolve_preprocessed_dataset(dataset)
     plans = load_plans(name, plans_name)
     config = plans.configuration(configuration)
     trainer_cls = TRAINERS.get(trainer)
@@ -266,50 +286,16 @@ def _run(
     if ctx.is_main:
         check_validation_inputs(ds, val_cases)  # a moved raw scan fails now, not after training
     if config.requires_training and not val_only:
-        probe = trainer_cls(plans, configuration, fold, fold_dir, "cpu", ctx, num_workers, False)
-        if continue_training:
-            probe.resume_state()  # a foreign or damaged checkpoint fails here, before any write
-        if ctx.is_main:
-            copy_training_inputs(plans, output)
-            synthetic = prepare_synthetic_lr(plans, configuration, train_cases, device, progress)
-        ctx.barrier()
-        if not ctx.is_main:
-            synthetic = ensure_synthetic_lr(plans, configuration, train_cases, device, False)
-        args = (
-            plans.data,
-            configuration,
-            fold,
-            fold_dir,
-            device,
-            num_workers,
-            progress,
-            synthetic,
-            val_cases,
-            continue_training,
-            precision,
-        )
-        if num_gpus > 1:
-            logger.info("starting %d DDP processes (%s)", num_gpus, device)
-            distributed.spawn(_train_worker, num_gpus, device, (trainer_cls, *args))
-        else:
-            _train_worker(ctx, trainer_cls, *args)
+        job = (plans, configuration, fold, fold_dir, device, num_workers, progress, precision)
+        _train(ctx, trainer_cls, job, output, train_cases, val_cases, num_gpus, continue_training)
     elif ctx.is_main:
         copy_training_inputs(plans, output)
 
     if not ctx.is_main:
         return None
-    networks = None
-    checkpoint = None
+    networks, checkpoint = None, None
     if config.requires_training:
-        ident = trainer_cls(plans, configuration, fold, fold_dir, "cpu", None, 0, False)
-        checkpoints = Checkpointer(fold_dir, ident.identity())
-        if not checkpoints.exists(FINAL):
-            raise MrisrError(
-                f"{checkpoints.path(FINAL)} not found: train fold {fold} first "
-                f"(mrisr_train {fold} -c {configuration} -tr {trainer})"
-            )
-        networks = [network_from_state(checkpoints.load(FINAL), checkpoints.path(FINAL))]
-        checkpoint = str(checkpoints.path(FINAL))
+        networks, checkpoint = _final_network(trainer_cls, plans, configuration, fold, fold_dir)
     use_tta = trainer_cls.final_validation_tta if tta is None else tta
     return validate_fold(
         plans,

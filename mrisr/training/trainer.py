@@ -31,10 +31,8 @@ variant sets them too.
 from __future__ import annotations
 
 import logging
-import signal
-import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -43,10 +41,10 @@ import torch.distributed
 from torch import nn
 from tqdm import tqdm
 
-from mrisr import paths
+from mrisr.degradation.gaussian import PAPER_SIGMA
 from mrisr.degradation.noise import PatchDegradation
-from mrisr.networks.edsr import EDSR, edsr_init_args
-from mrisr.planning.plans_handler import Plans
+from mrisr.networks.registry import network_spec
+from mrisr.plans import Plans
 from mrisr.preprocessing import storage
 from mrisr.preprocessing.dataset import PreprocessedDataset
 from mrisr.training.checkpointing import (
@@ -66,10 +64,11 @@ from mrisr.training.data import (
     close_iterator,
 )
 from mrisr.training.distributed import DistContext
-from mrisr.training.estimate import GPU_FLOPS, FoldClock, edsr_step_flops, format_duration
-from mrisr.training.optimisation import Optimisation, OptimisationSettings, cpu_bf16_supported
-from mrisr.training.precision import CACHE_FILE as PRECISION_CACHE
-from mrisr.training.precision import PRECISIONS, PrecisionChoice, probe
+from mrisr.training.estimate import FoldClock, format_duration
+from mrisr.training.interrupts import DeferredInterrupt
+from mrisr.training.optimisation import Optimisation, OptimisationSettings
+from mrisr.training.precision import PrecisionChoice, choose
+from mrisr.training.settings import TrainingSettings
 from mrisr.training.training_log import TrainingLog
 from mrisr.training.validation import PairValidator
 from mrisr.utilities.errors import MrisrError
@@ -81,41 +80,6 @@ logger = logging.getLogger(__name__)
 
 #: name -> trainer class (``mrisr_train -tr NAME``)
 TRAINERS: Registry[type] = Registry("trainer")
-
-
-@dataclass(frozen=True)
-class TrainingSettings:
-    """Everything the loop needs, from the plans' ``sr`` section and the trainer variant."""
-
-    scale: int
-    lr_patch: int
-    num_blocks: int
-    num_features: int
-    res_scale: float
-    batch_size: int
-    iterations: int
-    learning_rate: float
-    betas: tuple[float, float]
-    lr_milestones: tuple[int, ...]
-    lr_gamma: float
-    grad_clip_norm: float | None
-    augmentation: str
-    checkpoint_every: int
-    validate_every: int
-
-    @property
-    def hr_patch(self) -> int:
-        return self.scale * self.lr_patch
-
-    def network_args(self) -> dict:
-        return edsr_init_args(
-            {
-                "num_blocks": self.num_blocks,
-                "num_features": self.num_features,
-                "res_scale": self.res_scale,
-            },
-            self.scale,
-        )
 
 
 def default_num_workers(device: torch.device) -> int:
@@ -151,8 +115,8 @@ class SRTrainer:
     # validation curves indistinguishable from float32 (see benchmarks/bench_edsr.py).
     cpu_mixed_precision: bool | None = None
     precision: str = "auto"  # mrisr_train --precision (auto: choose_precision)
-    # weight of the Fourier-amplitude term beside L1 (0: L1 only, the paper's loss)
-    frequency_loss_weight: float = 0.0
+    # weight of the Fourier-amplitude term beside L1 (None: as planned, "sr_loss")
+    frequency_loss_weight: float | None = None
     validation_max_slices: int = 16
     final_validation_tta: bool = True
 
@@ -191,8 +155,7 @@ class SRTrainer:
         self.iteration = 0
         self.patch_degradation: PatchDegradation | None = None
         self.best_psnr = float("-inf")
-        self._stop_requested = False
-        self._hard_stop = False
+        self._interrupt = DeferredInterrupt(self.ctx.is_main)
 
     @property
     def name(self) -> str:
@@ -211,33 +174,33 @@ class SRTrainer:
 
     # ------------------------------------------------------------------ settings
     def training_settings(self) -> TrainingSettings:
-        sr = self.config.sr
-        planned_it = int(sr["iterations"])
-        it = int(self.iterations or planned_it)
-        ratio = it / planned_it
+        sr = self.config.sr_plan
+        it = int(self.iterations or sr.iterations)
+        ratio = it / sr.iterations
 
         def rescaled(value: int) -> int:
             return max(1, int(round(value * ratio)))
 
         milestones = self.lr_milestones
         if milestones is None:
-            milestones = tuple(rescaled(m) for m in sr["lr_milestones"])
+            milestones = tuple(rescaled(m) for m in sr.lr_milestones)
         s = TrainingSettings(
             scale=self.plans.scale,
-            lr_patch=int(self.lr_patch or sr["lr_patch"]),
-            num_blocks=int(self.num_blocks or sr["num_blocks"]),
-            num_features=int(self.num_features or sr["num_features"]),
-            res_scale=float(sr.get("res_scale", 1.0)),
-            batch_size=int(self.batch_size or sr["batch_size"]),
+            lr_patch=int(self.lr_patch or sr.lr_patch),
+            network=network_spec(sr.network).name,
+            num_blocks=int(self.num_blocks or sr.num_blocks),
+            num_features=int(self.num_features or sr.num_features),
+            res_scale=sr.res_scale,
+            batch_size=int(self.batch_size or sr.batch_size),
             iterations=it,
-            learning_rate=float(self.learning_rate or sr["learning_rate"]),
-            betas=tuple(float(b) for b in sr["betas"]),
+            learning_rate=float(self.learning_rate or sr.learning_rate),
+            betas=sr.betas,
             lr_milestones=tuple(int(m) for m in milestones),
-            lr_gamma=float(sr["lr_gamma"]),
-            grad_clip_norm=sr.get("grad_clip_norm"),
-            augmentation=str(sr.get("augmentation", "dihedral8")),
-            checkpoint_every=int(self.checkpoint_every or rescaled(sr["checkpoint_every"])),
-            validate_every=int(self.validate_every or rescaled(sr["validate_every"])),
+            lr_gamma=sr.lr_gamma,
+            grad_clip_norm=sr.grad_clip_norm,
+            augmentation=sr.augmentation,
+            checkpoint_every=int(self.checkpoint_every or rescaled(sr.checkpoint_every)),
+            validate_every=int(self.validate_every or rescaled(sr.validate_every)),
         )
         if self.ctx.enabled:
             per_rank = max(1, s.batch_size // self.ctx.world_size)
@@ -247,7 +210,7 @@ class SRTrainer:
     # ------------------------------------------------------------------ pieces
     def build_network(self) -> nn.Module:
         torch.manual_seed(self.seed)
-        return EDSR(**self.settings.network_args())
+        return network_spec(self.settings.network).cls(**self.settings.network_args())
 
     def training_volumes(
         self, dataset: PreprocessedDataset, synthetic: dict[str, Path]
@@ -302,7 +265,9 @@ class SRTrainer:
             )
         rhos = [np.asarray(m["rho"]) for m in measured if m.get("rho") is not None]
         psf = load_json(summary).get("psf_sigma_hr") if summary and summary.is_file() else None
-        sigma_lr = float(np.mean(psf)) / self.settings.scale if psf else 1.5 / self.settings.scale
+        sigma_lr = (
+            float(np.mean(psf)) / self.settings.scale if psf else PAPER_SIGMA / self.settings.scale
+        )
         noise = {
             "sigma": float(np.median([m["sigma"] for m in measured])),
             "rho": np.mean(rhos, axis=0).tolist() if rhos else None,
@@ -324,31 +289,17 @@ class SRTrainer:
         return batch_iterator(loader, self.num_workers, augment=sampler.augment)
 
     def choose_precision(self, continue_training: bool = False) -> PrecisionChoice:
-        """The arithmetic to train in: ``--precision`` when given; on ``--continue`` the
-        checkpoint's; the variant's (``cpu_mixed_precision``); on CPU the fastest native
-        one by :func:`~mrisr.training.precision.probe` (cached per machine and network)."""
-        if self.precision != "auto":
-            return PrecisionChoice(self.precision, source="requested")
-        if continue_training:
-            state = self.resume_state()
-            if state is not None and state.get("precision") in PRECISIONS:
-                return PrecisionChoice(state["precision"], source="checkpoint")
-        if self.device.type != "cpu":
-            return PrecisionChoice(None, source="device default")
-        if self.cpu_mixed_precision is not None:
-            bf16 = self.cpu_mixed_precision and cpu_bf16_supported()
-            return PrecisionChoice("bf16" if bf16 else "fp32", source=self.name)
-        try:
-            cache = paths.results_root() / PRECISION_CACHE
-        except MrisrError:
-            cache = None
-        s = self.settings
-        with torch.random.fork_rng(devices=[]):
-            return probe(self.device, s.network_args(), s.batch_size, s.lr_patch, cache)
+        """See :func:`mrisr.training.precision.choose`."""
+        state = self.resume_state() if continue_training else None
+        variant = (
+            None if self.cpu_mixed_precision is None else (self.name, self.cpu_mixed_precision)
+        )
+        return choose(self.precision, self.device, self.settings, state, variant)
 
     def build_optimisation(self, network: nn.Module) -> Optimisation:
         s = self.settings
         choice = getattr(self, "precision_choice", None) or self.choose_precision()
+        w = self.frequency_loss_weight
         return Optimisation(
             network,
             OptimisationSettings(
@@ -356,7 +307,7 @@ class SRTrainer:
             ),
             self.device,
             precision=choice.precision,
-            frequency_weight=self.frequency_loss_weight,
+            frequency_weight=self.config.amplitude_loss_weight if w is None else w,
         )
 
     def build_validator(
@@ -374,23 +325,14 @@ class SRTrainer:
 
     def build_clock(self, validator: PairValidator | None) -> FoldClock:
         """The time estimate printed after the warm-up (periodic validations included)."""
-        s = self.settings
         pixels = sum(lr.size for lr, _, _ in validator.items) if validator else 0
-        gpu = edsr_step_flops(s.network_args(), s.batch_size, s.lr_patch) / GPU_FLOPS
-        probed = self.precision_choice.seconds
-        chosen = self.optimisation.precision
-        # validation runs float32: slower per pixel than a reduced-precision step
-        factor = probed["fp32"] / probed[chosen] if "fp32" in probed and chosen in probed else 1.0
-        return FoldClock(
+        return FoldClock.for_training(
+            self.settings,
             self.iteration,
-            s.iterations,
-            s.validate_every,
-            s.batch_size,
-            s.lr_patch,
             pixels,
             self.device.type,
-            gpu_seconds_per_step=gpu,
-            validation_factor=factor,
+            self.precision_choice.seconds,
+            self.optimisation.precision,
         )
 
     # ------------------------------------------------------------------ hooks
@@ -403,7 +345,7 @@ class SRTrainer:
             + (f" x{self.ctx.world_size} (DDP)" if self.ctx.enabled else "")
         )
         self.log.log(
-            f"EDSR x{s.scale}: {s.num_blocks} blocks x {s.num_features} features "
+            f"{s.network} x{s.scale}: {s.num_blocks} blocks x {s.num_features} features "
             f"({n_params / 1e6:.2f} M parameters); patches LR {s.lr_patch} / HR {s.hr_patch}, "
             f"batch {s.batch_size}{' per rank' if self.ctx.enabled else ''}, "
             f"{s.iterations} iterations, Adam lr {s.learning_rate:g} x{s.lr_gamma:g} at "
@@ -437,7 +379,7 @@ class SRTrainer:
             "seed": self.seed,
             "world_size": self.ctx.world_size,
             "precision": self.optimisation.precision,
-            "network_class": "EDSR",
+            "network_class": self.settings.network,
             "network_args": self.settings.network_args(),
             "network": {k: v.contiguous() for k, v in self._unwrapped().state_dict().items()},
             "optimisation": self.optimisation.state_dict(),
@@ -469,7 +411,7 @@ class SRTrainer:
         if validator is None:
             return
         m = validator(self._unwrapped(), self.device)
-        self.log.record_validation(self.iteration, m["psnr"], m["ssim"])
+        self.log.record_validation(self.iteration, m)
         improved = m["psnr"] > self.best_psnr
         self.log.log(
             f"iteration {self.iteration}: validation PSNR {m['psnr']:.3f} dB, "
@@ -490,6 +432,45 @@ class SRTrainer:
         """Train on the HR cases of ``synthetic`` (case -> synthetic LR file); validate
         periodically on ``val_cases``; write the checkpoints of the fold folder."""
         s = self.settings
+        volumes, sampler, validator = self._set_up(dataset, synthetic, val_cases, continue_training)
+        if self.iteration >= s.iterations:
+            self.log.log("training already complete")
+            if not self.checkpoints.exists(FINAL):
+                self._finish()
+            return
+        bar = tqdm(
+            total=s.iterations,
+            initial=self.iteration,
+            desc=f"fold {self.fold}",
+            disable=not self.progress,
+            dynamic_ncols=True,
+            smoothing=0,  # ETA from the mean rate, validations included: as the estimate
+        )
+        self.network.train()
+        clock = self.build_clock(validator)
+        started = time.perf_counter()
+        restore_sigint = self._defer_interrupts()
+        batches = None
+        try:
+            batches = self.build_data(volumes, sampler, self.iteration)
+            self._loop(batches, bar, validator, clock)
+        except BaseException as e:
+            self._save_if_interrupted(e)
+            raise
+        finally:
+            bar.close()
+            if batches is not None:
+                close_iterator(batches)
+            restore_sigint()
+        elapsed = time.perf_counter() - started
+        took = f"training loop took {elapsed:.1f} s ({format_duration(elapsed)})"
+        if clock.total_estimate is not None:
+            took += f"; estimated {clock.total_estimate:.1f} s after the warm-up"
+        self.log.log(took)
+        self._finish()
+
+    def _set_up(self, dataset, synthetic, val_cases, continue_training):
+        """Network, optimisation (resumed or seeded), DDP, data and validator."""
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         self.thread_tuner = None
@@ -521,91 +502,66 @@ class SRTrainer:
             f"validating on {len(val_cases)} pairs"
             + ("" if self.iteration == 0 else f"; resuming at iteration {self.iteration}")
         )
-        if self.iteration >= s.iterations:
-            self.log.log("training already complete")
-            if not self.checkpoints.exists(FINAL):
-                self._finish()
-            return
-        bar = tqdm(
-            total=s.iterations,
-            initial=self.iteration,
-            desc=f"fold {self.fold}",
-            disable=not self.progress,
-            dynamic_ncols=True,
-            smoothing=0,  # ETA from the mean rate, validations included: as the estimate
-        )
-        self.network.train()
+        return volumes, sampler, validator
+
+    def _loop(self, batches, bar, validator, clock: FoldClock) -> None:
+        """Iterate to the end: step, log, validate, checkpoint; KeyboardInterrupt on Ctrl-C."""
+        s = self.settings
         loss_sum = torch.zeros((), device=self.device)
         n_window, t_window = 0, 0.0  # steps and seconds (data + step) since the last record
-        clock = self.build_clock(validator)
-        started = time.perf_counter()
-        restore_sigint = self._defer_interrupts()
-        batches = None
-        try:
-            batches = self.build_data(volumes, sampler, self.iteration)
-            while self.iteration < s.iterations:
-                t0 = time.perf_counter()
-                batch = next(batches)
-                if batch["iteration"] != self.iteration:
-                    raise RuntimeError(
-                        f"loader out of step: batch {batch['iteration']} at {self.iteration}"
-                    )
-                lr, hr = self._to_device(batch["data"]), self._to_device(batch["target"])
-                loss = self.optimisation.step(lr, hr)
-                self.iteration += 1
-                loss_sum += loss
-                n_window += 1
-                last = self.iteration == s.iterations
-                if self.iteration % self.log_every == 0 or last:
-                    mean_loss = float(loss_sum) / n_window  # synchronises the device
-                    t_window += time.perf_counter() - t0
-                    dt = t_window / n_window
-                    self.log.record_training(
-                        self.iteration, mean_loss, self.optimisation.learning_rate, dt
-                    )
-                    bar.set_postfix(loss=f"{mean_loss:.4f}", s_it=f"{dt:.3g}")
-                    loss_sum.zero_()
-                    n_window, t_window = 0, 0.0
-                else:
-                    t_window += time.perf_counter() - t0
-                bar.update(1)
-                step_time = time.perf_counter() - t0
-                if self.thread_tuner is not None:
-                    self.thread_tuner.step_done(step_time)
-                if (estimate := clock.step_done(self.iteration, step_time)) is not None:
-                    self.log.log(estimate)
-                self.on_iteration_end(self.iteration, loss)
-                if self.iteration % s.validate_every == 0 or last:
-                    self._validate(validator)
-                if self.iteration % s.checkpoint_every == 0 and not last:
-                    self.checkpoints.save(LATEST, self.state())
-                    self.log.plot(self._title())
-                if self._should_stop():
-                    raise KeyboardInterrupt
-        except BaseException as e:
-            interrupted = isinstance(e, KeyboardInterrupt) or self._stop_requested
-            if interrupted and not self._hard_stop and self.iteration > 0:
-                # between iterations: the state is consistent, --continue resumes exactly
-                self.checkpoints.save(LATEST, self.state())
-                self.log.log(
-                    f"interrupted at iteration {self.iteration}: {LATEST} saved; "
-                    "resume with --continue",
-                    logging.WARNING,
+        while self.iteration < s.iterations:
+            t0 = time.perf_counter()
+            batch = next(batches)
+            if batch["iteration"] != self.iteration:
+                raise RuntimeError(
+                    f"loader out of step: batch {batch['iteration']} at {self.iteration}"
                 )
-            if interrupted and not isinstance(e, KeyboardInterrupt):
-                raise KeyboardInterrupt from None  # e.g. loader workers that saw Ctrl-C
-            raise
-        finally:
-            bar.close()
-            if batches is not None:
-                close_iterator(batches)
-            restore_sigint()
-        elapsed = time.perf_counter() - started
-        took = f"training loop took {elapsed:.1f} s ({format_duration(elapsed)})"
-        if clock.total_estimate is not None:
-            took += f"; estimated {clock.total_estimate:.1f} s after the warm-up"
-        self.log.log(took)
-        self._finish()
+            lr, hr = self._to_device(batch["data"]), self._to_device(batch["target"])
+            loss = self.optimisation.step(lr, hr)
+            self.iteration += 1
+            loss_sum += loss
+            n_window += 1
+            last = self.iteration == s.iterations
+            if self.iteration % self.log_every == 0 or last:
+                mean_loss = float(loss_sum) / n_window  # synchronises the device
+                t_window += time.perf_counter() - t0
+                dt = t_window / n_window
+                self.log.record_training(
+                    self.iteration, mean_loss, self.optimisation.learning_rate, dt
+                )
+                bar.set_postfix(loss=f"{mean_loss:.4f}", s_it=f"{dt:.3g}")
+                loss_sum.zero_()
+                n_window, t_window = 0, 0.0
+            else:
+                t_window += time.perf_counter() - t0
+            bar.update(1)
+            step_time = time.perf_counter() - t0
+            if self.thread_tuner is not None:
+                self.thread_tuner.step_done(step_time)
+            if (estimate := clock.step_done(self.iteration, step_time)) is not None:
+                self.log.log(estimate)
+            self.on_iteration_end(self.iteration, loss)
+            if self.iteration % s.validate_every == 0 or last:
+                self._validate(validator)
+            if self.iteration % s.checkpoint_every == 0 and not last:
+                self.checkpoints.save(LATEST, self.state())
+                self.log.plot(self._title())
+            if self._should_stop():
+                raise KeyboardInterrupt
+
+    def _save_if_interrupted(self, e: BaseException) -> None:
+        """On Ctrl-C between iterations the state is consistent: save it (--continue
+        resumes exactly); an interrupt seen as another error is re-raised as Ctrl-C."""
+        interrupted = isinstance(e, KeyboardInterrupt) or self._stop_requested
+        if interrupted and not self._hard_stop and self.iteration > 0:
+            self.checkpoints.save(LATEST, self.state())
+            self.log.log(
+                f"interrupted at iteration {self.iteration}: {LATEST} saved; "
+                "resume with --continue",
+                logging.WARNING,
+            )
+        if interrupted and not isinstance(e, KeyboardInterrupt):
+            raise KeyboardInterrupt from None  # e.g. loader workers that saw Ctrl-C
 
     def _should_stop(self) -> bool:
         """Ctrl-C seen (by any rank: DDP ranks agree every 10 iterations, so that they all
@@ -620,32 +576,21 @@ class SRTrainer:
         return self._stop_requested
 
     def _defer_interrupts(self):
-        """Ctrl-C takes effect at the end of the current iteration (so that the saved
-        state is consistent); a second Ctrl-C stops at once, without saving. Installed
-        before the loader workers start, which inherit it and keep producing. Returns the
-        function that restores the previous handler."""
-        self._stop_requested = False
-        self._hard_stop = False
-        if threading.current_thread() is not threading.main_thread():
-            return lambda: None
-        previous = signal.getsignal(signal.SIGINT)
+        """See :class:`mrisr.training.interrupts.DeferredInterrupt`; returns the restorer."""
+        self._interrupt = DeferredInterrupt(self.ctx.is_main)
+        return self._interrupt.install()
 
-        def handler(signum, frame):
-            if self._stop_requested:
-                self._hard_stop = True
-                signal.signal(signal.SIGINT, previous)
-                raise KeyboardInterrupt
-            self._stop_requested = True
-            if self.ctx.is_main:
-                logger.warning("Ctrl-C: stopping after this iteration (again: at once)")
+    @property
+    def _stop_requested(self) -> bool:
+        return self._interrupt.requested
 
-        signal.signal(signal.SIGINT, handler)
+    @_stop_requested.setter
+    def _stop_requested(self, value: bool) -> None:
+        self._interrupt.requested = value
 
-        def restore() -> None:
-            if signal.getsignal(signal.SIGINT) is handler:
-                signal.signal(signal.SIGINT, previous)
-
-        return restore
+    @property
+    def _hard_stop(self) -> bool:
+        return self._interrupt.hard
 
     def _finish(self) -> None:
         state = self.state()

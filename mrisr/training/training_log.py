@@ -12,18 +12,19 @@ import logging
 import time
 from pathlib import Path
 
+from mrisr.metrics.registry import metrics
 from mrisr.utilities.file_io import atomic_path, write_bytes_atomic
 
 logger = logging.getLogger("mrisr.training")
 
+#: the curves: training, then validation (``val_<name>`` of every full-reference metric)
 HISTORY_KEYS = (
     "iteration",
     "loss",
     "learning_rate",
     "seconds_per_iteration",
     "val_iteration",
-    "val_psnr",
-    "val_ssim",
+    *(f"val_{m.name}" for m in metrics(reference=True)),  # val_psnr, val_ssim
 )
 
 
@@ -63,11 +64,12 @@ class TrainingLog:
         h["learning_rate"].append(float(learning_rate))
         h["seconds_per_iteration"].append(float(seconds_per_iteration))
 
-    def record_validation(self, iteration: int, psnr: float, ssim: float) -> None:
+    def record_validation(self, iteration: int, values: dict[str, float]) -> None:
+        """One validation: the value of each full-reference metric (``{"psnr": ...}``)."""
         h = self.history
         h["val_iteration"].append(int(iteration))
-        h["val_psnr"].append(float(psnr))
-        h["val_ssim"].append(float(ssim))
+        for name, v in values.items():
+            h.setdefault(f"val_{name}", []).append(float(v))
 
     def state_dict(self) -> dict:
         return {k: list(v) for k, v in self.history.items()}

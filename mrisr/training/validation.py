@@ -4,7 +4,7 @@
   validation pairs' *preprocessed real LR* (on the HR-aligned working grid, normalised and
   denoised exactly as at inference), compared with the preprocessed HR on its foreground
   mask; no TTA, at most ``max_slices`` evenly spaced slices per case. Same metric functions
-  and intensity convention as :mod:`mrisr.evaluation.metrics`, without resampling.
+  and intensity convention as :mod:`mrisr.metrics.fidelity`, without resampling.
 * :func:`validate_fold` (end of fold, ``fold_K/validation/``): each validation case's raw
   real LR scan is super-resolved by the shared inference core (:class:`SRPredictor`, or
   :func:`bicubic_scan` for the ``bicubic`` configuration), written as
@@ -24,11 +24,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from mrisr.evaluation.metrics import compare_in_physical_space, normalise, psnr, ssim
 from mrisr.imageio.registration import rigid_register
 from mrisr.imageio.sitk_io import read_scan, write_scan
 from mrisr.inference.predictor import SRPredictor, bicubic_scan
-from mrisr.planning.plans_handler import Plans
+from mrisr.metrics.fidelity import compare_in_physical_space, normalise, reference_metrics
+from mrisr.metrics.registry import metrics
+from mrisr.plans import Plans
 from mrisr.preprocessing.dataset import PreprocessedDataset
 from mrisr.utilities.errors import MrisrError
 from mrisr.utilities.file_io import save_json
@@ -68,7 +69,7 @@ class PairValidator:
         was_training = network.training
         network.eval()
         channels_last = device.type == "cpu"
-        psnrs, ssims = [], []
+        values: dict[str, list[float]] = {}
         for lr, hr, mask in self.items:
             out = []
             for a in range(0, len(lr), self.batch_size):
@@ -81,10 +82,10 @@ class PairValidator:
             ref = hr[:, : pred.shape[1], : pred.shape[2]]
             m = mask[:, : pred.shape[1], : pred.shape[2]]
             ref_n, pred_n = normalise(ref, m), normalise(pred, m)
-            psnrs.append(psnr(ref_n, pred_n, m))
-            ssims.append(ssim(ref_n, pred_n, m))
+            for k, v in reference_metrics(ref_n, pred_n, m).items():
+                values.setdefault(k, []).append(v)
         network.train(was_training)
-        return {"psnr": float(np.mean(psnrs)), "ssim": float(np.mean(ssims))}
+        return {k: float(np.mean(v)) for k, v in values.items()}
 
 
 def _mean_sd(values: list[float]) -> dict[str, float]:
@@ -161,9 +162,10 @@ def validate_fold(
             m_bic["psnr"],
             m_bic["ssim"],
         )
+    reference = metrics(reference=True)
     methods = [configuration] if configuration == BICUBIC else [configuration, BICUBIC]
     mean = {
-        m: {k: _mean_sd([per_case[c][m][k] for c in cases]) for k in ("psnr", "ssim")}
+        m: {k.name: _mean_sd([per_case[c][m][k.name] for c in cases]) for k in reference}
         for m in methods
     }
     summary = {
@@ -173,7 +175,7 @@ def validate_fold(
         if held_out
         else "fold 'all' trains on every case: these pairs were seen in training",
         "tta": bool(tta and predictor is not None),
-        "metric_convention": "mrisr.evaluation.metrics.compare_in_physical_space "
+        "metric_convention": "mrisr.metrics.fidelity.compare_in_physical_space "
         "(HR resampled onto the SR grid, per-scan 99.5th percentile normalisation, "
         "foreground mask, data range 1)",
         **(info or {}),

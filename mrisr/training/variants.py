@@ -71,10 +71,10 @@ class EDSRTrainer_quality(EDSRTrainer):
 
 
 @TRAINERS.register
-class EDSRTrainer_quality_freq(EDSRTrainer_quality):
-    """The harness's budget with a Fourier-amplitude term beside L1 (texture ablation)."""
+class EDSRTrainer_quality_l1(EDSRTrainer_quality):
+    """The harness's budget with L1 only, whatever the plans say (the loss ablation)."""
 
-    frequency_loss_weight = 0.5
+    frequency_loss_weight = 0.0
 
 
 @TRAINERS.register

@@ -22,3 +22,23 @@ def check_device(device: str) -> str:
     ):
         raise MrisrError("--device mps: no Apple GPU (MPS) is available here; use --device cpu")
     return device
+
+
+def _onednn_native(dtype: str) -> bool:
+    import torch  # deferred, as in check_device: the CLI's --help does not load torch
+
+    try:
+        check = getattr(torch.ops.mkldnn, f"_is_mkldnn_{dtype}_supported")
+        return bool(torch.backends.mkldnn.is_available() and check())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def cpu_bf16_supported() -> bool:
+    """Whether oneDNN runs bf16 convolutions natively on this CPU (AVX512-BF16 / AMX)."""
+    return _onednn_native("bf16")
+
+
+def cpu_fp16_supported() -> bool:
+    """Whether oneDNN runs fp16 convolutions natively on this CPU (AVX512-FP16 / AMX-FP16)."""
+    return _onednn_native("fp16")

@@ -15,6 +15,7 @@ import numpy as np
 
 from mrisr.utilities.devices import check_device
 from mrisr.utilities.errors import MrisrError
+from mrisr.utilities.file_io import load_json
 
 #: plans and trainer names become folder names: no separators, no ``..``
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -66,8 +67,6 @@ def check_predict_args(inp: Path, out: Path, num_parts: int, part_id: int, devic
 
 
 def _recorded_args(out: Path) -> list[tuple[Path, dict]]:
-    from mrisr.utilities.file_io import load_json
-
     found = []
     for f in sorted(out.glob("predict_args*.json")):
         try:
@@ -96,20 +95,6 @@ def check_resume_args(out: Path, args: dict, resume: bool) -> None:
                 )
 
 
-def output_done(path: Path) -> bool:
-    """``--continue`` keeps an output only if it is a complete, readable image."""
-    import logging
-
-    from mrisr.imageio.sitk_io import is_complete_image
-
-    if not Path(path).exists():
-        return False
-    if is_complete_image(path):
-        return True
-    logging.getLogger(__name__).warning("%s is incomplete or unreadable: redoing it", path)
-    return False
-
-
 def check_finite_output(image, source: Path) -> None:
     """A prediction with NaN/Inf (or, from a broken model, nothing but zeros) is not
     written."""
@@ -131,22 +116,6 @@ def check_finite_network(net, path: Path) -> None:
                 f"{path}: weight '{name}' holds NaN/Inf (training diverged or the file is "
                 "damaged); retrain the fold or use another checkpoint (-chk)"
             )
-
-
-def pick_root_for_bicubic(identifier: str | None, results: Path, preprocessed: Path) -> Path:
-    """``bicubic`` needs no trained model: use the preprocessed root when the dataset has
-    no results folder."""
-    from mrisr.dataset.dataset_json import list_datasets
-
-    if identifier is None:
-        return results if list_datasets(results) else preprocessed
-    try:
-        from mrisr.dataset.dataset_json import resolve_dataset_name
-
-        resolve_dataset_name(identifier, results)
-        return results
-    except MrisrError:
-        return preprocessed
 
 
 # ----------------------------------------------------------- raw files' content fingerprint

@@ -21,15 +21,14 @@ from skimage.metrics import structural_similarity
 from mrisr.imageio.registration import rigid_register
 from mrisr.imageio.resampling import resample_mask_to, resample_to
 from mrisr.imageio.sitk_io import Geometry
+from mrisr.metrics.registry import Metric, metrics, register_metric
 from mrisr.preprocessing.foreground import foreground_mask
-
-PERCENTILE = 99.5
+from mrisr.preprocessing.normalization import foreground_percentile
 
 
 def normalise(volume: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    vals = volume[mask] if mask.any() else volume.ravel()
-    s = float(np.percentile(vals, PERCENTILE))
-    return volume / (s if s > 0 else 1.0)
+    """``volume`` divided by its foreground 99.5th percentile."""
+    return volume / foreground_percentile(volume, mask)
 
 
 def psnr(
@@ -62,6 +61,42 @@ def ssim(
     return float(smap[mask].mean()) if mask.any() else float("nan")
 
 
+register_metric(
+    Metric(
+        name="psnr",
+        label="PSNR",
+        higher_is_better=True,
+        width=8,
+        fmt=".2f",
+        mean_fmt="{:>5.2f}+-{:<5.2f}",
+        table_fmt="{:.2f} ± {:.2f}",
+        reference=True,
+        compute=psnr,
+        unit="dB",
+        order=0,
+    )
+)
+register_metric(
+    Metric(
+        name="ssim",
+        label="SSIM",
+        higher_is_better=True,
+        width=7,
+        fmt=".4f",
+        mean_fmt="{:.4f}+-{:.4f}",
+        table_fmt="{:.3f} ± {:.3f}",
+        reference=True,
+        compute=ssim,
+        order=1,
+    )
+)
+
+
+def reference_metrics(ref_n: np.ndarray, pred_n: np.ndarray, mask: np.ndarray) -> dict:
+    """Every registered full-reference metric of normalised images on ``mask``."""
+    return {m.name: m.compute(ref_n, pred_n, mask) for m in metrics(reference=True)}
+
+
 def compare_in_physical_space(
     reference: sitk.Image,
     prediction: sitk.Image,
@@ -86,8 +121,7 @@ def compare_in_physical_space(
     mask = foreground_mask(ref, valid)
     ref_n, pred_n = normalise(ref, mask), normalise(pred, mask)
     return {
-        "psnr": psnr(ref_n, pred_n, mask),
-        "ssim": ssim(ref_n, pred_n, mask),
+        **reference_metrics(ref_n, pred_n, mask),
         "foreground_voxels": int(mask.sum()),
         "registration": list(tf.GetParameters()) if tf is not None else None,
     }

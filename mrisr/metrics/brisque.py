@@ -13,6 +13,10 @@ from functools import lru_cache
 
 import numpy as np
 
+from mrisr.metrics.registry import Metric, register_metric
+from mrisr.preprocessing.normalization import foreground_percentile
+from mrisr.utilities.errors import MrisrError
+
 logger = logging.getLogger(__name__)
 
 MIN_FOREGROUND = 0.05  # fraction of a slice
@@ -24,8 +28,6 @@ def _model():
     try:
         from brisque import BRISQUE
     except ImportError as e:  # pragma: no cover - depends on the environment
-        from mrisr.utilities.errors import MrisrError
-
         raise MrisrError(
             f"BRISQUE needs the 'brisque' package and OpenCV ({e}); "
             "pip install brisque opencv-python-headless"
@@ -49,8 +51,7 @@ def brisque_slice(image_u8: np.ndarray) -> float:
 
 def brisque_volume(volume: np.ndarray, mask: np.ndarray) -> float:
     """Mean BRISQUE over the slices of a ``(z, y, x)`` volume with enough foreground."""
-    vals = volume[mask] if mask.any() else volume.ravel()
-    top = float(np.percentile(vals, 99.5)) or 1.0
+    top = foreground_percentile(volume, mask)
     scores = []
     for sl, m in zip(volume, mask):
         if min(sl.shape) < MIN_SIZE or m.mean() < MIN_FOREGROUND:
@@ -64,3 +65,19 @@ def brisque_volume(volume: np.ndarray, mask: np.ndarray) -> float:
         if np.isfinite(s):
             scores.append(s)
     return float(np.mean(scores)) if scores else float("nan")
+
+
+register_metric(
+    Metric(
+        name="brisque",
+        label="BRISQUE",
+        higher_is_better=False,
+        width=8,
+        fmt=".2f",
+        mean_fmt="{:.2f}+-{:.2f}",
+        table_fmt="{:.1f} ± {:.1f}",
+        reference=False,
+        compute=brisque_volume,
+        order=2,
+    )
+)

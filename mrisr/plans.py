@@ -1,12 +1,15 @@
-"""Typed access to plans.json.
+"""Typed access to plans.json (the ground floor: every package may read plans).
 
-Plans are data: plain JSON on disk. Configurations may inherit from another one
-(``"inherits_from": "dsgan_edsr"``): the child's top-level keys replace the parent's, the
-rest is inherited. Inheritance is resolved here and nowhere else.
+Plans are data: plain JSON on disk, validated on load. Configurations may inherit from
+another one (``"inherits_from": "dsgan_edsr"``): the child's top-level keys replace the
+parent's, the rest is inherited. Inheritance is resolved here and nowhere else (and cached).
+The ``sr`` and ``degradation`` sections have typed views (:class:`SRPlan`,
+:class:`DegradationPlan`); the raw dicts stay available for code that forwards them.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -60,7 +63,103 @@ def plans_problem(data: object) -> str | None:
         for sec in ("sr", "degradation"):
             if c.get(sec) is not None and not isinstance(c[sec], dict):
                 return f"'configurations.{name}.{sec}' must be an object or null"
+    return _sections_problem(configs)
+
+
+def _sections_problem(configs: dict) -> str | None:
+    """What is wrong with a resolved configuration's typed sections, or None."""
+    for name in configs:
+        try:
+            c = json.loads(_resolve(json.dumps(configs), name))
+        except MrisrError as e:
+            return str(e)
+        try:
+            if c.get("sr"):
+                SRPlan.from_dict(c["sr"])
+            if c.get("degradation"):
+                DegradationPlan.from_dict(c["degradation"])
+        except KeyError as e:
+            return f"configuration '{name}' lacks {e} in its sr/degradation section"
+        except (TypeError, ValueError) as e:
+            return f"configuration '{name}': bad value in its sr/degradation section ({e})"
     return None
+
+
+@dataclass(frozen=True)
+class SRPlan:
+    """The ``sr`` section of a configuration: the SR network and its training schedule."""
+
+    network: str
+    lr_patch: int
+    num_blocks: int
+    num_features: int
+    res_scale: float
+    batch_size: int
+    iterations: int
+    learning_rate: float
+    betas: tuple[float, float]
+    lr_milestones: tuple[int, ...]
+    lr_gamma: float
+    grad_clip_norm: float | None
+    augmentation: str
+    checkpoint_every: int
+    validate_every: int
+
+    @classmethod
+    def from_dict(cls, sr: dict) -> SRPlan:
+        clip = sr.get("grad_clip_norm")
+        return cls(
+            network=str(sr.get("name", "edsr")),
+            lr_patch=int(sr["lr_patch"]),
+            num_blocks=int(sr["num_blocks"]),
+            num_features=int(sr["num_features"]),
+            res_scale=float(sr.get("res_scale", 1.0)),
+            batch_size=int(sr["batch_size"]),
+            iterations=int(sr["iterations"]),
+            learning_rate=float(sr["learning_rate"]),
+            betas=tuple(float(b) for b in sr["betas"]),
+            lr_milestones=tuple(int(m) for m in sr["lr_milestones"]),
+            lr_gamma=float(sr["lr_gamma"]),
+            grad_clip_norm=clip,
+            augmentation=str(sr.get("augmentation", "dihedral8")),
+            checkpoint_every=int(sr["checkpoint_every"]),
+            validate_every=int(sr["validate_every"]),
+        )
+
+
+@dataclass(frozen=True)
+class DegradationPlan:
+    """The ``degradation`` section: the registered model's ``name`` and its parameters."""
+
+    name: str
+    params: dict
+
+    @classmethod
+    def from_dict(cls, d: dict) -> DegradationPlan:
+        return cls(str(d["name"]), {k: v for k, v in d.items() if k != "name"})
+
+    def get(self, key: str, default: object = None) -> object:
+        return self.params.get(key, default)
+
+
+@functools.lru_cache(maxsize=256)
+def _resolve(configs_json: str, name: str) -> str:
+    """The configuration ``name`` with its inheritance chain applied (JSON in, JSON out:
+    cached on the content, so an edited plans dict never reads a stale resolution)."""
+    configs = json.loads(configs_json)
+    if name not in configs:
+        raise MrisrError(f"unknown configuration '{name}'; valid names: {', '.join(configs)}")
+    chain, resolved, cur = [], {}, name
+    while cur is not None:
+        if cur in chain:
+            raise MrisrError(f"configuration inheritance loop: {' -> '.join(chain + [cur])}")
+        if cur not in configs:
+            raise MrisrError(f"configuration '{chain[-1]}' inherits from unknown '{cur}'")
+        chain.append(cur)
+        cur = configs[cur].get("inherits_from")
+    for c in reversed(chain):
+        resolved.update({k: v for k, v in configs[c].items() if k != "inherits_from"})
+    return json.dumps(resolved)
 
 
 @dataclass(frozen=True)
@@ -79,15 +178,31 @@ class ConfigurationPlans:
         return d["name"] if d else None
 
     @property
+    def degradation_plan(self) -> DegradationPlan | None:
+        d = self.degradation
+        return DegradationPlan.from_dict(d) if d else None
+
+    @property
     def sr(self) -> dict | None:
         """The SR network's section (EDSR), None for configurations without training."""
         return self.data.get("sr")
+
+    @property
+    def sr_plan(self) -> SRPlan | None:
+        """The ``sr`` section, typed (None for configurations without training)."""
+        return SRPlan.from_dict(self.sr) if self.sr else None
 
     @property
     def denoise_input(self) -> bool:
         """Is the real LR NLM-denoised before the network (the paper), or does the network
         see the raw LR and denoise it itself (``"sr_input": "raw"``)?"""
         return self.data.get("sr_input", "denoised") != "raw"
+
+    @property
+    def amplitude_loss_weight(self) -> float:
+        """Weight of the Fourier-amplitude term beside L1 in the SR loss (``"sr_loss"``;
+        absent: L1 only, the paper's loss)."""
+        return float((self.data.get("sr_loss") or {}).get("fourier_amplitude", 0.0))
 
     @property
     def training_noise(self) -> dict | None:
@@ -195,14 +310,16 @@ class Plans:
         configs = self.data["configurations"]
         if name not in configs:
             raise MrisrError(f"unknown configuration '{name}'; valid names: {', '.join(configs)}")
-        chain, resolved, cur = [], {}, name
-        while cur is not None:
-            if cur in chain:
-                raise MrisrError(f"configuration inheritance loop: {' -> '.join(chain + [cur])}")
-            if cur not in configs:
-                raise MrisrError(f"configuration '{chain[-1]}' inherits from unknown '{cur}'")
-            chain.append(cur)
-            cur = configs[cur].get("inherits_from")
-        for c in reversed(chain):
-            resolved.update({k: v for k, v in configs[c].items() if k != "inherits_from"})
-        return ConfigurationPlans(name, resolved)
+        return ConfigurationPlans(name, json.loads(_resolve(json.dumps(configs), name)))
+
+
+def plans_identity(plans: Plans, configuration: str) -> str:
+    """Hash of everything in the plans that changes what a configuration trains on/with."""
+    blob = json.dumps(
+        {
+            "preprocessing": plans.preprocessing_identity(),
+            "configuration": plans.configuration(configuration).data,
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha1(blob.encode()).hexdigest()[:16]

@@ -52,398 +52,37 @@ were tuned for the averages, which is what is implemented.
 
 from __future__ import annotations
 
-import copy
 import ctypes
 import logging
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from mrisr.degradation.kernels import (
-    bicubic_kernel_1d,
-    boundary_penalty_mask,
-    post_process_kernel,
-    wanted_center,
+from mrisr.degradation.dsgan.losses import LambdaSchedule, Regularisers
+from mrisr.degradation.dsgan.params import (
+    DEFAULT_UNITS_PER_BATCH,
+    REGULARISERS,
+    resolve_params,
 )
-from mrisr.networks.linear_generator import (
-    G_STRUCTURE,
-    apply_kernels,
-    compose_kernel,
-    init_generator_weights,
-    receptive_field,
+from mrisr.degradation.dsgan.units import (
+    CropGatherer,
+    DSGANResult,
+    DSGANUnit,
+    UnitPlan,
+    prepare_unit,
 )
+from mrisr.degradation.kernel_analysis import post_process_kernel
+from mrisr.networks.linear_generator import apply_kernels, compose_kernel, init_generator_weights
 from mrisr.networks.patch_discriminator import StackedPatchDiscriminator
-from mrisr.preprocessing.sampling import (
-    crop_center_probabilities,
-    gradient_weight_map,
-    sample_crop_corners,
-)
 from mrisr.utilities.threads import ThreadTuner, set_compute_threads
 
 logger = logging.getLogger(__name__)
 
-#: The "dsgan" section of the plans (KernelGAN / paper values, intensities in [0, 1]).
-DEFAULT_DSGAN_PARAMS: dict[str, Any] = {
-    "iterations": 3000,
-    "hr_crop": 64,
-    "lr_crop": 26,
-    "kernel_size": 13,
-    "g_channels": 64,
-    "d_channels": 64,
-    "g_lr": 2e-4,
-    "d_lr": 2e-4,
-    "betas": [0.5, 0.999],
-    "lr_decay_iterations": [750, 1500, 2250],
-    "lr_decay_factor": 10.0,
-    "d_input_noise_sd": 0.00196,
-    "lambdas": {"bicubic": 5.0, "sum2one": 0.5, "boundaries": 0.5, "center": 0.0, "sparse": 0.0},
-    "schedule": {
-        "bicubic_threshold": 0.1,
-        "threshold_patience": 10,
-        "decay_every": 200,
-        "decay_factor": 100.0,
-        "bicubic_min": 5e-6,
-        "switch_below": 5e-3,
-        "center_end": 1.0,
-        "sparse_end": 5.0,
-    },
-    "sampling": {"clip_percentile": 97.0, "window": 5},
-    "postprocess": {"n_largest": 41, "threshold_fraction": 0.75},
-}
-
-#: Default number of units trained together. On 2 CPU cores (``bench_dsgan.py --sweep``)
-#: the time per unit-iteration still falls from 36 (2.31 ms) to 72 units (2.14 ms);
-#: memory is ~20 MB per unit.
-DEFAULT_UNITS_PER_BATCH = 72
-#: Regulariser names in the order of the per-unit lambda columns.
-REGULARISERS = ("bicubic", "sum2one", "boundaries", "center", "sparse")
 _NOISE_BLOCK = 100  # iterations of D-input noise generated at once
 _STAT_NAMES = ("g_adv", "d_real", "d_fake", "d", *REGULARISERS)
-
-
-@dataclass
-class DSGANUnit:
-    """One training unit: a slice, a volume or a whole dataset, depending on kernel mode.
-
-    ``hr``: ``(n_hr_slices, H, W)`` float32 normalised HR in-plane slices; ``lr``:
-    ``(n_lr_slices, h, w)`` normalised, denoised real LR slices (2D arrays are one slice).
-    HR and LR need not be registered. ``paired_slices``: whether slice ``i`` of ``hr`` and
-    of ``lr`` are the same location; if so each iteration picks one location and crops
-    both from it (the paper's pairing), otherwise the HR and LR slices are picked
-    independently. ``None`` (default) pairs them when both stacks have the same number of
-    slices. Crops within the slices are always independent. Slices must be at least
-    ``hr_crop`` (HR) and
-    ``lr_crop`` (LR) pixels wide, finite and not constant to be used.
-    ``hr_weight``/``lr_weight``: gradient weight maps (:func:`gradient_weight_map`) of the
-    same shapes, computed (only for the slices used) when None.
-    """
-
-    name: str
-    hr: np.ndarray
-    lr: np.ndarray
-    seed: int
-    hr_weight: np.ndarray | None = None
-    lr_weight: np.ndarray | None = None
-    paired_slices: bool | None = None
-
-
-@dataclass
-class DSGANResult:
-    """Outcome of one unit.
-
-    ``kernel_raw``: the collapsed 13x13 generator kernel (correlation convention, see
-    :mod:`mrisr.degradation.kernels`); ``kernel``: post-processed (sum 1, non-negative,
-    centred for the decimation phase, ``13 + 2*pad`` wide). ``kernel`` is None unless
-    ``status == "ok"``; ``kernel_raw`` is None for "skipped" and "nan". ``status``: ``"ok"``, ``"skipped"`` (no usable data), ``"nan"``
-    (training diverged) or ``"failed"`` (post-processing found no positive kernel values).
-    ``losses``: final losses and lambdas (see :func:`train_dsgan`).
-    """
-
-    name: str
-    kernel_raw: np.ndarray | None
-    kernel: np.ndarray | None
-    losses: dict[str, Any] = field(default_factory=dict)
-    status: str = "ok"
-    message: str = ""
-
-
-# --------------------------------------------------------------------------- parameters
-def _merge(base: dict, override: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in override.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _merge(out[k], v)
-        else:
-            out[k] = v
-    return out
-
-
-def resolve_params(params: dict | None, scale: int) -> dict:
-    """Fill missing keys of a plans "dsgan" section with the defaults and validate it."""
-    p = _merge(DEFAULT_DSGAN_PARAMS, params or {})
-    unknown = set(p) - set(DEFAULT_DSGAN_PARAMS)
-    if unknown:
-        raise ValueError(f"unknown dsgan parameters: {sorted(unknown)}")
-    s = int(scale)
-    if s != scale or s < 1:
-        raise ValueError(f"scale must be a positive integer, got {scale}")
-    k = receptive_field(G_STRUCTURE)
-    if p["kernel_size"] != k:
-        raise ValueError(f"kernel_size {p['kernel_size']} != generator receptive field {k}")
-    expected = (p["hr_crop"] - k) // s + 1
-    if p["lr_crop"] != expected:
-        raise ValueError(
-            f"lr_crop {p['lr_crop']} must equal the generator output size "
-            f"(hr_crop - kernel_size)//scale + 1 = {expected}"
-        )
-    if p["lr_crop"] < 8:
-        raise ValueError(f"lr_crop {p['lr_crop']} is too small for the 7x7 discriminator")
-    if int(p["iterations"]) < 1:
-        raise ValueError("iterations must be >= 1")
-    missing = set(REGULARISERS) - set(p["lambdas"])
-    if missing:
-        raise ValueError(f"missing lambdas: {sorted(missing)}")
-    return p
-
-
-# --------------------------------------------------------------------------- unit preparation
-@dataclass
-class _UnitPlan:
-    """Crop positions of one unit for every iteration, on the slices actually used."""
-
-    index: int
-    hr_slices: np.ndarray  # (n_used, H, W) float32
-    lr_slices: np.ndarray
-    hr_pos: np.ndarray  # (iters, 3): used-slice index, row, col
-    lr_pos: np.ndarray
-    noise_rng: np.random.Generator
-    torch_seed: int
-
-
-def _as_stack(a: np.ndarray, what: str) -> np.ndarray:
-    a = np.asarray(a)
-    if a.ndim == 2:
-        a = a[None]
-    if a.ndim != 3:
-        raise ValueError(f"{what} must be (slices, H, W) or (H, W), got shape {a.shape}")
-    return a
-
-
-def _usable_slices(stack: np.ndarray, crop: int) -> np.ndarray:
-    """Indices of slices at least ``crop`` wide, finite and not constant (foreground)."""
-    if stack.shape[1] < crop or stack.shape[2] < crop:
-        return np.zeros(0, dtype=np.int64)
-    flat = stack.reshape(len(stack), -1)
-    finite = np.isfinite(flat).all(axis=1)
-    varying = np.zeros(len(stack), dtype=bool)
-    varying[finite] = np.ptp(flat[finite], axis=1) > 0
-    return np.flatnonzero(varying)
-
-
-def _sample_positions(
-    stack: np.ndarray,
-    weight: np.ndarray | None,
-    choice: np.ndarray,
-    crop: int,
-    rng: np.random.Generator,
-    sampling: dict,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Gradient-weighted crop corners on the slices chosen for each iteration.
-
-    ``choice``: slice index (into ``stack``) per iteration. Returns the used slices
-    (float32 copy) and ``(iterations, 3)`` positions ``[used_slice, row, col]`` (top-left
-    corners). Weight maps are computed only for the slices actually used.
-    """
-    used, inverse = np.unique(choice, return_inverse=True)
-    pos = np.zeros((len(choice), 3), dtype=np.int64)
-    pos[:, 0] = inverse
-    for j, s in enumerate(used):
-        if weight is not None:
-            w = np.asarray(weight[s], dtype=np.float32)
-        else:
-            w = gradient_weight_map(stack[s], sampling["clip_percentile"], sampling["window"])
-        prob = crop_center_probabilities(w, crop)
-        sel = np.flatnonzero(inverse == j)
-        pos[sel, 1:] = sample_crop_corners(prob, crop, len(sel), rng)
-    slices = np.ascontiguousarray(stack[used], dtype=np.float32)
-    return slices, pos
-
-
-def _prepare_unit(index: int, unit: DSGANUnit, p: dict, iterations: int) -> _UnitPlan | str:
-    """Sample all crops of a unit, or return the reason it is skipped."""
-    try:
-        hr = _as_stack(unit.hr, "hr")
-        lr = _as_stack(unit.lr, "lr")
-    except ValueError as e:
-        return str(e)
-    for what, w, a in (("hr_weight", unit.hr_weight, hr), ("lr_weight", unit.lr_weight, lr)):
-        if w is not None and _as_stack(w, what).shape != a.shape:
-            return f"{what} has shape {np.shape(w)}, expected {a.shape}"
-    hr_ok = _usable_slices(hr, p["hr_crop"])
-    lr_ok = _usable_slices(lr, p["lr_crop"])
-    if len(hr_ok) == 0:
-        return (
-            f"no usable HR slice (need finite, non-constant slices of at least "
-            f"{p['hr_crop']}x{p['hr_crop']}; got {hr.shape[0]} of {hr.shape[1]}x{hr.shape[2]})"
-        )
-    if len(lr_ok) == 0:
-        return (
-            f"no usable LR slice (need finite, non-constant slices of at least "
-            f"{p['lr_crop']}x{p['lr_crop']}; got {lr.shape[0]} of {lr.shape[1]}x{lr.shape[2]})"
-        )
-    for what, a in (("HR", hr), ("LR", lr)):
-        top = float(np.nanmax(np.abs(a)))
-        if top > 10:
-            logger.warning(
-                "unit %s: %s intensities reach %.3g; DSGAN thresholds assume intensities "
-                "normalised to about [0, 1]",
-                unit.name,
-                what,
-                top,
-            )
-    crop_ss, noise_ss, init_ss = np.random.SeedSequence(int(unit.seed)).spawn(3)
-    rng = np.random.default_rng(crop_ss)
-    w_hr = None if unit.hr_weight is None else _as_stack(unit.hr_weight, "hr_weight")
-    w_lr = None if unit.lr_weight is None else _as_stack(unit.lr_weight, "lr_weight")
-    # Slice location per iteration (the paper trains on the HR and LR slice of one
-    # location); crops within the slices are drawn independently.
-    pair = unit.paired_slices if unit.paired_slices is not None else hr.shape[0] == lr.shape[0]
-    if pair and hr.shape[0] != lr.shape[0]:
-        return f"paired_slices needs as many HR as LR slices ({hr.shape[0]} vs {lr.shape[0]})"
-    paired = np.intersect1d(hr_ok, lr_ok) if pair else np.zeros(0, dtype=np.int64)
-    if unit.paired_slices and len(paired) == 0:
-        return "no slice location is usable in both HR and LR"
-    if len(paired):
-        hr_choice = lr_choice = rng.choice(paired, size=iterations)
-    else:
-        hr_choice = rng.choice(hr_ok, size=iterations)
-        lr_choice = rng.choice(lr_ok, size=iterations)
-    hr_slices, hr_pos = _sample_positions(hr, w_hr, hr_choice, p["hr_crop"], rng, p["sampling"])
-    lr_slices, lr_pos = _sample_positions(lr, w_lr, lr_choice, p["lr_crop"], rng, p["sampling"])
-    return _UnitPlan(
-        index=index,
-        hr_slices=hr_slices,
-        lr_slices=lr_slices,
-        hr_pos=hr_pos,
-        lr_pos=lr_pos,
-        noise_rng=np.random.default_rng(noise_ss),
-        torch_seed=int(init_ss.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1)),
-    )
-
-
-class _CropGatherer:
-    """Gathers one crop per unit per iteration from a flat buffer with a single ``take``."""
-
-    def __init__(
-        self, stacks: list[np.ndarray], pos: list[np.ndarray], crop: int, device: torch.device
-    ) -> None:
-        sizes = [s.size for s in stacks]
-        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-        self.buffer = torch.from_numpy(np.concatenate([s.ravel() for s in stacks])).to(device)
-        widths = np.array([s.shape[2] for s in stacks], dtype=np.int64)
-        plane = np.array([s.shape[1] * s.shape[2] for s in stacks], dtype=np.int64)
-        # offsets[it, n] = start_n + slice * H*W + row * W + col
-        offsets = np.stack(
-            [
-                st + p[:, 0] * pl + p[:, 1] * w + p[:, 2]
-                for st, p, pl, w in zip(starts, pos, plane, widths)
-            ],
-            axis=1,
-        )
-        self.offsets = torch.from_numpy(offsets).to(device)
-        ar = torch.arange(crop, dtype=torch.int64)
-        rel = ar[None, :, None] * torch.from_numpy(widths)[:, None, None] + ar[None, None, :]
-        self.rel = rel.to(device)  # (N, crop, crop)
-
-    def __call__(self, it: int) -> torch.Tensor:
-        return self.buffer.take(self.offsets[it][:, None, None] + self.rel)
-
-
-# --------------------------------------------------------------------------- losses
-class _Regularisers(torch.nn.Module):
-    """KernelGAN's kernel regularisers and bicubic target, batched over units."""
-
-    def __init__(self, scale: int, kernel_size: int, hr_crop: int) -> None:
-        super().__init__()
-        self.scale, self.kernel_size, self.hr_crop = scale, kernel_size, hr_crop
-        self.n_out = (hr_crop - kernel_size) // scale + 1
-        b = bicubic_kernel_1d(scale)
-        length = len(b)
-        # Output m of G is centred on HR position s*m + c; the bicubic window starting at
-        # s*m + t0 is centred there too.
-        c = wanted_center(kernel_size, scale)
-        t0 = c - (length - 1) / 2
-        if t0 != int(t0):
-            raise ValueError(f"bicubic target cannot be aligned for scale {scale}")
-        t0 = int(t0)
-        self.pad_lo = max(0, -t0)
-        self.start = t0 + self.pad_lo
-        self.pad_hi = max(0, scale * (self.n_out - 1) + t0 + length - hr_crop)
-        self.register_buffer("bicubic", torch.from_numpy(np.outer(b, b)).float()[None, None])
-        self.register_buffer("mask", torch.from_numpy(boundary_penalty_mask(kernel_size)))
-        self.register_buffer("indices", torch.arange(kernel_size, dtype=torch.float32))
-        self.center = c
-
-    def bicubic_target(self, x: torch.Tensor) -> torch.Tensor:
-        """``(N, 1, H, W)`` HR crops -> ``(N, 1, n_out, n_out)`` bicubic-downscaled target."""
-        if self.pad_lo or self.pad_hi:
-            x = F.pad(x, (self.pad_lo, self.pad_hi, self.pad_lo, self.pad_hi), mode="reflect")
-        x = x[:, :, self.start :, self.start :]
-        y = F.conv2d(x, self.bicubic, stride=self.scale)
-        return y[:, :, : self.n_out, : self.n_out]
-
-    def kernel_terms(self, k: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Per-unit ``(sum2one, boundaries, center, sparse)`` of ``(N, K, K)`` kernels."""
-        total = k.sum(dim=(1, 2))
-        sum2one = (1.0 - total).abs()
-        boundaries = (k * self.mask).abs().mean(dim=(1, 2))
-        com_r = (k.sum(dim=2) * self.indices).sum(dim=1) / total
-        com_c = (k.sum(dim=1) * self.indices).sum(dim=1) / total
-        center = 0.5 * ((com_r - self.center) ** 2 + (com_c - self.center) ** 2)
-        sparse = (k * k + 1e-20).pow(0.1).mean(dim=(1, 2))
-        return sum2one, boundaries, center, sparse
-
-
-# --------------------------------------------------------------------------- schedule
-class _LambdaSchedule:
-    """KernelGAN's ``Learner`` (regulariser weights), vectorised over units."""
-
-    def __init__(self, n: int, lambdas: dict, sched: dict) -> None:
-        self.lam = np.tile(
-            np.array([float(lambdas[r]) for r in REGULARISERS], dtype=np.float32), (n, 1)
-        )
-        self.similar = np.zeros(n, dtype=bool)
-        self.counter = np.zeros(n, dtype=np.int64)
-        self.inserted = np.zeros(n, dtype=bool)
-        self.similar_at = np.full(n, -1, dtype=np.int64)
-        self.s = sched
-
-    def update(self, iteration: int, bicubic_loss: np.ndarray) -> None:
-        """Call after training iteration ``iteration`` with that iteration's bicubic losses."""
-        if iteration == 0:
-            return
-        s = self.s
-        was_similar = self.similar.copy()
-        under = bicubic_loss < s["bicubic_threshold"]
-        pending = ~was_similar
-        become = pending & under & (self.counter >= s["threshold_patience"])
-        self.similar |= become
-        self.similar_at[become] = iteration
-        self.counter[pending & under & ~become] += 1
-        self.counter[pending & ~under] = 0
-        if iteration % int(s["decay_every"]) == 0:
-            lam_b = self.lam[:, 0]
-            dec = was_similar & (lam_b > s["bicubic_min"])
-            lam_b[dec] = np.maximum(lam_b[dec] / s["decay_factor"], s["bicubic_min"])
-            ins = dec & ~self.inserted & (lam_b < s["switch_below"])
-            self.lam[ins, 3] = s["center_end"]
-            self.lam[ins, 4] = s["sparse_end"]
-            self.inserted |= ins
 
 
 # --------------------------------------------------------------------------- training
@@ -482,7 +121,7 @@ class BatchTrainer:
 
     def __init__(
         self,
-        plans: list[_UnitPlan],
+        plans: list[UnitPlan],
         names: list[str],
         scale: int,
         p: dict,
@@ -503,13 +142,13 @@ class BatchTrainer:
         fused: dict[str, Any] = {"fused": True} if device.type in ("cpu", "cuda") else {}
         self.opt_g = torch.optim.Adam(self.g_weights, lr=p["g_lr"], betas=betas, **fused)
         self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=p["d_lr"], betas=betas, **fused)
-        self.regs = _Regularisers(scale, self.ksize, self.hr_crop).to(device)
-        self.sched = _LambdaSchedule(n, p["lambdas"], p["schedule"])
+        self.regs = Regularisers(scale, self.ksize, self.hr_crop).to(device)
+        self.sched = LambdaSchedule(n, p["lambdas"], p["schedule"])
         self.lam_t = torch.from_numpy(self.sched.lam.copy()).to(device)
-        self.hr_gather = _CropGatherer(
+        self.hr_gather = CropGatherer(
             [pl.hr_slices for pl in plans], [pl.hr_pos for pl in plans], self.hr_crop, device
         )
-        self.lr_gather = _CropGatherer(
+        self.lr_gather = CropGatherer(
             [pl.lr_slices for pl in plans], [pl.lr_pos for pl in plans], self.lr_crop, device
         )
         self.noise_rngs = [pl.noise_rng for pl in plans]
@@ -645,7 +284,7 @@ class BatchTrainer:
 
 
 def _train_batch(
-    plans: list[_UnitPlan],
+    plans: list[UnitPlan],
     units: list[DSGANUnit],
     scale: int,
     p: dict,
@@ -708,9 +347,9 @@ def train_dsgan(
         _keep_freed_memory()
     try:
         for b in range(n_batches):
-            plans: list[_UnitPlan] = []
+            plans: list[UnitPlan] = []
             for i in range(bounds[b], bounds[b + 1]):
-                plan = _prepare_unit(i, units[i], p, iters)
+                plan = prepare_unit(i, units[i], p, iters)
                 if isinstance(plan, str):
                     logger.warning("DSGAN unit %s skipped: %s", units[i].name, plan)
                     results[i] = DSGANResult(units[i].name, None, None, {}, "skipped", plan)

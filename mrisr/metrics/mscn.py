@@ -49,7 +49,7 @@ from mrisr.utilities.file_io import atomic_path
 logger = logging.getLogger(__name__)
 
 #: The paper's window sigma (pixels) and BRISQUE's.
-PAPER_SIGMA = 1.0
+WINDOW_SIGMA = 1.0  # the paper's MSCN window (eq. 4-6: 7x7 Gaussian, sigma 1)
 BRISQUE_SIGMA = 7.0 / 6.0
 #: Window half-size: k, l = -3..3.
 WINDOW_RADIUS = 3
@@ -59,7 +59,7 @@ PRODUCT_RANGE = (-2.0, 2.0)
 BINS = 121
 
 
-def gaussian_window_1d(sigma: float = PAPER_SIGMA, radius: int = WINDOW_RADIUS) -> np.ndarray:
+def gaussian_window_1d(sigma: float = WINDOW_SIGMA, radius: int = WINDOW_RADIUS) -> np.ndarray:
     """1D Gaussian weights on ``-radius..radius``, sum 1 (the 2D window is their outer product)."""
     if not sigma > 0:
         raise ValueError(f"MSCN window sigma must be > 0, got {sigma}")
@@ -70,7 +70,7 @@ def gaussian_window_1d(sigma: float = PAPER_SIGMA, radius: int = WINDOW_RADIUS) 
 
 def mscn(
     image: np.ndarray,
-    sigma: float = PAPER_SIGMA,
+    sigma: float = WINDOW_SIGMA,
     C: float = 1.0,
     data_range: float = 1.0,
 ) -> np.ndarray:
@@ -144,7 +144,7 @@ def mscn_histograms(
     range: tuple[float, float] = MSCN_RANGE,  # mirrors numpy.histogram
     mask: np.ndarray | Sequence[np.ndarray] | None = None,
     product_range: tuple[float, float] = PRODUCT_RANGE,
-    sigma: float = PAPER_SIGMA,
+    sigma: float = WINDOW_SIGMA,
     C: float = 1.0,
     data_range: float = 1.0,
 ) -> dict:

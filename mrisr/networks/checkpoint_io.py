@@ -1,0 +1,108 @@
+"""Checkpoint files: written atomically, read only with ``torch.load(weights_only=True)``,
+and the network rebuilt from the registered name and arguments recorded in them.
+
+Reading a checkpoint and rebuilding its network is what the trainer (resume), the
+predictor and the model export share; it lives with the networks so that inference does
+not depend on training. :mod:`mrisr.training.checkpointing` adds the trainer's side
+(identity checks, RNG states, the latest/best/final files of a fold).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from mrisr.networks.registry import network_spec, registered_networks
+from mrisr.utilities.errors import MrisrError
+from mrisr.utilities.file_io import atomic_path
+from mrisr.utilities.safety import check_finite_network
+
+FORMAT = 1
+#: the network of checkpoints written before the name was recorded
+DEFAULT_NETWORK_CLASS = "EDSR"
+
+
+def save_checkpoint(state: dict, path: str | os.PathLike) -> None:
+    """Write ``state`` atomically (temporary file, fsync, rename)."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint safely; an unreadable file is a one-line MrisrError."""
+    path = Path(path)
+    if not path.is_file():
+        raise MrisrError(f"{path}: checkpoint not found")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises many types for damaged or foreign files
+        raise MrisrError(
+            f"{path}: unreadable checkpoint ({type(e).__name__}); delete it to start over"
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT or "network" not in state:
+        raise MrisrError(f"{path}: not an mrisr checkpoint (format {FORMAT}); delete it")
+    return state
+
+
+def check_network_args(cls_name: str, args: object, path: str | os.PathLike | None) -> dict:
+    """``args`` if every entry is known, of its type and within bounds; else MrisrError."""
+    where = f"{path}: " if path else ""
+    bounds = network_spec(cls_name).arg_bounds
+    if not isinstance(args, dict):
+        raise MrisrError(f"{where}checkpoint network_args is not a mapping; the file is damaged")
+    for k, v in args.items():
+        if k not in bounds:
+            raise MrisrError(f"{where}checkpoint network_args has unknown key '{k}'; delete it")
+        typ, lo, hi = bounds[k]
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool)
+        if ok and typ is int:
+            ok = float(v).is_integer()
+        if not ok or not lo <= v <= hi:
+            raise MrisrError(
+                f"{where}checkpoint network_args {k}={v!r} is out of range ({lo}..{hi}); the "
+                "file is damaged or foreign: delete it and retrain"
+            )
+    if "scale" not in args:
+        raise MrisrError(f"{where}checkpoint network_args lacks 'scale'; the file is damaged")
+    return {k: (int(v) if bounds[k][0] is int else float(v)) for k, v in args.items()}
+
+
+def network_from_state(state: dict, path: str | os.PathLike | None = None) -> torch.nn.Module:
+    """Rebuild the network of a loaded checkpoint (registered name and arguments stored in
+    it); the arguments are bounded, the weights must fit them and be finite."""
+    name = state.get("network_class", DEFAULT_NETWORK_CLASS)
+    if not isinstance(name, str) or name not in registered_networks():
+        raise MrisrError(f"checkpoint holds an unknown network class '{name}'")
+    spec = network_spec(name)
+    net = spec.cls(**check_network_args(name, state.get("network_args"), path))
+    try:
+        net.load_state_dict(state["network"])
+    except (RuntimeError, TypeError, AttributeError) as e:
+        first = str(e).strip().splitlines()
+        detail = first[1].strip() if len(first) > 1 else first[0] if first else type(e).__name__
+        raise MrisrError(
+            f"{path or 'checkpoint'}: weights do not fit the network ({detail[:160]}); "
+            "the file is damaged or foreign: delete it and retrain"
+        ) from None
+    check_finite_network(net, path or "checkpoint")
+    return net.eval()
+
+
+def check_network_scale(net: torch.nn.Module, plans: object, path: str | os.PathLike) -> None:
+    """One-line MrisrError unless the network upsamples by the plans' scale."""
+    got, want = getattr(net, "scale", None), plans.scale
+    if got is not None and int(got) != int(want):
+        raise MrisrError(
+            f"{path}: the network upsamples x{got} but the plans' scale is x{want}; "
+            "the checkpoint belongs to other plans: retrain or use the matching model"
+        )
+
+
+def load_network(path: str | os.PathLike, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """The trained network of a checkpoint file, in eval mode (for the predictor)."""
+    return network_from_state(read_checkpoint(path, map_location="cpu"), path).to(device)
