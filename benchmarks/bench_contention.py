@@ -148,20 +148,9 @@ def main() -> None:
             )
         )
         return
-    import platform
+    from mrisr.utilities.devices import cpu_model
 
-    model = (
-        next(
-            (
-                ln.split(":", 1)[1].strip()
-                for ln in open("/proc/cpuinfo")
-                if ln.startswith("model name")
-            ),
-            platform.processor(),
-        )
-        if os.path.exists("/proc/cpuinfo")
-        else platform.processor()
-    )
+    model = cpu_model()
     print(
         f"CPU: {model}; {os.cpu_count()} CPUs; policy {a.policy}; hog {a.hog} (nice {a.hog_nice})"
     )

@@ -84,6 +84,12 @@ def test_plan_cost_lines_cost_every_trained_configuration(tmp_path):
         "num_features": 8,
         "batch_size": 2,
         "iterations": 1000,
+        "learning_rate": 1e-4,
+        "betas": [0.9, 0.999],
+        "lr_milestones": [500],
+        "lr_gamma": 0.5,
+        "checkpoint_every": 100,
+        "validate_every": 100,
     }
     plans = Plans(
         {

@@ -11,12 +11,14 @@ is one forward and a backward of about twice its cost over ``batch * patch^2`` p
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from mrisr.networks.edsr import EDSR, edsr_init_args
+from mrisr.networks.edsr import EDSR
 from mrisr.training.precision import probe
+from mrisr.training.settings import TrainingSettings
 
 #: A CUDA GPU's sustained dense throughput assumed for the "a GPU would take" line
 #: (a mid-range card in bf16/fp16 convolutions at moderate utilisation).
@@ -175,22 +177,14 @@ def plan_cost_lines(plans, folds: int, results_cache=None) -> list[str]:
         config = plans.configuration(name)
         if not config.requires_training:
             continue
-        sr = config.sr
-        args = edsr_init_args(
-            {
-                "num_blocks": int(sr["num_blocks"]),
-                "num_features": int(sr["num_features"]),
-                "res_scale": float(sr.get("res_scale", 1.0)),
-            },
-            plans.scale,
-        )
-        key = (repr(sorted(args.items())), int(sr["batch_size"]), int(sr["lr_patch"]))
+        sr = TrainingSettings(**asdict(config.sr_plan), scale=plans.scale)
+        args = sr.network_args()
+        key = (repr(sorted(args.items())), sr.batch_size, sr.lr_patch)
         if key not in probed:
-            with torch.random.fork_rng(devices=[]):
-                probed[key] = probe(device, args, key[1], key[2], results_cache)
+            probed[key] = probe(device, args, sr.batch_size, sr.lr_patch, results_cache)
         choice = probed[key]
         t = choice.seconds[choice.precision]
-        its = int(sr["iterations"])
+        its = sr.iterations
         gpu = edsr_step_flops(args, key[1], key[2]) / GPU_FLOPS * its * folds
         total += folds * its * t
         lines.append(

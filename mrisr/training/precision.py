@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,7 @@ import torch
 from mrisr import paths
 from mrisr.networks.edsr import EDSR
 from mrisr.training.optimisation import Optimisation, OptimisationSettings
-from mrisr.utilities.devices import cpu_bf16_supported, cpu_fp16_supported
+from mrisr.utilities.devices import cpu_bf16_supported, cpu_fp16_supported, cpu_model
 from mrisr.utilities.errors import MrisrError
 from mrisr.utilities.file_io import load_json, save_json
 
@@ -62,15 +61,9 @@ def machine_key(device: torch.device) -> str:
     """What a cached timing depends on besides the network: processor, torch, threads."""
     if device.type == "cuda":
         return f"cuda:{torch.cuda.get_device_name(device)}|torch {torch.__version__}"
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(
-                (ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), model
-            )
-    except OSError:
-        pass
-    return f"{device.type}:{model}|torch {torch.__version__}|threads {torch.get_num_threads()}"
+    return (
+        f"{device.type}:{cpu_model()}|torch {torch.__version__}|threads {torch.get_num_threads()}"
+    )
 
 
 def step_seconds(
@@ -87,7 +80,8 @@ def step_seconds(
     runs it (channels_last on CPU)."""
     device = torch.device(device)
     gen = torch.Generator().manual_seed(0)
-    net = EDSR(**network_args).to(device)
+    with torch.random.fork_rng(devices=[]):  # the caller's random state stays untouched
+        net = EDSR(**network_args).to(device)
     s = int(network_args["scale"])
     lr = torch.rand(batch_size, 1, lr_patch, lr_patch, generator=gen).to(device)
     hr = torch.rand(batch_size, 1, lr_patch * s, lr_patch * s, generator=gen).to(device)
@@ -201,5 +195,4 @@ def choose(
     except MrisrError:
         cache = None
     s = settings
-    with torch.random.fork_rng(devices=[]):
-        return probe(device, s.network_args(), s.batch_size, s.lr_patch, cache)
+    return probe(device, s.network_args(), s.batch_size, s.lr_patch, cache)

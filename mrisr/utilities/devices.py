@@ -42,3 +42,17 @@ def cpu_bf16_supported() -> bool:
 def cpu_fp16_supported() -> bool:
     """Whether oneDNN runs fp16 convolutions natively on this CPU (AVX512-FP16 / AMX-FP16)."""
     return _onednn_native("fp16")
+
+
+def cpu_model() -> str:
+    """The processor's model name (``/proc/cpuinfo``; ``platform`` elsewhere)."""
+    import platform
+
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(
+                (ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), model
+            )
+    except OSError:
+        return model
