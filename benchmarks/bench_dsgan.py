@@ -148,9 +148,11 @@ def _fmt(ts: list[float], work: int) -> str:
     )
 
 
-def compare(n_slices: int, iterations: int, units_per_batch: int | None, repeats: int) -> None:
+def compare(
+    n_slices: int, iterations: int, units_per_batch: int | None, repeats: int, precision: str
+) -> None:
     hr, lr = make_slices(n_slices)
-    params = {"iterations": iterations}
+    params = {"iterations": iterations, "precision": precision}
     work = n_slices * iterations
     units = [dsgan_units.DSGANUnit(f"s{i}", hr[i], lr[i], seed=i) for i in range(n_slices)]
 
@@ -218,7 +220,7 @@ def full(n_slices: int, units_per_batch: int | None) -> None:
         )
 
 
-def quality(n_triples: int, units_per_batch: int | None) -> None:
+def quality(n_triples: int, units_per_batch: int | None, precision: str = "auto") -> None:
     """Full-length kernel-recovery check (the test's setting, repeated with other seeds).
 
     Three texture slices (skimage grass, gravel, brick, 512x512) blurred with a Gaussian
@@ -241,7 +243,8 @@ def quality(n_triples: int, units_per_batch: int | None) -> None:
             lr += 0.005 * np.random.default_rng(i).standard_normal(lr.shape).astype(np.float32)
             units.append(dsgan_units.DSGANUnit(f"t{t}-{i}", hr, lr, seed=3 * t + i))
     t0 = time.perf_counter()
-    res = core.train_dsgan(units, 2, None, units_per_batch=units_per_batch, progress=True)
+    params = {"precision": precision}
+    res = core.train_dsgan(units, 2, params, units_per_batch=units_per_batch, progress=True)
     print(f"{len(units)} units x 3000 iterations in {time.perf_counter() - t0:.0f} s")
 
     def score(k: np.ndarray) -> tuple[float, np.ndarray]:
@@ -280,17 +283,23 @@ def main() -> None:
     ap.add_argument("--full-slices", type=int, default=72)
     ap.add_argument("--sweep", type=str, default=None, help="comma-separated batch sizes")
     ap.add_argument("--quality", type=int, default=0, help="kernel recovery, N triples")
+    ap.add_argument(
+        "--precision",
+        default="auto",
+        choices=("auto", "fp32", "bf16"),
+        help="the discriminator's arithmetic in the batched trainer (plans: dsgan.precision)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(compute_threads())
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, {torch.get_num_threads()} threads")
     if args.quality:
-        quality(args.quality, args.units_per_batch)
+        quality(args.quality, args.units_per_batch, args.precision)
     elif args.sweep:
         sweep([int(s) for s in args.sweep.split(",")], args.iterations)
     elif args.full:
         full(args.full_slices, args.units_per_batch)
     else:
-        compare(args.slices, args.iterations, args.units_per_batch, args.repeats)
+        compare(args.slices, args.iterations, args.units_per_batch, args.repeats, args.precision)
 
 
 if __name__ == "__main__":

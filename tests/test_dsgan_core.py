@@ -72,7 +72,7 @@ def test_batched_units_equal_separate_runs() -> None:
     1e-3 bound; exact independence at any length is tested above.
     """
     units = [_unit("a", 1), _unit("b", 2, size=96), _unit("c", 3)]
-    one = {"iterations": 1}
+    one = {"iterations": 1, "precision": "fp32"}  # the probe could choose per batch size
     together = train_dsgan(units, 2, one, units_per_batch=3, progress=False)
     alone = [train_dsgan([u], 2, one, units_per_batch=1, progress=False)[0] for u in units]
     for t, a in zip(together, alone):
@@ -291,3 +291,32 @@ def test_recovers_anisotropic_gaussian_kernel() -> None:
     sig_est = np.array(kernel_statistics(est)["sigma"])
     sig_true = np.array(kernel_statistics(truth17)["sigma"])
     assert np.all(np.abs(sig_est / sig_true - 1) <= 0.25), (sig_est, sig_true)
+
+
+def test_discriminator_precision_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mrisr.degradation.dsgan import precision
+
+    cpu = torch.device("cpu")
+    # forced fp32 with one chunk candidate: nothing to time
+    assert precision.choose("fp32", 3, 64, 26, cpu) == ("fp32", 3)
+    with pytest.raises(ValueError, match="auto, fp32 or bf16"):
+        resolve_params({"precision": "fp16"}, 2)
+    with pytest.raises(ValueError, match="one of"):
+        precision.choose("half", 3, 64, 26, cpu)
+    monkeypatch.setattr(precision, "bf16_native", lambda device: False)
+    with pytest.raises(ValueError, match="does not compute bf16 natively"):
+        precision.choose("bf16", 3, 64, 26, cpu)
+    assert precision.choose("auto", 3, 64, 26, cpu) == ("fp32", 3)
+    # the probe decides between the candidates by their timings, reduced precision only
+    # when it is at least 10% faster
+    monkeypatch.setattr(precision, "bf16_native", lambda device: True)
+    fake = {("fp32", 30): 1.0, ("fp32", 12): 0.8, ("fp32", 24): 0.9}
+    for bf16, expected in ((0.75, ("fp32", 12)), (0.5, ("bf16", 12))):
+        precision._CHOSEN.clear()
+        t = {**fake, **{("bf16", c): bf16 + 0.1 for (_, c) in fake}}
+        t[("bf16", 12)] = bf16  # the fastest bf16 chunk
+        monkeypatch.setattr(
+            precision, "pass_seconds", lambda n, ch, lc, d, p, c, _t=t: _t[(p, c)]
+        )
+        assert precision.choose("auto", 30, 64, 26, cpu) == expected
+    precision._CHOSEN.clear()

@@ -208,3 +208,66 @@ def test_shift_windows_match_unfold_and_fold_and_are_adjoint() -> None:
     assert torch.allclose((win * b).sum(), (x * summed).sum())
     assert torch.autograd.gradcheck(lambda t: shifted_windows(t, s), (x,))
     assert torch.autograd.gradcheck(shift_sum, (b,))
+
+
+def _d_step_grads(stacked, lr, chunk=None):
+    for prm in stacked.parameters():
+        prm.grad = None
+    x = lr.clone().requires_grad_()
+    w = stacked.normalized_weights(0)
+
+    def loss_of(scores, units):
+        # a per-pixel loss like the adversarial one (a spatial mean of the scores would
+        # be nearly invariant to the BatchNorm'd layers, its gradient pure cancellation)
+        bce = torch.nn.functional.softplus(scores).mean(dim=(1, 2, 3))
+        per_unit = bce * torch.arange(1.0, 6.0)[units]
+        return per_unit.sum(), per_unit.detach()
+
+    if chunk is None:
+        per_unit = loss_of(stacked(x, w), slice(None))[0]
+        per_unit.backward()
+        g_x = x.grad
+    else:
+        _, g_x = stacked.backward_in_chunks(x, w, loss_of, chunk)
+    return [prm.grad.clone() for prm in stacked.parameters()], g_x
+
+
+def test_discriminator_in_chunks_equals_one_pass() -> None:
+    """Chunks of units give the gradients (parameters and input) of one pass."""
+    stacked = StackedPatchDiscriminator([torch.Generator().manual_seed(i) for i in range(5)])
+    lr = torch.rand(5, 2, 26, 26, generator=torch.Generator().manual_seed(9))
+    ref_w, ref_x = _d_step_grads(stacked, lr)
+    for chunk in (1, 2, 5):
+        got_w, got_x = _d_step_grads(stacked, lr, chunk)
+        for a, b in zip(got_w, ref_w):
+            assert _rel(a, b) < 1e-5
+        assert _rel(got_x, ref_x) < 1e-5
+
+
+def test_discriminator_in_bf16_is_close_to_fp32() -> None:
+    """The middle blocks in bf16: scores and gradients within bf16 rounding of fp32."""
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("no oneDNN")
+    stacked = StackedPatchDiscriminator([torch.Generator().manual_seed(i) for i in range(5)])
+    lr = torch.rand(5, 2, 26, 26, generator=torch.Generator().manual_seed(9))
+    ref = stacked(lr, stacked.normalized_weights(0)).detach()
+    ref_w, ref_x = _d_step_grads(stacked, lr, 5)
+    stacked.compute_dtype = torch.bfloat16
+    out = stacked(lr, stacked.normalized_weights(0)).detach()
+    assert out.dtype == torch.float32 and 0 < (out - ref).abs().max() < 0.02
+    got_w, got_x = _d_step_grads(stacked, lr, 5)
+
+    def cos(a: torch.Tensor, b: torch.Tensor) -> float:
+        return float(torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0))
+
+    grads = {n: (a, b) for (n, _), a, b in zip(stacked.named_parameters(), got_w, ref_w)}
+    # after the last BatchNorm: bf16 rounding only
+    for name in ("bn_weight", "bn_bias", "w_last", "b_last"):
+        assert _rel(*grads[name]) < 0.05, name
+    # before a BatchNorm the gradient is a difference that BN's mean subtraction leaves of
+    # larger terms: the rounding grows, the direction stays (the first bias's exact
+    # gradient is zero, a BatchNorm follows it)
+    for name in ("w_first", "w_mid"):
+        assert cos(*grads[name]) > 0.95, name
+    assert grads["b_first"][1].abs().max() < 1e-6
+    assert cos(got_x, ref_x) > 0.95

@@ -141,7 +141,12 @@ class StackedPatchDiscriminator(nn.Module):
     * the bias of the five middle 1x1 convs is omitted: BatchNorm's mean subtraction
       cancels it exactly (its gradient is zero);
     * the power-iteration vectors start random and get ``warmup_power_iterations`` (15)
-      iterations at construction, as torch's ``parametrizations.spectral_norm`` does.
+      iterations at construction, as torch's ``parametrizations.spectral_norm`` does;
+    * ``compute_dtype`` (float32 by default; ``torch.bfloat16`` where a probe finds it
+      faster, see :mod:`mrisr.degradation.dsgan.precision`) is the arithmetic of the
+      layers: the crops, products, BatchNorm and ReLU, forward and backward (products
+      accumulate in float32). The parameters, the spectral norm, the last layer's bias,
+      the sigmoid and the losses stay float32.
     """
 
     def __init__(
@@ -154,6 +159,7 @@ class StackedPatchDiscriminator(nn.Module):
         super().__init__()
         n, c, k = len(generators), channels, kernel_size
         self.n_units, self.channels, self.kernel_size = n, c, k
+        self.compute_dtype = torch.float32
 
         def xavier(shape: tuple[int, ...]) -> torch.Tensor:
             rec = math.prod(shape[2:])
@@ -261,20 +267,68 @@ class StackedPatchDiscriminator(nn.Module):
         """
         if weights is None:
             weights = self.normalized_weights(1)
+        if lr.shape[0] != self.n_units:
+            raise ValueError(f"got crops for {lr.shape[0]} units, the model has {self.n_units}")
+        return self._forward(lr, weights)
+
+    def backward_in_chunks(
+        self,
+        lr: torch.Tensor,
+        weights: dict[str, torch.Tensor],
+        loss_of,
+        chunk: int,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Score ``lr`` and backpropagate ``loss_of``, ``chunk`` units at a time.
+
+        The same arithmetic as ``loss_of(self(lr, weights), slice(None)).backward()``, but
+        each chunk's activations are used by its backward pass while they are still in the
+        processor's cache (one pass over all units streams them through memory several
+        times per layer: ``bench_dsgan.py``). Units never mix, so chunks are independent.
+        ``loss_of(scores, units)`` returns ``(scalar to backpropagate, per-unit statistics)``
+        for the units ``units`` (a slice). Gradients reach the tensors of ``weights`` that
+        require them (accumulated into the parameters through ``weights``' own graph, in
+        one backward call at the end) and ``lr`` when it requires one: its gradient is
+        returned (not accumulated), with the concatenated statistics.
+        """
+        n = lr.shape[0]
+        need_w = [key for key, v in weights.items() if v.requires_grad]
+        leaves = {key: v.detach() for key, v in weights.items()}
+        grads = {key: torch.empty_like(weights[key]) for key in need_w}
+        x_all = lr.detach()
+        g_lr = torch.empty_like(x_all) if lr.requires_grad else None
+        stats = []
+        for a in range(0, n, chunk):
+            units = slice(a, min(n, a + chunk))
+            sub = {key: v[units] for key, v in leaves.items()}
+            for key in need_w:
+                sub[key].requires_grad_()
+            x = x_all[units].requires_grad_(g_lr is not None)
+            loss, st = loss_of(self._forward(x, sub), units)
+            stats.append(st)
+            loss.backward()
+            for key in need_w:
+                grads[key][units] = sub[key].grad
+            if g_lr is not None:
+                g_lr[units] = x.grad
+        if need_w:
+            torch.autograd.backward([weights[k] for k in need_w], [grads[k] for k in need_w])
+        return torch.cat(stats), g_lr
+
+    def _forward(self, lr: torch.Tensor, weights: dict[str, torch.Tensor]) -> torch.Tensor:
         n, b, h, w = lr.shape
-        if n != self.n_units:
-            raise ValueError(f"got crops for {n} units, the model has {self.n_units}")
         k2 = self.kernel_size + 2
         oh, ow = h - self.kernel_size + 1, w - self.kernel_size + 1
         p = oh * ow
-        padded = F.pad(lr.reshape(n * b, 1, h, w), (1, 1, 1, 1), mode="replicate")
+        c, dt = self.channels, self.compute_dtype
+        padded = F.pad(lr.reshape(n * b, 1, h, w), (1, 1, 1, 1), mode="replicate").to(dt)
         cols = shifted_windows(padded.view(n, b, h + 2, w + 2), k2).view(n, k2 * k2, b * p)
-        x = torch.baddbmm(weights["b_first"], weights["first"], cols)  # (N, C, B*P)
-        c = self.channels
+        # (N, C, B*P); in reduced precision every weight is cast once per forward
+        x = torch.baddbmm(weights["b_first"].to(dt), weights["first"].to(dt), cols)
         # unbind (one backward node) rather than indexing per layer (five full-size
         # zero-filled gradients)
-        mids = weights["mid"].unbind(1)
-        gammas, betas = weights["bn_weight"].unbind(1), weights["bn_bias"].unbind(1)
+        mids = weights["mid"].to(dt).unbind(1)
+        gammas = weights["bn_weight"].to(dt).unbind(1)
+        betas = weights["bn_bias"].to(dt).unbind(1)
         for i in range(D_N_MIDDLE):
             x = torch.bmm(mids[i], x)
             gamma = gammas[i][:, :, None].expand(n, c, b).reshape(-1)
@@ -285,7 +339,8 @@ class StackedPatchDiscriminator(nn.Module):
             # batch_norm's for this shape).
             x = F.group_norm(x.view(1, n * c * b, p), n * c * b, gamma, beta, eps=BN_EPS)
             x = torch.relu_(x).view(n, c, b * p)
-        out = torch.sigmoid(torch.baddbmm(weights["b_last"], weights["last"], x))
+        scores = torch.bmm(weights["last"].to(dt), x).float() + weights["b_last"]
+        out = torch.sigmoid(scores)
         return out.view(n, b, oh, ow)
 
     @torch.no_grad()

@@ -35,6 +35,8 @@ DEFAULT_DSGAN_PARAMS: dict[str, Any] = {
     },
     "sampling": {"clip_percentile": 97.0, "window": 5},
     "postprocess": {"n_largest": 41, "threshold_fraction": 0.75},
+    # arithmetic of D's middle blocks: auto = bf16 where a probe finds it faster
+    "precision": "auto",
 }
 
 #: Default number of units trained together. On 2 CPU cores (``bench_dsgan.py --sweep``)
@@ -76,6 +78,8 @@ def resolve_params(params: dict | None, scale: int) -> dict:
         raise ValueError(f"lr_crop {p['lr_crop']} is too small for the 7x7 discriminator")
     if int(p["iterations"]) < 1:
         raise ValueError("iterations must be >= 1")
+    if p["precision"] not in ("auto", "fp32", "bf16"):
+        raise ValueError(f"precision must be auto, fp32 or bf16, got '{p['precision']}'")
     missing = set(REGULARISERS) - set(p["lambdas"])
     if missing:
         raise ValueError(f"missing lambdas: {sorted(missing)}")

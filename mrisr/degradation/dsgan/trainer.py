@@ -61,6 +61,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from mrisr.degradation.dsgan import precision
 from mrisr.degradation.dsgan.losses import LambdaSchedule, Regularisers
 from mrisr.degradation.dsgan.params import (
     DEFAULT_UNITS_PER_BATCH,
@@ -137,6 +138,10 @@ class BatchTrainer:
             for w in init_generator_weights(gens, channels=p["g_channels"])
         ]
         self.disc = StackedPatchDiscriminator(gens, channels=p["d_channels"]).to(device)
+        self.precision, self.chunk = precision.choose(
+            p["precision"], n, p["d_channels"], self.lr_crop, device
+        )
+        self.disc.compute_dtype = precision.DTYPES[self.precision]
         betas = tuple(p["betas"])
         # Adam is element-wise: on stacked parameters it is exactly per-unit Adam.
         fused: dict[str, Any] = {"fused": True} if device.type in ("cpu", "cuda") else {}
@@ -188,52 +193,68 @@ class BatchTrainer:
 
     def step(self, it: int) -> bool:
         """One iteration of every unit. Returns False once every unit has diverged."""
-        scale = self.scale
         if it % _NOISE_BLOCK == 0 or self.noise is None:
             self._noise_block(it)
-        x_hr = self.hr_gather(it)  # (N, hr_crop, hr_crop)
+        x_hr = self.hr_gather(it)[:, None]  # (N, 1, hr_crop, hr_crop)
         y_lr = self.lr_gather(it)  # (N, lr_crop, lr_crop)
-        x_hr = x_hr[:, None]
-        with torch.no_grad():
-            target = self.regs.bicubic_target(x_hr)
-
         # D's spectral-normalised weights (one power iteration): D does not change
         # before its own update, so the G step uses them frozen and the D step with grad.
         dw_d = self.disc.normalized_weights(1)
-        dw = {key: v.detach() for key, v in dw_d.items()}
+        adv, terms, ok_g = self._g_step(x_hr, {key: v.detach() for key, v in dw_d.items()})
+        d_stats = self._d_step(x_hr, y_lr, dw_d, ok_g, it)
+        stats = torch.cat([adv[:, None], d_stats[:, :3], terms.detach()], 1)
+        return self._bookkeeping(it, stats, d_stats[:, 3] > 0)
 
-        # ---- G step: adversarial + regularisers (D weights frozen, no D gradients)
-        k = compose_kernel(self.g_weights)
-        g_out = apply_kernels(x_hr, k, scale)  # (N, 1, lr_crop, lr_crop)
-        d_fake = self.disc(g_out, dw)
-        adv = (1.0 - d_fake).mean(dim=(1, 2, 3))
-        bic = (g_out - target).pow(2).mean(dim=(1, 2, 3))
-        s2o, bnd, cen, spa = self.regs.kernel_terms(k)
-        terms = torch.stack([bic, s2o, bnd, cen, spa], dim=1)
-        total_g = adv + (terms * self.lam_t).sum(dim=1)
-        ok_g = self.alive & torch.isfinite(total_g)
-        self.opt_g.zero_grad(set_to_none=True)
-        torch.where(ok_g, total_g, torch.zeros_like(total_g)).sum().backward()
-        self.opt_g.step()
-
-        # ---- D step: real LR vs G(HR) + noise, each crop its own BatchNorm batch
+    def _g_step(self, x_hr: torch.Tensor, dw: dict) -> tuple[torch.Tensor, ...]:
+        """Adversarial loss + regularisers, D frozen; D is scored and backpropagated in
+        chunks of units, then G's graph once. Returns (adv, terms, ok) per unit."""
         with torch.no_grad():
-            fake = apply_kernels(x_hr, compose_kernel(self.g_weights), scale)[:, 0]
-            fake = fake + self.noise[it % _NOISE_BLOCK]
-        # Real and generated crops in one pass with the same spectral-normalised weights;
-        # each crop is its own BatchNorm batch, as in two separate forward calls.
-        d_out = self.disc(torch.stack([y_lr, fake], dim=1), dw_d)  # (N, 2, h, w)
-        d_real = (1.0 - d_out[:, 0]).mean(dim=(1, 2))
-        d_fake_loss = d_out[:, 1].mean(dim=(1, 2))
-        loss_d = 0.5 * (d_real + d_fake_loss)
-        ok = ok_g & torch.isfinite(loss_d)
-        self.opt_d.zero_grad(set_to_none=True)
-        torch.where(ok, loss_d, torch.zeros_like(loss_d)).sum().backward()
-        self.opt_d.step()
+            target = self.regs.bicubic_target(x_hr)
+        k = compose_kernel(self.g_weights)
+        g_out = apply_kernels(x_hr, k, self.scale)  # (N, 1, lr_crop, lr_crop)
+        bic = (g_out - target).pow(2).mean(dim=(1, 2, 3))
+        terms = torch.stack([bic, *self.regs.kernel_terms(k)], dim=1)
+        reg = (terms * self.lam_t).sum(dim=1)
+        reg_d = reg.detach()
 
-        # ---- bookkeeping (one host transfer per iteration)
-        stats = torch.cat([torch.stack([adv, d_real, d_fake_loss, loss_d], 1), terms], 1)
-        stats_np = stats.detach().cpu().numpy().astype(np.float64)
+        def adversarial(scores: torch.Tensor, u: slice):
+            adv = (1.0 - scores).mean(dim=(1, 2, 3))
+            ok = self.alive[u] & torch.isfinite(adv + reg_d[u])
+            return torch.where(ok, adv, torch.zeros_like(adv)).sum(), adv.detach()
+
+        adv, g_grad = self.disc.backward_in_chunks(g_out, dw, adversarial, self.chunk)
+        ok_g = self.alive & torch.isfinite(adv + reg_d)
+        self.opt_g.zero_grad(set_to_none=True)
+        reg_loss = torch.where(ok_g, reg, torch.zeros_like(reg)).sum()
+        torch.autograd.backward([g_out, reg_loss], [g_grad, None])
+        self.opt_g.step()
+        return adv, terms, ok_g
+
+    def _d_step(self, x_hr, y_lr, dw_d: dict, ok_g: torch.Tensor, it: int) -> torch.Tensor:
+        """Real LR vs G(HR) + noise, each crop its own BatchNorm batch, both scored with
+        the same spectral-normalised weights. Returns (d_real, d_fake, d, ok) per unit."""
+        with torch.no_grad():
+            fake = apply_kernels(x_hr, compose_kernel(self.g_weights), self.scale)[:, 0]
+            fake = fake + self.noise[it % _NOISE_BLOCK]
+
+        def discriminator(scores: torch.Tensor, u: slice):
+            d_real = (1.0 - scores[:, 0]).mean(dim=(1, 2))
+            d_fake = scores[:, 1].mean(dim=(1, 2))
+            loss = 0.5 * (d_real + d_fake)
+            ok = ok_g[u] & torch.isfinite(loss)
+            st = torch.stack([d_real, d_fake, loss, ok.to(loss.dtype)], 1).detach()
+            return torch.where(ok, loss, torch.zeros_like(loss)).sum(), st
+
+        self.opt_d.zero_grad(set_to_none=True)
+        crops = torch.stack([y_lr, fake], dim=1)  # (N, 2, h, w)
+        stats, _ = self.disc.backward_in_chunks(crops, dw_d, discriminator, self.chunk)
+        self.opt_d.step()
+        return stats
+
+    def _bookkeeping(self, it: int, stats: torch.Tensor, ok: torch.Tensor) -> bool:
+        """Divergence, last losses, the lambda schedule and the learning-rate decay (one
+        host transfer per iteration)."""
+        stats_np = stats.cpu().numpy().astype(np.float64)
         ok_np = ok.cpu().numpy()
         for i in np.flatnonzero(self.alive_np & ~ok_np):
             bad = [nm for nm, v in zip(_STAT_NAMES, stats_np[i]) if not np.isfinite(v)]
