@@ -128,7 +128,6 @@ SIZE_DEBT = {
         76,
         "30 lines of docstring; thread set-up kept as it is",
     ),
-    "mrisr/planning/planners.py:plan": (76, "the plans' JSON, declarative"),
     "mrisr/training/validation.py:validate_fold": (69, "one fold's validation and its summary"),
     "mrisr/degradation/dsgan/trainer.py:step": (68, "one batched G and D step, kept in one piece"),
     "mrisr/dataset/demo_acquisition.py:acquire": (68, "the k-space acquisition of one scan"),

@@ -300,7 +300,7 @@ def predict_folder(
         logger.warning(
             "--save-uncertainty with one fold and no TTA: one ensemble member, the map is zero"
         )
-    trained_sp = _trained_lr_spacing(folder)
+    trained_sp = plans.real_lr_spacing or _trained_lr_spacing(folder)  # older plans: fingerprint
     describe = {
         "what": f"mrisr SR x{plans.scale} {configuration}",
         "trainer": trainer_name,

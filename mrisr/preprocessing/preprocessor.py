@@ -23,7 +23,7 @@ from mrisr.imageio.noise import (
     rayleigh_sigma,
     wavelet_sigma,
 )
-from mrisr.imageio.registration import rigid_register
+from mrisr.imageio.registration import rigid_register, transform_from_json
 from mrisr.imageio.resampling import (
     lr_grid_for_hr,
     resample_mask_to,
@@ -193,9 +193,10 @@ def _save_scan(files: dict[str, Path], key: str, scan: PreparedScan, sampling: d
     }
 
 
-def preprocess_case(args: tuple[Case, dict, str]) -> str:
-    """Preprocess one case into ``out_dir`` (runs in a worker process). Returns the case name."""
-    case, plans_data, out_dir = args
+def preprocess_case(args: tuple[Case, dict, str, dict | None]) -> str:
+    """Preprocess one case into ``out_dir`` (runs in a worker process); ``registration``:
+    the pair's alignment from the fingerprint (None: registered here). Returns the name."""
+    case, plans_data, out_dir, registration = args
     plans = Plans(plans_data)
     folder = Path(out_dir)
     files = case_files(folder, case.name)
@@ -228,7 +229,11 @@ def preprocess_case(args: tuple[Case, dict, str]) -> str:
     if lr_img is not None:
         tf = None
         if hr_img is not None and plans.preprocessing.get("register_pairs", False):
-            tf = rigid_register(hr_img, lr_img)
+            tf = (
+                transform_from_json(registration)
+                if registration
+                else rigid_register(hr_img, lr_img)
+            )
         lr = prepare_lr(lr_img, plans, hr_grid, tf, measure_noise=True)
         props["lr"] = _save_scan(files, "lr", lr, sampling)
         storage.save_array(files["lr_raw"], lr.raw.astype(np.float32))
@@ -245,9 +250,15 @@ def preprocess_case(args: tuple[Case, dict, str]) -> str:
 
 
 def preprocess_dataset(
-    cases: list[Case], plans: Plans, out_dir: Path, num_processes: int = 1
+    cases: list[Case],
+    plans: Plans,
+    out_dir: Path,
+    num_processes: int = 1,
+    registrations: dict[str, dict] | None = None,
 ) -> list[str]:
-    """Preprocess every case not already done with these plans; returns the cases processed."""
+    """Preprocess every case not already done with these plans; returns the cases processed.
+    ``registrations``: case -> the pair's alignment the fingerprint computed (reused)."""
+    registrations = registrations or {}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ident = plans.preprocessing_identity()
@@ -262,7 +273,7 @@ def preprocess_dataset(
         )
     map_progress(
         preprocess_case,
-        [(c, plans.data, str(out_dir)) for c in todo],
+        [(c, plans.data, str(out_dir), registrations.get(c.name)) for c in todo],
         num_processes,
         desc="preprocessing",
     )
