@@ -117,6 +117,7 @@ def test_one_registration_per_pair(planned, monkeypatch):
         f.unlink()  # the case is redone
     assert main(["-d", "1", "-np", "1", "--no-time-estimate"]) == 0
 
+
 def test_kernel_mode_follows_the_data(mrisr_env, capsys):
     ds = write_dataset(mrisr_env["mrisr_raw"], n_pairs=2)
     # shift the LR slices by half a slice: pairs no longer match slice by slice
