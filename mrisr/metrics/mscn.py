@@ -150,11 +150,10 @@ def mscn_histograms(
 ) -> dict:
     """Pooled, normalised histograms of the MSCN coefficients and diagonal products of a set.
 
-    ``images``: a list of 2D images (any sizes) and/or ``(z, H, W)`` stacks, or one
-    array. ``mask``: same structure, boolean; only masked pixels are counted (a product
-    counts when both of its pixels are masked). MSCN is computed on the whole image
-    (the mask does not change the local statistics). Values beyond the ranges are
-    clipped into the edge bins.
+    ``images``: a list of 2D images (any sizes) and/or ``(z, H, W)`` stacks, or one array.
+    ``mask``: same structure, boolean; only masked pixels are counted (a product counts
+    when both of its pixels are masked); MSCN is computed on the whole image (the mask does
+    not change the local statistics). Values beyond the ranges go to the edge bins.
 
     Returns a JSON-able dict: ``mscn_edges``, ``mscn`` (probability per bin),
     ``product_edges``, ``products`` (both diagonals pooled), ``d1``, ``d2``, ``count``,
@@ -175,12 +174,7 @@ def mscn_histograms(
         h_m += _hist(mc, e_m)
         h_1 += _hist(mp1, e_p)
         h_2 += _hist(mp2, e_p)
-        s["n"] += mc.size
-        s["m1"] += float(mc.astype(np.float64).sum())
-        s["m2"] += float((mc.astype(np.float64) ** 2).sum())
-        s["d1"] += float(mp1.astype(np.float64).sum())
-        s["d2"] += float(mp2.astype(np.float64).sum())
-        s["np"] += mp1.size
+        _add_moments(s, mc, mp1, mp2)
     if s["n"] == 0:
         raise ValueError("mscn_histograms: no pixels (empty masks?)")
     mean = s["m1"] / s["n"]
@@ -212,6 +206,16 @@ def _check_bins(bins: int, ranges) -> None:
     for r in ranges:
         if not (len(r) == 2 and r[0] < r[1]):
             raise ValueError(f"histogram range must be (low, high) with low < high, got {r}")
+
+
+def _add_moments(s: dict, mc: np.ndarray, mp1: np.ndarray, mp2: np.ndarray) -> None:
+    """Add the counts and sums of one image to the running ``s``."""
+    s["n"] += mc.size
+    s["m1"] += float(mc.astype(np.float64).sum())
+    s["m2"] += float((mc.astype(np.float64) ** 2).sum())
+    s["d1"] += float(mp1.astype(np.float64).sum())
+    s["d2"] += float(mp2.astype(np.float64).sum())
+    s["np"] += mp1.size
 
 
 def _hist(v: np.ndarray, edges: np.ndarray) -> np.ndarray:
