@@ -188,7 +188,6 @@ class BatchTrainer:
 
     def step(self, it: int) -> bool:
         """One iteration of every unit. Returns False once every unit has diverged."""
-        scale = self.scale
         if it % _NOISE_BLOCK == 0 or self.noise is None:
             self._noise_block(it)
         x_hr = self.hr_gather(it)  # (N, hr_crop, hr_crop)
@@ -201,10 +200,17 @@ class BatchTrainer:
         # before its own update, so the G step uses them frozen and the D step with grad.
         dw_d = self.disc.normalized_weights(1)
         dw = {key: v.detach() for key, v in dw_d.items()}
+        adv, terms, ok_g = self._g_step(x_hr, target, dw)
+        d_losses, ok = self._d_step(x_hr, y_lr, dw_d, ok_g, it)
+        # ---- bookkeeping (one host transfer per iteration)
+        stats = torch.cat([torch.stack([adv, *d_losses], 1), terms], 1)
+        return self._bookkeeping(it, stats.detach().cpu().numpy().astype(np.float64), ok)
 
-        # ---- G step: adversarial + regularisers (D weights frozen, no D gradients)
+    def _g_step(self, x_hr: torch.Tensor, target: torch.Tensor, dw: dict) -> tuple:
+        """G step: adversarial + regularisers (D weights frozen, no D gradients); returns
+        the adversarial loss, the regulariser terms and which units stayed finite."""
         k = compose_kernel(self.g_weights)
-        g_out = apply_kernels(x_hr, k, scale)  # (N, 1, lr_crop, lr_crop)
+        g_out = apply_kernels(x_hr, k, self.scale)  # (N, 1, lr_crop, lr_crop)
         d_fake = self.disc(g_out, dw)
         adv = (1.0 - d_fake).mean(dim=(1, 2, 3))
         bic = (g_out - target).pow(2).mean(dim=(1, 2, 3))
@@ -215,10 +221,13 @@ class BatchTrainer:
         self.opt_g.zero_grad(set_to_none=True)
         torch.where(ok_g, total_g, torch.zeros_like(total_g)).sum().backward()
         self.opt_g.step()
+        return adv, terms, ok_g
 
-        # ---- D step: real LR vs G(HR) + noise, each crop its own BatchNorm batch
+    def _d_step(self, x_hr, y_lr, dw_d: dict, ok_g: torch.Tensor, it: int) -> tuple:
+        """D step: real LR vs G(HR) + noise, each crop its own BatchNorm batch; returns
+        (d_real, d_fake, d) losses and which units stayed finite."""
         with torch.no_grad():
-            fake = apply_kernels(x_hr, compose_kernel(self.g_weights), scale)[:, 0]
+            fake = apply_kernels(x_hr, compose_kernel(self.g_weights), self.scale)[:, 0]
             fake = fake + self.noise[it % _NOISE_BLOCK]
         # Real and generated crops in one pass with the same spectral-normalised weights;
         # each crop is its own BatchNorm batch, as in two separate forward calls.
@@ -230,10 +239,10 @@ class BatchTrainer:
         self.opt_d.zero_grad(set_to_none=True)
         torch.where(ok, loss_d, torch.zeros_like(loss_d)).sum().backward()
         self.opt_d.step()
+        return (d_real, d_fake_loss, loss_d), ok
 
-        # ---- bookkeeping (one host transfer per iteration)
-        stats = torch.cat([torch.stack([adv, d_real, d_fake_loss, loss_d], 1), terms], 1)
-        stats_np = stats.detach().cpu().numpy().astype(np.float64)
+    def _bookkeeping(self, it: int, stats_np: np.ndarray, ok: torch.Tensor) -> bool:
+        """Units that diverged stop; the schedule and the learning rates move on."""
         ok_np = ok.cpu().numpy()
         for i in np.flatnonzero(self.alive_np & ~ok_np):
             bad = [nm for nm, v in zip(_STAT_NAMES, stats_np[i]) if not np.isfinite(v)]
@@ -292,9 +301,33 @@ def _train_batch(
     progress: bool,
     desc: str,
 ) -> list[DSGANResult]:
+    t0 = time.perf_counter()
     trainer = BatchTrainer(plans, [units[pl.index].name for pl in plans], scale, p, device)
     trainer.run(progress, desc)
-    return trainer.results()
+    out = trainer.results()
+    dt = time.perf_counter() - t0
+    iters = int(p["iterations"])
+    logger.info(
+        "%s: %d iterations in %.1f s (%.2f ms per unit-iteration)",
+        desc,
+        iters,
+        dt,
+        1e3 * dt / (iters * len(plans)),
+    )
+    return out
+
+
+def _plan_batch(units: list[DSGANUnit], lo: int, hi: int, p: dict, results: list) -> list:
+    """The crop plans of units ``lo:hi``; a unit without usable slices is skipped."""
+    plans: list[UnitPlan] = []
+    for i in range(lo, hi):
+        plan = prepare_unit(i, units[i], p, int(p["iterations"]))
+        if isinstance(plan, str):
+            logger.warning("DSGAN unit %s skipped: %s", units[i].name, plan)
+            results[i] = DSGANResult(units[i].name, None, None, {}, "skipped", plan)
+        else:
+            plans.append(plan)
+    return plans
 
 
 def train_dsgan(
@@ -332,7 +365,6 @@ def train_dsgan(
     """
     p = resolve_params(params, scale)
     dev = torch.device(device)
-    iters = int(p["iterations"])
     per = int(units_per_batch or DEFAULT_UNITS_PER_BATCH)
     if per < 1:
         raise ValueError("units_per_batch must be >= 1")
@@ -347,27 +379,11 @@ def train_dsgan(
         _keep_freed_memory()
     try:
         for b in range(n_batches):
-            plans: list[UnitPlan] = []
-            for i in range(bounds[b], bounds[b + 1]):
-                plan = prepare_unit(i, units[i], p, iters)
-                if isinstance(plan, str):
-                    logger.warning("DSGAN unit %s skipped: %s", units[i].name, plan)
-                    results[i] = DSGANResult(units[i].name, None, None, {}, "skipped", plan)
-                else:
-                    plans.append(plan)
+            plans = _plan_batch(units, bounds[b], bounds[b + 1], p, results)
             if not plans:
                 continue
-            t0 = time.perf_counter()
             desc = f"DSGAN batch {b + 1}/{n_batches} ({len(plans)} units)"
             out = _train_batch(plans, units, int(scale), p, dev, progress, desc)
-            dt = time.perf_counter() - t0
-            logger.info(
-                "%s: %d iterations in %.1f s (%.2f ms per unit-iteration)",
-                desc,
-                iters,
-                dt,
-                1e3 * dt / (iters * len(plans)),
-            )
             for pl, res in zip(plans, out):
                 results[pl.index] = res
     finally:
