@@ -26,15 +26,13 @@ from mrisr.imageio.resampling import (
     inplane_axes,
     lr_grid_for_hr,
     overlap_fraction,
-    resample_mask_to,
-    resample_to,
     through_plane_axis_of_pair,
     through_plane_axis_single,
     working_grid,
 )
 from mrisr.imageio.sitk_io import Geometry, read_scan
 from mrisr.preprocessing.foreground import foreground_mask
-from mrisr.preprocessing.normalization import foreground_percentile
+from mrisr.preprocessing.preprocessor import resample_normalised
 from mrisr.utilities.file_io import load_json, save_json
 from mrisr.utilities.parallel import map_progress
 
@@ -211,14 +209,14 @@ def _gaussian_fit(
     h = float(np.mean([hr_geom.spacing[i] for i in ia]))
     hr_work = working_grid(hr_geom, a, h, multiple_of=scale)
     lr_work = lr_grid_for_hr(hr_work, scale)
-    hr_arr = sitk.GetArrayFromImage(resample_to(hr_img, hr_work))
-    lr_arr = sitk.GetArrayFromImage(resample_to(lr_img, lr_work, transform=tf))
-    valid = resample_mask_to(lr_img, lr_work)
-    mask = foreground_mask(lr_arr, valid)
+    # preprocessing's resampling, masks and normalisation (prepare_hr / prepare_lr) on the
+    # grids of this pair at the dataset's scale (there are no plans yet)
+    hr_arr, _, _, _ = resample_normalised(hr_img, hr_work, sitk.sitkBSpline, {})
+    lr_arr, mask, _, _ = resample_normalised(
+        lr_img, lr_work, sitk.sitkBSpline, {}, tf, zero_outside=True
+    )
     if mask.sum() < 50:
         return [float("nan")] * len(GAUSSIAN_FIT_SIGMAS)
-    hr_arr /= foreground_percentile(hr_arr, foreground_mask(hr_arr))
-    lr_arr /= foreground_percentile(lr_arr, mask)
     out = []
     for sigma in GAUSSIAN_FIT_SIGMAS:
         syn = gaussian_degrade(hr_arr, sigma, scale)

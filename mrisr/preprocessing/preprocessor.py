@@ -62,14 +62,30 @@ class PreparedScan:
     noise: dict | None = None  # LR: noise measured on the working grid, before denoising
 
 
+def resample_normalised(
+    image: sitk.Image,
+    grid: Geometry,
+    interpolator: int,
+    normalization: dict,
+    transform: sitk.Transform | None = None,
+    zero_outside: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """``image`` on ``grid`` (through ``transform``), divided by its foreground percentile:
+    (array, foreground mask, valid mask, the factor); ``zero_outside``: 0 outside the scan."""
+    arr = sitk.GetArrayFromImage(resample_to(image, grid, interpolator, transform=transform))
+    valid = resample_mask_to(image, grid, transform)
+    if zero_outside:
+        arr[~valid] = 0.0
+    mask = foreground_mask(arr, valid)
+    s = normalization_scale(arr, mask, normalization)
+    return arr / np.float32(s), mask, valid, s
+
+
 def prepare_hr(image: sitk.Image, tp_axis: int, plans: Plans) -> PreparedScan:
     grid = working_grid(Geometry.of(image), tp_axis, plans.hr_spacing, multiple_of=plans.scale)
     interp = INTERPOLATORS[plans.preprocessing.get("hr_interpolator", "bspline")]
-    arr = sitk.GetArrayFromImage(resample_to(image, grid, interp))
-    valid = resample_mask_to(image, grid)
-    mask = foreground_mask(arr, valid)
-    s = normalization_scale(arr, mask, plans.normalization)
-    return PreparedScan(arr / np.float32(s), mask, valid, grid, s, Geometry.of(image))
+    arr, mask, valid, s = resample_normalised(image, grid, interp, plans.normalization)
+    return PreparedScan(arr, mask, valid, grid, s, Geometry.of(image))
 
 
 def lr_working_grid(image: sitk.Image, plans: Plans, hr_grid: Geometry | None) -> Geometry:
@@ -99,12 +115,9 @@ def prepare_lr(
     """
     grid = lr_working_grid(image, plans, hr_grid)
     interp = INTERPOLATORS[plans.preprocessing.get("lr_interpolator", "bspline")]
-    arr = sitk.GetArrayFromImage(resample_to(image, grid, interp, transform=transform))
-    valid = resample_mask_to(image, grid, transform)
-    arr[~valid] = 0.0
-    mask = foreground_mask(arr, valid)
-    s = normalization_scale(arr, mask, plans.normalization)
-    raw = arr / np.float32(s)
+    raw, mask, valid, s = resample_normalised(
+        image, grid, interp, plans.normalization, transform, zero_outside=True
+    )
     noise = measure_lr_noise(raw, mask, valid) if measure_noise else None
     out = denoise_lr(raw, plans.denoising) if denoise else raw
     return PreparedScan(out, mask, valid, grid, s, Geometry.of(image), raw=raw, noise=noise)
