@@ -269,6 +269,13 @@ class Plans:
         return float(self.data["lr_working_inplane_spacing"])
 
     @property
+    def real_lr_spacing(self) -> float | None:
+        """Median in-plane spacing (mm) of the real LR scans planned on (None in plans
+        written before it was recorded)."""
+        v = self.data.get("real_lr_inplane_spacing")
+        return float(v) if v else None
+
+    @property
     def through_plane_normal(self) -> list[float]:
         return list(self.data["through_plane_normal"])
 

@@ -112,35 +112,7 @@ def test_no_function_level_imports_of_mrisr_modules():
 
 #: modules and functions still over the bars, with why; the list may only shrink (a new
 #: entry, or an entry that grew, fails). (module path or "path:function") -> (lines, why)
-SIZE_DEBT = {
-    "mrisr/training/trainer.py": (
-        638,
-        "the SR loop, settings and hooks (+ precision, thread tuner and time-estimate hooks): "
-        "to split into a loop, a data module and a validator",
-    ),
-    "mrisr/dataset/demo.py": (469, "the demo dataset builder; its physics is demo_acquisition.py"),
-    "mrisr/inference/predict_api.py:predict_folder": (
-        99,
-        "argument checks, model loading and the scan loop in one function",
-    ),
-    "mrisr/training/train_api.py:_run": (73, "one fold: splits, training, final validation"),
-    "mrisr/degradation/dsn.py:fit": (102, "the DSN's fitting loop"),
-    "mrisr/cli/demo.py:main": (96, "the demo's stages, one after another"),
-    "mrisr/cli/demo.py:body": (80, "the stages themselves, nested in main"),
-    "mrisr/metrics/mscn.py:mscn_histograms": (84, "histograms of MSCN coefficients and pairs"),
-    "mrisr/cli/predict.py:main": (83, "the argparse declaration of mrisr_predict"),
-    "mrisr/inference/export.py:export_model": (78, "checks and the zip's members"),
-    "mrisr/degradation/dsgan/trainer.py:train_dsgan": (
-        76,
-        "30 lines of docstring; thread set-up kept as it is",
-    ),
-    "mrisr/planning/planners.py:plan": (76, "the plans' JSON, declarative"),
-    "mrisr/dataset/demo.py:_simulate_case": (74, "both acquisitions of a session"),
-    "mrisr/dataset/demo.py:build_demo_dataset": (73, "build, reuse or replace the demo dataset"),
-    "mrisr/training/validation.py:validate_fold": (69, "one fold's validation and its summary"),
-    "mrisr/degradation/dsgan/trainer.py:step": (68, "one batched G and D step, kept in one piece"),
-    "mrisr/dataset/demo_acquisition.py:acquire": (68, "the k-space acquisition of one scan"),
-}
+SIZE_DEBT: dict[str, tuple[int, str]] = {}
 
 
 def _sizes():

@@ -240,7 +240,7 @@ def test_incomplete_dataset_is_rebuilt(tmp_path: Path) -> None:
 
 def test_interrupted_build_leaves_nothing(tmp_path: Path, monkeypatch) -> None:
     calls = []
-    original = demo._simulate_case
+    original = demo.simulate_case
 
     def crash_on_second_case(*args, **kwargs):
         calls.append(1)
@@ -248,7 +248,7 @@ def test_interrupted_build_leaves_nothing(tmp_path: Path, monkeypatch) -> None:
             raise KeyboardInterrupt
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(demo, "_simulate_case", crash_on_second_case)
+    monkeypatch.setattr(demo, "simulate_case", crash_on_second_case)
     with pytest.raises(KeyboardInterrupt):
         build_demo_dataset(tmp_path, num_pairs=1, num_test_pairs=0)
     assert list(tmp_path.iterdir()) == []

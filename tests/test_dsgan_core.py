@@ -315,8 +315,6 @@ def test_discriminator_precision_choice(monkeypatch: pytest.MonkeyPatch) -> None
         precision._CHOSEN.clear()
         t = {**fake, **{("bf16", c): bf16 + 0.1 for (_, c) in fake}}
         t[("bf16", 12)] = bf16  # the fastest bf16 chunk
-        monkeypatch.setattr(
-            precision, "pass_seconds", lambda n, ch, lc, d, p, c, _t=t: _t[(p, c)]
-        )
+        monkeypatch.setattr(precision, "pass_seconds", lambda n, ch, lc, d, p, c, _t=t: _t[(p, c)])
         assert precision.choose("auto", 30, 64, 26, cpu) == expected
     precision._CHOSEN.clear()

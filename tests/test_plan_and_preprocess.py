@@ -95,6 +95,29 @@ def test_plans_content(planned):
         assert s in out
 
 
+def test_one_registration_per_pair(planned, monkeypatch):
+    """The fingerprint registers each pair once; preprocessing applies that transform, and
+    the plans record the real LR spacing the predictor's warning compares inputs with."""
+    env, _ = planned
+    fp = load_json(pre_dir(env) / "dataset_fingerprint.json")
+    plans = Plans.load(pre_dir(env) / "mrisrPlans.json")
+    assert plans.real_lr_spacing == pytest.approx(2.7)
+    for c in fp["cases"]:
+        props = load_json(pre_dir(env) / "mrisrPlans_preprocessed" / f"{c['name']}.json")
+        if c["pair"] is None:
+            assert "registration_to_hr" not in (props.get("lr") or {})
+            continue
+        reg, used = c["pair"]["registration"], props["lr"]["registration_to_hr"]
+        assert used["parameters"] == reg["parameters"]
+        assert used["center"] == reg["fixed_parameters"][:3]
+    # preprocessing again from the kept fingerprint registers nothing
+    monkeypatch.setattr(preprocessor, "rigid_register", lambda *a: pytest.fail("registered"))
+    assert main(["-d", "1", "-np", "1", "--no-time-estimate"]) == 0
+    for f in (pre_dir(env) / "mrisrPlans_preprocessed").glob("*.json"):
+        f.unlink()  # the case is redone
+    assert main(["-d", "1", "-np", "1", "--no-time-estimate"]) == 0
+
+
 def test_kernel_mode_follows_the_data(mrisr_env, capsys):
     ds = write_dataset(mrisr_env["mrisr_raw"], n_pairs=2)
     # shift the LR slices by half a slice: pairs no longer match slice by slice

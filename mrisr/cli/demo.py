@@ -165,89 +165,93 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     setup_logging()
+    return run_command("mrisr_demo", lambda: _run(args))
 
-    def body() -> int:
-        from mrisr.dataset.demo import build_demo_dataset
-        from mrisr.evaluation.comparison import (
-            comparison_table,
-            find_best_configuration,
-            table_markdown,
-        )
-        from mrisr.planning.plan_and_preprocess_api import plan_and_preprocess, summary_text
-        from mrisr.utilities.devices import check_device
-        from mrisr.utilities.file_io import atomic_path
 
-        check_device(args.device)
-        workdir = Path(args.workdir).resolve()
-        if workdir.exists() and not workdir.is_dir():
-            raise MrisrError(f"--workdir {workdir}: is a file; choose a folder")
-        roots = set_roots(workdir)
-        predictions = workdir / "predictions"
-        stage = _Stages()
+def _run(args: argparse.Namespace) -> int:
+    """The demo's stages, one after another."""
+    from mrisr.dataset.demo import build_demo_dataset
+    from mrisr.evaluation.comparison import (
+        comparison_table,
+        find_best_configuration,
+        table_markdown,
+    )
+    from mrisr.planning.plan_and_preprocess_api import plan_and_preprocess, summary_text
+    from mrisr.utilities.devices import check_device
+    from mrisr.utilities.file_io import atomic_path
 
-        stage("building the demo dataset from the bundled MNI152 template")
-        raw = build_demo_dataset(roots["mrisr_raw"], dataset_id=DATASET_ID)
-        dataset = raw.name
-        print(f"      {raw}")
+    check_device(args.device)
+    workdir = Path(args.workdir).resolve()
+    if workdir.exists() and not workdir.is_dir():
+        raise MrisrError(f"--workdir {workdir}: is a file; choose a folder")
+    roots = set_roots(workdir)
+    predictions = workdir / "predictions"
+    stage = _Stages()
 
-        stage(f"mrisr_plan_and_preprocess -d {DATASET_ID} -pl {PLANNER}")
-        verified, plans = plan_and_preprocess(dataset, args.np, planner=PLANNER)
-        print(summary_text(dataset, verified, plans))
+    stage("building the demo dataset from the bundled MNI152 template")
+    raw = build_demo_dataset(roots["mrisr_raw"], dataset_id=DATASET_ID)
+    dataset = raw.name
+    print(f"      {raw}")
 
-        stage(
-            f"mrisr_train {FOLD} -d {DATASET_ID} -c CONFIG -tr {TRAINER} -p {PLANS} "
-            f"(every configuration, degradation stage first)"
-        )
-        _train_all(dataset, args.device)
+    stage(f"mrisr_plan_and_preprocess -d {DATASET_ID} -pl {PLANNER}")
+    verified, plans = plan_and_preprocess(dataset, args.np, planner=PLANNER)
+    print(summary_text(dataset, verified, plans))
 
-        stage(
-            f"mrisr_predict -i {raw / 'imagesLRTs'} -o {predictions}/CONFIG -d {DATASET_ID} "
-            f"-c CONFIG -tr {TRAINER} -p {PLANS} -f {FOLD}"
-        )
-        _predict_all(dataset, raw, predictions, args.device)
+    stage(
+        f"mrisr_train {FOLD} -d {DATASET_ID} -c CONFIG -tr {TRAINER} -p {PLANS} "
+        f"(every configuration, degradation stage first)"
+    )
+    _train_all(dataset, args.device)
 
-        stage(
-            f"mrisr_evaluate -ref {raw / 'imagesHRTs'} -pred {predictions}/CONFIG "
-            f"-o {predictions}/CONFIG/evaluation.json"
-        )
-        test = comparison_table(_evaluate_all(raw, predictions))
-        test_md = table_markdown(test, "held-out test scans (imagesLRTs vs imagesHRTs)")
+    stage(
+        f"mrisr_predict -i {raw / 'imagesLRTs'} -o {predictions}/CONFIG -d {DATASET_ID} "
+        f"-c CONFIG -tr {TRAINER} -p {PLANS} -f {FOLD}"
+    )
+    _predict_all(dataset, raw, predictions, args.device)
 
-        stage(f"mrisr_find_best_configuration -d {DATASET_ID} -tr {TRAINER} -p {PLANS}")
-        report = find_best_configuration(dataset, TRAINER, PLANS)
-        mscn = report["mscn_distance_to_real_lr"] or {}
-        lines = [
-            f"# mrisr demo: {dataset}",
-            "",
-            "## Held-out test scans",
-            "",
-            test_md,
-            "",
-            f"## Cross-validation (fold {FOLD} validation cases)",
-            "",
-            report["markdown"],
-            "",
-            "## Synthetic LR vs real LR (MSCN statistics, Jensen-Shannon divergence, lower = closer)",
-            "",
-            "| synthetic LR | MSCN | diagonal products | combined |",
-            "|---|---|---|---|",
-        ]
-        for name, d in sorted(mscn.items(), key=lambda kv: kv[1]["combined"]):
-            lines.append(
-                f"| {name} | {d['mscn']:.4f} | {d['products']:.4f} | {d['combined']:.4f} |"
-            )
-        lines += ["", "Figures:"]
-        lines += [f"- {k}: {v}" for k, v in report["figures"].items() if v]
-        text = "\n".join(lines) + "\n"
-        with atomic_path(workdir / "demo_report.md") as tmp:
-            tmp.write_text(text)
-        stage.done()
-        print()
-        print(text)
-        print(f"report: {workdir / 'demo_report.md'}")
-        return 0
+    stage(
+        f"mrisr_evaluate -ref {raw / 'imagesHRTs'} -pred {predictions}/CONFIG "
+        f"-o {predictions}/CONFIG/evaluation.json"
+    )
+    test = comparison_table(_evaluate_all(raw, predictions))
+    test_md = table_markdown(test, "held-out test scans (imagesLRTs vs imagesHRTs)")
 
-    return run_command("mrisr_demo", body)
+    stage(f"mrisr_find_best_configuration -d {DATASET_ID} -tr {TRAINER} -p {PLANS}")
+    report = find_best_configuration(dataset, TRAINER, PLANS)
+    text = _report_text(dataset, test_md, report)
+    with atomic_path(workdir / "demo_report.md") as tmp:
+        tmp.write_text(text)
+    stage.done()
+    print()
+    print(text)
+    print(f"report: {workdir / 'demo_report.md'}")
+    return 0
+
+
+def _report_text(dataset: str, test_md: str, report: dict) -> str:
+    """demo_report.md: the test table, the cross-validation table, the MSCN distances."""
+    mscn = report["mscn_distance_to_real_lr"] or {}
+    lines = [
+        f"# mrisr demo: {dataset}",
+        "",
+        "## Held-out test scans",
+        "",
+        test_md,
+        "",
+        f"## Cross-validation (fold {FOLD} validation cases)",
+        "",
+        report["markdown"],
+        "",
+        "## Synthetic LR vs real LR (MSCN statistics, Jensen-Shannon divergence, lower = closer)",
+        "",
+        "| synthetic LR | MSCN | diagonal products | combined |",
+        "|---|---|---|---|",
+    ]
+    for name, d in sorted(mscn.items(), key=lambda kv: kv[1]["combined"]):
+        lines.append(f"| {name} | {d['mscn']:.4f} | {d['products']:.4f} | {d['combined']:.4f} |")
+    lines += ["", "Figures:"]
+    lines += [f"- {k}: {v}" for k, v in report["figures"].items() if v]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

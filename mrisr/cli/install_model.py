@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
 
     def body() -> int:
-        from mrisr.inference.export import install_model
+        from mrisr.inference.install import install_model
 
         folder = install_model(Path(args.zip), overwrite=args.overwrite)
         print(f"installed: {folder}")

@@ -9,6 +9,13 @@ from mrisr.utilities.cli_support import int_at_least, run_command, setup_logging
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    setup_logging()
+    return run_command("mrisr_predict", lambda: _predict(args))
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The input, the output and the model to predict with; the run options below."""
     p = argparse.ArgumentParser(
         prog="mrisr_predict",
         description="Super-resolve every real LR scan in IN; write one SR scan per input, same "
@@ -34,6 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--disable-tta", action="store_true", help="no 8-fold dihedral test-time augmentation"
     )
+    _add_run_options(p)
+    return p
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    """Device, parts, resuming, output format, uncertainty and tiling."""
     p.add_argument(
         "--device", default="cpu", choices=("cpu", "cuda", "mps"), help="cpu, cuda or mps"
     )
@@ -63,34 +76,31 @@ def main(argv: list[str] | None = None) -> int:
         help="LR slices larger than this many pixels per side are predicted in overlapping "
         "tiles (default 256; 0: never tile)",
     )
-    args = p.parse_args(argv)
-    setup_logging()
 
-    def body() -> int:
-        from mrisr.inference.predict_api import predict_folder
 
-        written = predict_folder(
-            Path(args.i),
-            Path(args.o),
-            args.d,
-            args.c,
-            args.tr,
-            args.p,
-            args.f,
-            tta=not args.disable_tta,
-            device=args.device,
-            num_parts=args.num_parts,
-            part_id=args.part_id,
-            resume=args.resume,
-            checkpoint=args.chk,
-            output_format=args.output_format,
-            save_uncertainty=args.save_uncertainty,
-            tile_size=args.tile_size,
-        )
-        print(f"{len(written)} scan(s) super-resolved into {args.o}")
-        return 0
+def _predict(args: argparse.Namespace) -> int:
+    from mrisr.inference.predict_api import predict_folder
 
-    return run_command("mrisr_predict", body)
+    written = predict_folder(
+        Path(args.i),
+        Path(args.o),
+        args.d,
+        args.c,
+        args.tr,
+        args.p,
+        args.f,
+        tta=not args.disable_tta,
+        device=args.device,
+        num_parts=args.num_parts,
+        part_id=args.part_id,
+        resume=args.resume,
+        checkpoint=args.chk,
+        output_format=args.output_format,
+        save_uncertainty=args.save_uncertainty,
+        tile_size=args.tile_size,
+    )
+    print(f"{len(written)} scan(s) super-resolved into {args.o}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -49,6 +49,10 @@ Layout (the raw dataset contract of ARCHITECTURE.md)::
       imagesLR/demo_000.nii.gz ...   num_pairs pairs + one LR-only case
       imagesHRTs/, imagesLRTs/       num_test_pairs held-out pairs
 
+The physics of one scan is :mod:`mrisr.dataset.demo_acquisition`, the sessions (cases, slabs,
+poses, motion) :mod:`mrisr.dataset.demo_cases`; this module builds, reuses or replaces the
+dataset.
+
 Command line: ``python -m mrisr.dataset.demo OUTDIR [--seed N] [--num-cases N]``.
 """
 
@@ -56,7 +60,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 import re
 import shutil
@@ -64,154 +67,30 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import SimpleITK as sitk
 from tqdm import tqdm
 
 from mrisr.dataset.demo_acquisition import (
+    FILE_ENDING,
+    GENERATOR_VERSION,
     HR_PROTOCOL,
-    LR_PROTOCOL,
     LR_PROTOCOLS,
-    MOTION_ROTATION_DEG,
-    MOTION_SHIFT_MM,
-    MOTION_THROUGH_PLANE_MM,
     NUM_SLICES,
-    POSE_ROTATION_DEG,
-    POSE_SCALE,
-    POSE_SHIFT_MM,
-    SCALE_SPREAD,
+    PARAMS_FILE,
     SLICE_THICKNESS_MM,
     TEMPLATE_FILE,
-    AcquisitionProtocol,
-    Template,
-    acquire,
     load_template,
-    rotation,
     template_path,
 )
+from mrisr.dataset.demo_cases import case_folders, plan_cases, simulate_case, slab_centres
 from mrisr.utilities.errors import MrisrError
 from mrisr.utilities.file_io import atomic_path, load_json, save_json
 
 logger = logging.getLogger(__name__)
-
-#: Bump when the simulation changes: an existing dataset built by another version is stale.
-GENERATOR_VERSION = 1
-FILE_ENDING = ".nii.gz"
-PARAMS_FILE = "demo_acquisition.json"
-CASE_PREFIX = "demo_"
-
-
-@dataclass
-class _Case:
-    name: str
-    role: str  # "pair", "hr_only", "lr_only", "test_pair"
-    index: int
-    slab_centre_z: float
-
-
-def _plan_cases(num_pairs: int, num_test_pairs: int) -> list[_Case]:
-    roles = ["pair"] * num_pairs + ["hr_only", "lr_only"] + ["test_pair"] * num_test_pairs
-    return [_Case(f"{CASE_PREFIX}{i:03d}", r, i, 0.0) for i, r in enumerate(roles)]
-
-
-def _case_folders(role: str) -> list[str]:
-    return {
-        "pair": ["imagesHR", "imagesLR"],
-        "hr_only": ["imagesHR"],
-        "lr_only": ["imagesLR"],
-        "test_pair": ["imagesHRTs", "imagesLRTs"],
-    }[role]
-
-
-def _simulate_case(
-    template: Template, case: _Case, seed: int, lr_protocol: AcquisitionProtocol = LR_PROTOCOL
-) -> tuple[dict[str, sitk.Image], dict[str, Any]]:
-    """Both acquisitions of one session (only those its role needs are simulated)."""
-    rng = np.random.default_rng([seed, case.index])
-    centre = np.array([template.centre[0], template.centre[1], case.slab_centre_z])
-    slice_z0 = case.slab_centre_z - (NUM_SLICES - 1) / 2.0 * SLICE_THICKNESS_MM
-
-    rot = np.deg2rad(rng.uniform(-1, 1, 3) * np.array(POSE_ROTATION_DEG))
-    shift = rng.uniform(-1, 1, 3) * np.array(POSE_SHIFT_MM)
-    stretch = 1.0 + rng.uniform(-POSE_SCALE, POSE_SCALE, 3)
-    a_case = rotation(*rot) @ np.diag(stretch)
-
-    theta = np.deg2rad(rng.uniform(-MOTION_ROTATION_DEG, MOTION_ROTATION_DEG))
-    t_mot = np.array(
-        [
-            rng.uniform(-MOTION_SHIFT_MM, MOTION_SHIFT_MM),
-            rng.uniform(-MOTION_SHIFT_MM, MOTION_SHIFT_MM),
-            rng.uniform(-MOTION_THROUGH_PLANE_MM, MOTION_THROUGH_PLANE_MM),
-        ]
-    )
-    r_mot = rotation(0.0, 0.0, theta)
-    scales = {
-        p.name: p.intensity_base * math.exp(rng.uniform(-SCALE_SPREAD, SCALE_SPREAD))
-        for p in (HR_PROTOCOL, lr_protocol)
-    }
-    # independent streams for the two scans, so that a scan never depends on the other
-    scan_rngs = {
-        p.name: np.random.default_rng([seed, case.index, k])
-        for k, p in enumerate((HR_PROTOCOL, lr_protocol))
-    }
-
-    # HR: object point = A (q - c) + c + s.  LR: the same after the motion
-    # q -> R (q - c) + c + t, i.e. the anatomy at LR point q is at HR point R (q - c) + c + t.
-    c = centre
-    transforms = {
-        "HR": (a_case, c + shift - a_case @ c),
-        "LR": (a_case @ r_mot, c + shift + a_case @ t_mot - a_case @ r_mot @ c),
-    }
-    images: dict[str, sitk.Image] = {}
-    folders = _case_folders(case.role)
-    for protocol in (HR_PROTOCOL, lr_protocol):
-        if not any(f.startswith(f"images{protocol.name}") for f in folders):
-            continue
-        mat, trans = transforms[protocol.name]
-        images[protocol.name] = acquire(
-            template,
-            protocol,
-            centre,
-            slice_z0,
-            mat,
-            trans,
-            scan_rngs[protocol.name],
-            scales[protocol.name],
-        )
-    info = {
-        "role": case.role,
-        "slab_centre_z_mm": case.slab_centre_z,
-        "first_slice_z_mm": slice_z0,
-        "pose": {
-            "rotation_deg": np.rad2deg(rot).tolist(),
-            "shift_mm": shift.tolist(),
-            "scale": stretch.tolist(),
-        },
-        "lr_motion": {
-            "in_plane_rotation_deg": float(np.rad2deg(theta)),
-            "shift_mm": t_mot.tolist(),
-            "centre_mm": c.tolist(),
-            "lr_to_hr_matrix": r_mot.tolist(),
-            "lr_to_hr_translation_mm": (c + t_mot - r_mot @ c).tolist(),
-        },
-        "intensity_scale": {k: v for k, v in scales.items() if k in images},
-    }
-    return images, info
-
-
-def _slab_centres(template: Template, n: int, seed: int) -> list[float]:
-    """Spread slab centres over the brain (margin 8 mm), jittered and shuffled."""
-    half = NUM_SLICES * SLICE_THICKNESS_MM / 2.0
-    lo, hi = template.z_range[0] + half + 8.0, template.z_range[1] - half - 8.0
-    rng = np.random.default_rng([seed, 10**6])
-    centres = np.linspace(lo, hi, n) if n > 1 else np.array([(lo + hi) / 2.0])
-    step = (hi - lo) / max(n - 1, 1)
-    centres = centres + rng.uniform(-0.25, 0.25, n) * step
-    return [round(float(z), 2) for z in rng.permutation(centres)]
 
 
 # --------------------------------------------------------------------------- dataset
@@ -234,8 +113,8 @@ def _build_parameters(
 
 def _expected_files(num_pairs: int, num_test_pairs: int) -> list[str]:
     files = ["dataset.json", PARAMS_FILE]
-    for case in _plan_cases(num_pairs, num_test_pairs):
-        files += [f"{folder}/{case.name}{FILE_ENDING}" for folder in _case_folders(case.role)]
+    for case in plan_cases(num_pairs, num_test_pairs):
+        files += [f"{folder}/{case.name}{FILE_ENDING}" for folder in case_folders(case.role)]
     return files
 
 
@@ -286,36 +165,12 @@ def build_demo_dataset(
     happens in a hidden sibling folder that is renamed at the end, so an interrupted build
     never leaves a half-written dataset behind.
     """
-    if not isinstance(dataset_id, int) or not 1 <= dataset_id <= 999:
-        raise MrisrError(f"dataset id must be an integer in 1..999, got {dataset_id!r}")
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name):
-        raise MrisrError(f"dataset name must be letters, digits, '_' or '-', got {name!r}")
-    if num_pairs < 1:
-        raise MrisrError(f"num_pairs must be >= 1, got {num_pairs}")
-    if num_test_pairs < 0:
-        raise MrisrError(f"num_test_pairs must be >= 0, got {num_test_pairs}")
-    if seed < 0:
-        raise MrisrError(f"seed must be >= 0, got {seed}")
-    if protocol not in LR_PROTOCOLS:
-        raise MrisrError(
-            f"unknown demo protocol '{protocol}'; choose one of {', '.join(LR_PROTOCOLS)}"
-        )
-
+    _check_arguments(dataset_id, name, num_pairs, num_test_pairs, seed, protocol)
     raw_root = Path(raw_root)
     folder_name = f"Dataset{dataset_id:03d}_{name}"
     final = raw_root / folder_name
     params = _build_parameters(name, seed, num_pairs, num_test_pairs, protocol)
-    if raw_root.is_dir():
-        clash = [
-            p.name
-            for p in raw_root.glob(f"Dataset{dataset_id:03d}_*")
-            if p.is_dir() and p.name != folder_name
-        ]
-        if clash:
-            raise MrisrError(
-                f"dataset id {dataset_id} is already used by {clash[0]} in {raw_root}; "
-                "choose another id"
-            )
+    _check_id_free(raw_root, dataset_id, folder_name)
     replace = final.exists()  # overwrite=True, or an incomplete earlier demo build
     if replace and not overwrite and _is_complete(final, params):
         logger.info("demo dataset already built: %s", final)
@@ -342,6 +197,41 @@ def build_demo_dataset(
     return final
 
 
+def _check_arguments(
+    dataset_id: int, name: str, num_pairs: int, num_test_pairs: int, seed: int, protocol: str
+) -> None:
+    if not isinstance(dataset_id, int) or not 1 <= dataset_id <= 999:
+        raise MrisrError(f"dataset id must be an integer in 1..999, got {dataset_id!r}")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name):
+        raise MrisrError(f"dataset name must be letters, digits, '_' or '-', got {name!r}")
+    if num_pairs < 1:
+        raise MrisrError(f"num_pairs must be >= 1, got {num_pairs}")
+    if num_test_pairs < 0:
+        raise MrisrError(f"num_test_pairs must be >= 0, got {num_test_pairs}")
+    if seed < 0:
+        raise MrisrError(f"seed must be >= 0, got {seed}")
+    if protocol not in LR_PROTOCOLS:
+        raise MrisrError(
+            f"unknown demo protocol '{protocol}'; choose one of {', '.join(LR_PROTOCOLS)}"
+        )
+
+
+def _check_id_free(raw_root: Path, dataset_id: int, folder_name: str) -> None:
+    """A dataset id names one dataset: another DatasetNNN_* with this id is an error."""
+    if not raw_root.is_dir():
+        return
+    clash = [
+        p.name
+        for p in raw_root.glob(f"Dataset{dataset_id:03d}_*")
+        if p.is_dir() and p.name != folder_name
+    ]
+    if clash:
+        raise MrisrError(
+            f"dataset id {dataset_id} is already used by {clash[0]} in {raw_root}; "
+            "choose another id"
+        )
+
+
 def _swap_into_place(tmp: Path, final: Path, replace: bool) -> None:
     """Rename the finished build to ``final``; with ``replace`` an existing one is removed.
 
@@ -361,14 +251,14 @@ def _build_into(folder: Path, params: dict) -> None:
     seed = params["seed"]
     lr_protocol = LR_PROTOCOLS[params.get("protocol", "default")]
     template = load_template()
-    cases = _plan_cases(params["num_pairs"], params["num_test_pairs"])
-    for case, z in zip(cases, _slab_centres(template, len(cases), seed)):
+    cases = plan_cases(params["num_pairs"], params["num_test_pairs"])
+    for case, z in zip(cases, slab_centres(template, len(cases), seed)):
         case.slab_centre_z = z
 
     infos: dict[str, Any] = {}
     for case in tqdm(cases, desc="simulating demo scans", unit="case", disable=None):
-        images, info = _simulate_case(template, case, seed, lr_protocol)
-        for folder_name in _case_folders(case.role):
+        images, info = simulate_case(template, case, seed, lr_protocol)
+        for folder_name in case_folders(case.role):
             kind = folder_name[len("images") :][:2]  # "HR" or "LR"
             dest = folder / folder_name / f"{case.name}{FILE_ENDING}"
             with atomic_path(dest) as tmp_file:

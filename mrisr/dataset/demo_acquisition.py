@@ -267,6 +267,29 @@ def grid_origin(
     return np.array([centre_xy[0] - offset[0], centre_xy[1] - offset[1], z0])
 
 
+def _slab_object(
+    template: Template,
+    protocol: AcquisitionProtocol,
+    origin: np.ndarray,
+    slice_z0: float,
+    matrix: np.ndarray,
+    translation: np.ndarray,
+) -> np.ndarray:
+    """The object on the scan's fine in-plane grid, each slice the mean over its slab
+    (``SUBSLICES`` samples, midpoint rule), at the pose ``matrix @ q + translation``."""
+    m_fine, h = protocol.fine_matrix, SLICE_THICKNESS_MM / SUBSLICES
+    ref = sitk.Image([m_fine, m_fine, NUM_SLICES * SUBSLICES], sitk.sitkFloat32)
+    ref.SetSpacing((protocol.fine_spacing, protocol.fine_spacing, h))
+    ref.SetDirection(template.image.GetDirection())
+    ref.SetOrigin((origin[0], origin[1], slice_z0 - (SUBSLICES - 1) / 2.0 * h))
+    tf = sitk.AffineTransform(3)
+    tf.SetMatrix(matrix.ravel().tolist())
+    tf.SetTranslation(translation.tolist())
+    fine = sitk.Resample(template.image, ref, tf, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    obj = sitk.GetArrayViewFromImage(fine).reshape(NUM_SLICES, SUBSLICES, m_fine, m_fine)
+    return np.maximum(obj.mean(axis=1), 0.0)
+
+
 def acquire(
     template: Template,
     protocol: AcquisitionProtocol,
@@ -287,17 +310,7 @@ def acquire(
     origin = grid_origin(protocol, centre, slice_z0, direction)
 
     # 1-2. the object on the fine grid, integrated over each slice's slab
-    h = SLICE_THICKNESS_MM / SUBSLICES
-    ref = sitk.Image([m_fine, m_fine, NUM_SLICES * SUBSLICES], sitk.sitkFloat32)
-    ref.SetSpacing((protocol.fine_spacing, protocol.fine_spacing, h))
-    ref.SetDirection(template.image.GetDirection())
-    ref.SetOrigin((origin[0], origin[1], slice_z0 - (SUBSLICES - 1) / 2.0 * h))
-    tf = sitk.AffineTransform(3)
-    tf.SetMatrix(matrix.ravel().tolist())
-    tf.SetTranslation(translation.tolist())
-    fine = sitk.Resample(template.image, ref, tf, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
-    obj = sitk.GetArrayViewFromImage(fine).reshape(NUM_SLICES, SUBSLICES, m_fine, m_fine)
-    obj = np.maximum(obj.mean(axis=1), 0.0)
+    obj = _slab_object(template, protocol, origin, slice_z0, matrix, translation)
 
     # 3. complex object: bias field, global scale, smooth phase (physical coordinates)
     j = np.arange(m_fine) * protocol.fine_spacing

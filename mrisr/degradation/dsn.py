@@ -121,6 +121,47 @@ def _lr_mask(mask: np.ndarray | None, lr_shape: tuple, scale: int, i: int) -> np
     raise ValueError(f"mask {i} has shape {m.shape}, expected the LR {lr_shape} or the HR grid")
 
 
+def _checked_pairs(pairs, masks, s: int) -> tuple[list, list, list]:
+    """The pairs as (z, H, W) HR and (z, H//s, W//s) LR stacks and LR-grid masks, checked."""
+    if not pairs:
+        raise ValueError("dsn fit needs at least one (HR, LR) pair")
+    if masks is not None and len(masks) != len(pairs):
+        raise ValueError(f"{len(masks)} masks for {len(pairs)} pairs")
+    hrs, lrs, lr_masks = [], [], []
+    for i, pair in enumerate(pairs):
+        if len(pair) != 2:
+            raise ValueError(f"pair {i} must be (hr, lr)")
+        hr, _ = as_slice_stack(pair[0], s)
+        lr = np.asarray(pair[1], dtype=np.float32)
+        lr = lr[None] if lr.ndim == 2 else lr
+        if lr.shape != (hr.shape[0], hr.shape[1] // s, hr.shape[2] // s):
+            raise ValueError(
+                f"pair {i}: LR shape {lr.shape} does not match HR {hr.shape} at scale {s} "
+                f"(expected {(hr.shape[0], hr.shape[1] // s, hr.shape[2] // s)})"
+            )
+        if not np.isfinite(lr).all():
+            raise ValueError(f"pair {i}: LR contains NaN or infinite values")
+        hrs.append(hr)
+        lrs.append(np.ascontiguousarray(lr))
+        lr_masks.append(_lr_mask(None if masks is None else masks[i], lr.shape, s, i))
+    return hrs, lrs, lr_masks
+
+
+def _fit_crop(hrs: list[np.ndarray], hr_crop: int, s: int) -> int:
+    """The planned HR crop, cut to the smallest slice and to whole LR pixels."""
+    smallest = min(min(h.shape[1], h.shape[2]) for h in hrs)
+    crop = min(hr_crop, smallest)
+    crop -= crop % s  # whole LR pixels
+    if crop != hr_crop:
+        logger.info(
+            "dsn: HR crop %d -> %d (a multiple of the scale %d that fits the smallest slice)",
+            hr_crop,
+            crop,
+            s,
+        )
+    return crop
+
+
 class _CropSampler:
     """Random aligned (HR, LR) crops from a list of slice stacks."""
 
@@ -235,70 +276,15 @@ class DSNDegradation(LearnedDegradation):
         ``iterations`` overrides the plans' value. Returns (and keeps in
         ``fit_history``) the loss curve and timing.
         """
-        from tqdm.auto import tqdm
-
-        s = self.scale
-        if not pairs:
-            raise ValueError("dsn fit needs at least one (HR, LR) pair")
-        if masks is not None and len(masks) != len(pairs):
-            raise ValueError(f"{len(masks)} masks for {len(pairs)} pairs")
-        hrs, lrs, lr_masks = [], [], []
-        for i, pair in enumerate(pairs):
-            if len(pair) != 2:
-                raise ValueError(f"pair {i} must be (hr, lr)")
-            hr, _ = as_slice_stack(pair[0], s)
-            lr = np.asarray(pair[1], dtype=np.float32)
-            lr = lr[None] if lr.ndim == 2 else lr
-            if lr.shape != (hr.shape[0], hr.shape[1] // s, hr.shape[2] // s):
-                raise ValueError(
-                    f"pair {i}: LR shape {lr.shape} does not match HR {hr.shape} at scale {s} "
-                    f"(expected {(hr.shape[0], hr.shape[1] // s, hr.shape[2] // s)})"
-                )
-            if not np.isfinite(lr).all():
-                raise ValueError(f"pair {i}: LR contains NaN or infinite values")
-            hrs.append(hr)
-            lrs.append(np.ascontiguousarray(lr))
-            lr_masks.append(_lr_mask(None if masks is None else masks[i], lr.shape, s, i))
-        p = self.params
+        s, p = self.scale, self.params
+        hrs, lrs, lr_masks = _checked_pairs(pairs, masks, s)
         n_iter = int(p["iterations"] if iterations is None else iterations)
         if n_iter < 1:
             raise ValueError(f"iterations must be >= 1, got {n_iter}")
-        smallest = min(min(h.shape[1], h.shape[2]) for h in hrs)
-        crop = min(int(p["hr_crop"]), smallest)
-        crop -= crop % s  # whole LR pixels
-        if crop != int(p["hr_crop"]):
-            logger.info(
-                "dsn: HR crop %d -> %d (a multiple of the scale %d that fits the smallest slice)",
-                p["hr_crop"],
-                crop,
-                s,
-            )
-        rng = np.random.default_rng(seed)
-        sampler = _CropSampler(hrs, lrs, lr_masks, s, crop, rng)
-        loss_fn = F.l1_loss if p["loss"] == "l1" else F.mse_loss
-        net = self.net.to(device=device, memory_format=torch.channels_last)
-        opt = torch.optim.Adam(net.parameters(), lr=float(p["learning_rate"]))
-        curve: list[float] = []
-        running = math.nan
+        crop = _fit_crop(hrs, int(p["hr_crop"]), s)
+        sampler = _CropSampler(hrs, lrs, lr_masks, s, crop, np.random.default_rng(seed))
         t0 = time.perf_counter()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            net.train()
-            bar = tqdm(range(n_iter), desc="dsn fit", disable=not progress, leave=False)
-            for it in bar:
-                hr_b, lr_b = sampler.sample(int(p["batch_size"]))
-                x = torch.from_numpy(hr_b).to(device).contiguous(memory_format=torch.channels_last)
-                y = torch.from_numpy(lr_b).to(device)
-                loss = loss_fn(net(x), y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                v = float(loss.detach())
-                running = v if math.isnan(running) else 0.98 * running + 0.02 * v
-                if it % max(1, n_iter // 100) == 0 or it == n_iter - 1:
-                    curve.append(running)
-                    bar.set_postfix(loss=f"{running:.4g}")
-            net.eval()
+        curve = self._fit_loop(sampler, n_iter, seed, device, progress)
         seconds = time.perf_counter() - t0
         logger.info(
             "dsn: %d iterations in %.1f s, %s loss %.4g -> %.4g",
@@ -320,3 +306,35 @@ class DSNDegradation(LearnedDegradation):
             "n_slices": int(sum(h.shape[0] for h in hrs)),
         }
         return self.fit_history
+
+    def _fit_loop(
+        self, sampler: _CropSampler, n_iter: int, seed: int, device: str, progress: bool
+    ) -> list[float]:
+        """Adam on the pixel-wise loss; returns the smoothed loss curve (about 100 points)."""
+        from tqdm.auto import tqdm
+
+        p = self.params
+        loss_fn = F.l1_loss if p["loss"] == "l1" else F.mse_loss
+        net = self.net.to(device=device, memory_format=torch.channels_last)
+        opt = torch.optim.Adam(net.parameters(), lr=float(p["learning_rate"]))
+        curve: list[float] = []
+        running = math.nan
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            net.train()
+            bar = tqdm(range(n_iter), desc="dsn fit", disable=not progress, leave=False)
+            for it in bar:
+                hr_b, lr_b = sampler.sample(int(p["batch_size"]))
+                x = torch.from_numpy(hr_b).to(device).contiguous(memory_format=torch.channels_last)
+                y = torch.from_numpy(lr_b).to(device)
+                loss = loss_fn(net(x), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                v = float(loss.detach())
+                running = v if math.isnan(running) else 0.98 * running + 0.02 * v
+                if it % max(1, n_iter // 100) == 0 or it == n_iter - 1:
+                    curve.append(running)
+                    bar.set_postfix(loss=f"{running:.4g}")
+            net.eval()
+        return curve

@@ -1,10 +1,14 @@
-"""The paper's Table 2 from cross-validation results, and Fig. 4 / Fig. 5-like figures.
+"""The paper's Table 2 from cross-validation results (the figures: :mod:`.comparison_figures`).
 
-Rows BRISQUE / SSIM / PSNR; columns Bicubic, ZF+EDSR, GB+EDSR, DSN+EDSR, the paper's
-DSGAN+EDSR, the learned k-space acquisition + EDSR and mrisr's DSGAN+EDSR; each
-cell mean +- sd over every held-out validation case of the trained folds, and the p-value
-of a paired t-test (same cases) against the best column of the row. Bicubic numbers come
-from the bicubic baseline every fold's validation computes for its cases.
+Rows: the registered metrics (:mod:`mrisr.metrics.registry`: BRISQUE / SSIM / PSNR);
+columns Bicubic, ZF+EDSR, GB+EDSR, DSN+EDSR, the paper's DSGAN+EDSR, the learned k-space
+acquisition + EDSR and mrisr's DSGAN+EDSR (:data:`COLUMNS`); each cell mean +- sd over
+every held-out validation case of the trained folds, and the p-value of a paired t-test
+(same cases) against the best column of the row. Full-reference
+metrics come from the folds' validation summaries (bicubic: the baseline every fold's
+validation computes for its cases); no-reference ones are computed here on the validation
+SR volumes (cached per metric in ``validation/<metric>.json``) and on bicubic-interpolated
+real LR.
 """
 
 from __future__ import annotations
@@ -17,20 +21,14 @@ import SimpleITK as sitk
 from scipy import stats
 
 from mrisr import paths
-from mrisr.degradation.base import build_degradation
-from mrisr.degradation.stage import FOLD_INDEPENDENT
-from mrisr.imageio.resampling import resample_to
-from mrisr.imageio.sitk_io import Geometry, read_scan
+from mrisr.evaluation.comparison_figures import comparison_figure, mscn_figure
+from mrisr.imageio.sitk_io import read_scan
 from mrisr.inference.predictor import bicubic_scan
-from mrisr.metrics.brisque import brisque_volume
-from mrisr.metrics.mscn import mscn_distance, mscn_histograms, save_mscn_figure
-from mrisr.metrics.registry import metric
+from mrisr.metrics.registry import Metric, metric
 from mrisr.metrics.registry import metrics as registered_metrics
 from mrisr.plans import Plans
-from mrisr.preprocessing import storage
 from mrisr.preprocessing.dataset import PreprocessedDataset
 from mrisr.preprocessing.foreground import foreground_mask
-from mrisr.preprocessing.normalization import foreground_percentile
 from mrisr.utilities.errors import MrisrError
 from mrisr.utilities.file_io import atomic_path, load_json, load_json_or_error, save_json
 from mrisr.utilities.safety import safe_name
@@ -57,7 +55,8 @@ def metric_rows() -> list[tuple[str, str, bool]]:
 FOLDS = paths.CV_FOLDS
 
 
-def _brisque_of(path: Path, cache: dict) -> float:
+def _no_reference_of(m: Metric, path: Path, cache: dict) -> float:
+    """The no-reference metric ``m`` of a validation SR volume (on its foreground)."""
     key = str(path)
     if key not in cache:
         try:
@@ -67,7 +66,7 @@ def _brisque_of(path: Path, cache: dict) -> float:
                 f"{path}: unreadable validation SR volume; delete it and re-create it with "
                 "mrisr_train FOLD -c CONFIG --val-only"
             ) from None
-        cache[key] = brisque_volume(arr, foreground_mask(arr))
+        cache[key] = m.compute(arr, foreground_mask(arr))
     return _num(cache[key])
 
 
@@ -87,8 +86,8 @@ def _load_summary(path: Path, fold: str, config: str, trainer: str) -> dict:
     return summary
 
 
-def _load_cache(path: Path) -> dict:
-    """The BRISQUE cache of a validation folder; a damaged one is recomputed."""
+def _load_cache(path: Path, m: Metric) -> dict:
+    """The cache of metric ``m`` of a validation folder; a damaged one is recomputed."""
     if not path.is_file():
         return {}
     try:
@@ -100,18 +99,19 @@ def _load_cache(path: Path) -> dict:
         for v in cache.values()
     ):
         return cache
-    logger.warning("%s is damaged: recomputing the BRISQUE values", path)
+    logger.warning("%s is damaged: recomputing the %s values", path, m.label)
     return {}
 
 
 def collect_results(
     dataset: str, trainer: str = "EDSRTrainer", plans_name: str = "mrisrPlans"
 ) -> dict:
-    """config -> case -> {"psnr", "ssim", "brisque", "fold", "sr_file"} over held-out folds."""
+    """config -> case -> {metric name: value, "fold", "sr_file"} over held-out folds."""
     safe_name(trainer, "-tr")
     safe_name(plans_name, "-p")
     root = paths.results_root() / dataset
     results: dict[str, dict[str, dict]] = {}
+    no_reference = registered_metrics(reference=False)
     for config, _ in COLUMNS:
         folder = root / paths.model_folder_name(trainer, plans_name, config)
         for fold in FOLDS:
@@ -121,9 +121,8 @@ def collect_results(
             summary = _load_summary(vdir / "summary.json", fold, config, trainer)
             if not summary.get("held_out", True):
                 continue
-            cache_file = vdir / "brisque.json"
-            cache = _load_cache(cache_file)
-            n_cached = len(cache)
+            caches = {m: _load_cache(vdir / f"{m.name}.json", m) for m in no_reference}
+            n_cached = {m: len(c) for m, c in caches.items()}
             for case, metrics in summary["cases"].items():
                 sr_file = next(iter(sorted(vdir.glob(f"{case}.*"))), None)
                 if sr_file is None and config != "bicubic":
@@ -137,18 +136,25 @@ def collect_results(
                     entry["fold"] = fold
                     if method == config:
                         if sr_file is not None:
-                            entry.update(brisque=_brisque_of(sr_file, cache), sr_file=str(sr_file))
+                            entry.update(
+                                {m.name: _no_reference_of(m, sr_file, c) for m, c in caches.items()}
+                            )
+                            entry["sr_file"] = str(sr_file)
                         results.setdefault(config, {})[case] = entry
                     elif method == "bicubic":  # the baseline every fold computes
                         results.setdefault("bicubic", {}).setdefault(case, entry)
-            if len(cache) != n_cached:
-                save_json(cache, cache_file)
+            for m, cache in caches.items():
+                if len(cache) != n_cached[m]:
+                    save_json(cache, vdir / f"{m.name}.json")
     return results
 
 
-def _bicubic_brisque(dataset: str, results: dict, plans_name: str) -> None:
-    """BRISQUE of bicubic-interpolated real LR for cases that only have bicubic PSNR/SSIM."""
-    todo = [c for c, m in results.get("bicubic", {}).items() if "brisque" not in m]
+def _bicubic_no_reference(dataset: str, results: dict, plans_name: str) -> None:
+    """The no-reference metrics of bicubic-interpolated real LR for the cases that only have
+    the bicubic baseline's full-reference ones."""
+    no_reference = registered_metrics(reference=False)
+    have = results.get("bicubic", {})
+    todo = [c for c, v in have.items() if any(m.name not in v for m in no_reference)]
     if not todo:
         return
     plans = Plans.load(paths.preprocessed_root() / dataset / f"{plans_name}.json")
@@ -156,7 +162,9 @@ def _bicubic_brisque(dataset: str, results: dict, plans_name: str) -> None:
     for c in todo:
         img = bicubic_scan(read_scan(props[c]["source_files"]["lr"], check=False), plans)
         arr = sitk.GetArrayFromImage(img)
-        results["bicubic"][c]["brisque"] = brisque_volume(arr, foreground_mask(arr))
+        for m in no_reference:
+            if m.name not in results["bicubic"][c]:
+                results["bicubic"][c][m.name] = m.compute(arr, foreground_mask(arr))
 
 
 def comparison_table(results: dict) -> dict:
@@ -217,120 +225,10 @@ def table_markdown(table: dict, cases_are: str = "held-out cases (cross-validati
     lines.append("")
     lines.append(
         f"{len(table['cases'])} {cases_are}; mean ± sd; p: paired t-test "
-        "against the best column (bold). BRISQUE: lower is better."
+        "against the best column (bold)."
+        + "".join(f" {label}: lower is better." for _, label, up in metric_rows() if not up)
     )
     return "\n".join(lines)
-
-
-UNCERTAINTY = "uncertainty"
-
-
-def comparison_figure(
-    dataset: str, results: dict, path: Path, plans_name: str = "mrisrPlans"
-) -> Path | None:
-    """Fig. 4-like: real LR, bicubic, each configuration, HR, and the uncertainty map of the
-    first configuration (when validation wrote one); same slice and zoom."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    configs = [c for c, _ in COLUMNS if c != "bicubic" and results.get(c)]
-    if not configs:
-        return None
-    case = sorted(set.intersection(*(set(results[c]) for c in configs)))
-    if not case:
-        return None
-    case = case[0]
-    ref_img = sitk.ReadImage(results[configs[0]][case]["sr_file"], sitk.sitkFloat32)
-    grid = Geometry.of(ref_img)
-    plans = Plans.load(paths.preprocessed_root() / dataset / f"{plans_name}.json")
-    props = PreprocessedDataset.for_plans(plans).properties[case]
-    lr = read_scan(props["source_files"]["lr"], check=False)
-    hr = read_scan(props["source_files"]["hr"], check=False)
-    panels = {
-        "real LR": resample_to(lr, grid, sitk.sitkNearestNeighbor, antialias=False),
-        "Bicubic": bicubic_scan(lr, plans),
-    }
-    names = dict(COLUMNS)
-    for c in configs:
-        panels[names[c]] = sitk.ReadImage(results[c][case]["sr_file"], sitk.sitkFloat32)
-    panels["HR"] = resample_to(hr, grid, sitk.sitkBSpline)
-    sr_file = Path(results[configs[0]][case]["sr_file"])
-    unc = sr_file.with_name(f"{case}_uncertainty{sr_file.name[len(case) :]}")
-    if unc.is_file():  # written by validation: the sd over the TTA ensemble
-        panels[f"{UNCERTAINTY} {names[configs[0]]}"] = sitk.ReadImage(str(unc), sitk.sitkFloat32)
-    arrays = {k: sitk.GetArrayFromImage(v) for k, v in panels.items()}
-    hr_arr = arrays["HR"]
-    mask = foreground_mask(hr_arr)
-    z = int(np.argmax(mask.sum(axis=(1, 2))))
-    ys, xs = np.nonzero(mask[z])
-    cy, cx = int(ys.mean()), int(xs.mean())
-    half = max(16, min(hr_arr.shape[1], hr_arr.shape[2]) // 4)
-    sl = (z, slice(max(cy - half, 0), cy + half), slice(max(cx - half, 0), cx + half))
-    fig = Figure(figsize=(2.4 * len(arrays), 2.8), dpi=120)
-    FigureCanvasAgg(fig)
-    for i, (name, arr) in enumerate(arrays.items()):
-        ax = fig.add_subplot(1, len(arrays), i + 1)
-        if name.startswith(UNCERTAINTY):  # where the SR is not to be trusted: bright
-            top = foreground_percentile(arr, mask)
-            ax.imshow(arr[sl] / top, cmap="magma", vmin=0, vmax=1, interpolation="nearest")
-            ax.set_title(f"{name} (sd, 0..{top:.3g})", fontsize=9)
-            ax.axis("off")
-            continue
-        m = foreground_mask(arr)
-        top = foreground_percentile(arr, m)
-        ax.imshow(arr[sl] / top, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-        ax.set_title(name, fontsize=9)
-        ax.axis("off")
-    fig.suptitle(f"{case}, slice {z} (zoom)", fontsize=9)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", bbox_inches="tight")
-    return path
-
-
-def mscn_figure(dataset: str, path: Path, plans_name: str = "mrisrPlans") -> dict | None:
-    """Fig. 5-like: MSCN statistics of each configuration's synthetic LR vs the real LR."""
-    plans = Plans.load(paths.preprocessed_root() / dataset / f"{plans_name}.json")
-    ds = PreprocessedDataset.for_plans(plans)
-    pairs = ds.pairs()
-    sets = {
-        "real LR": mscn_histograms(
-            [ds.load(c, "lr") for c in pairs],
-            mask=[ds.load(c, "lr_mask").astype(bool) for c in pairs],
-        )
-    }
-    for config, label in COLUMNS:
-        base = ds.folder / "synthetic" / config
-        if config == "bicubic":  # the bicubic (anti-aliased) decimation of the HR scans
-            bic = build_degradation({"name": "bicubic"}, plans.scale)
-            sets[label] = mscn_histograms(
-                [bic.degrade(ds.load(c, "hr")) for c in pairs],
-                mask=[ds.load(c, "lr_mask").astype(bool) for c in pairs],
-            )
-            continue
-        if not base.is_dir():
-            continue
-        folders = [base / FOLD_INDEPENDENT] + sorted(
-            p for p in base.iterdir() if p.name != FOLD_INDEPENDENT
-        )
-        imgs, masks = [], []
-        for c in pairs:
-            f = next(
-                (
-                    d / f"{c}_lr{storage.SUFFIX}"
-                    for d in folders
-                    if (d / f"{c}_lr{storage.SUFFIX}").is_file()
-                ),
-                None,
-            )
-            if f is not None:
-                imgs.append(storage.load_array(f))
-                masks.append(ds.load(c, "lr_mask").astype(bool))
-        if imgs:
-            sets[label] = mscn_histograms(imgs, mask=masks)
-    if len(sets) < 2:
-        return None
-    save_mscn_figure(sets, path, title="MSCN statistics: synthetic vs real LR", reference="real LR")
-    return {n: mscn_distance(sets["real LR"], h) for n, h in sets.items() if n != "real LR"}
 
 
 def fidelity_table(dataset: str, plans_name: str = "mrisrPlans") -> dict:
@@ -366,7 +264,7 @@ def find_best_configuration(
     """Write comparison.md / comparison.json and the figures into $mrisr_results/<dataset>/."""
     results = collect_results(dataset, trainer, plans_name)
     if "bicubic" in results:
-        _bicubic_brisque(dataset, results, plans_name)
+        _bicubic_no_reference(dataset, results, plans_name)
     table = comparison_table(results)
     out = paths.results_root() / dataset
     md = table_markdown(table)
@@ -379,8 +277,8 @@ def find_best_configuration(
         )
     with atomic_path(out / "comparison.md") as tmp:
         tmp.write_text(f"# {dataset}: cross-validation comparison\n\n{md}\n", encoding="utf-8")
-    fig4 = comparison_figure(dataset, results, out / "comparison_fig4.png", plans_name)
-    mscn = mscn_figure(dataset, out / "mscn_fig5.png", plans_name)
+    fig4 = comparison_figure(dataset, results, out / "comparison_fig4.png", COLUMNS, plans_name)
+    mscn = mscn_figure(dataset, out / "mscn_fig5.png", COLUMNS, plans_name)
     psnr_row = table["rows"]["psnr"]
     finite = [c for c in psnr_row if np.isfinite(psnr_row[c]["mean"])]
     best = max(finite, key=lambda c: psnr_row[c]["mean"]) if finite else None

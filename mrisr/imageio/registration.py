@@ -87,3 +87,20 @@ def _metric(fixed: sitk.Image, moving: sitk.Image, tf: sitk.Transform) -> float:
     reg.SetInterpolator(sitk.sitkLinear)
     reg.SetInitialTransform(tf)
     return float(reg.MetricEvaluate(fixed, moving))
+
+
+def transform_to_json(tf: sitk.Euler3DTransform) -> dict:
+    """A rigid transform as JSON numbers (exact: floats round-trip through JSON)."""
+    return {
+        "transform": "Euler3D",
+        "fixed_parameters": list(tf.GetFixedParameters()),
+        "parameters": list(tf.GetParameters()),
+    }
+
+
+def transform_from_json(d: dict) -> sitk.Euler3DTransform:
+    """The transform :func:`transform_to_json` wrote."""
+    tf = sitk.Euler3DTransform()
+    tf.SetFixedParameters([float(v) for v in d["fixed_parameters"]])
+    tf.SetParameters([float(v) for v in d["parameters"]])
+    return tf

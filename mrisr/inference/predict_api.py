@@ -110,22 +110,17 @@ def _trained_lr_spacing(folder: Path) -> float | None:
     return float(np.median(sp)) if sp else None
 
 
-def _check_options(
-    inp: Path,
-    out: Path,
-    num_parts: int,
-    part_id: int,
-    device: str,
-    checkpoint: str,
-    output_format: str,
-    save_uncertainty: bool,
-    configuration: str,
-) -> None:
+def _check_folders(inp: Path, out: Path, num_parts: int, part_id: int, device: str) -> None:
     if inp == out:
         raise MrisrError(
             f"{out}: output folder equals the input folder; inputs are never overwritten"
         )
     check_predict_args(inp, out, num_parts, part_id, device)
+
+
+def _check_options(
+    checkpoint: str, output_format: str, save_uncertainty: bool, configuration: str
+) -> None:
     if checkpoint not in ("final", "best"):
         raise MrisrError(f"-chk must be 'final' or 'best', not '{checkpoint}'")
     if output_format not in OUTPUT_FORMATS:
@@ -246,34 +241,23 @@ def predict_folder(
     (None: :data:`mrisr.inference.tiling.DEFAULT_TILE`; 0: never tile).
     """
     inp, out = Path(input_folder).resolve(), Path(output_folder).resolve()
-    _check_options(
-        inp,
-        out,
-        num_parts,
-        part_id,
-        device,
-        checkpoint,
-        output_format,
-        save_uncertainty,
-        configuration,
-    )
+    _check_folders(inp, out, num_parts, part_id, device)
+    _check_options(checkpoint, output_format, save_uncertainty, configuration)
     files = _input_files(inp)
     _check_inputs(files)
     dataset = resolve_results_dataset(dataset, bicubic=configuration == "bicubic")
-    trainer_name = "none" if configuration == "bicubic" else trainer
     folder, plans = _model_plans(dataset, trainer, plans_name, configuration)
     networks: list = []
     used_folds: list[str] = []
     if configuration != "bicubic":
         hint = f"-d {dataset} -c {configuration} -tr {trainer}"
         networks, used_folds = _load_folds(folder, plans, folds, checkpoint, device, hint)
-    mine = files[part_id::num_parts]
     run_args = {
         "input": str(inp),
         "output": str(out),
         "dataset": dataset,
         "configuration": configuration,
-        "trainer": trainer_name,
+        "trainer": "none" if configuration == "bicubic" else trainer,
         "plans": plans_name,
         "folds": used_folds,
         "checkpoint": checkpoint,
@@ -287,34 +271,46 @@ def predict_folder(
         "save_uncertainty": save_uncertainty,
         "tile_size": tile_size,
     }
-    check_resume_args(out, run_args, resume)
+    _record_run(out, run_args)
+    return _predict_scans(files[part_id::num_parts], plans, networks, run_args)
+
+
+def _record_run(out: Path, run: dict) -> None:
+    """``predict_args.json`` (per part): the arguments, checked against a run resumed."""
+    check_resume_args(out, run, run["continue"])
     make_dirs(out)
-    save_json(
-        run_args,
-        out / (f"predict_args_part{part_id}.json" if num_parts > 1 else "predict_args.json"),
+    name = (
+        f"predict_args_part{run['part_id']}.json" if run["num_parts"] > 1 else "predict_args.json"
     )
+    save_json(run, out / name)
+
+
+def _predict_scans(mine: list[InputScan], plans: Plans, networks: list, run: dict) -> list[Path]:
+    """Super-resolve this part's scans as ``run`` (the recorded arguments) says."""
+    configuration, tta, fmt = run["configuration"], run["tta"], run["output_format"]
     predictor = SRPredictor.for_configuration(
-        plans, configuration, networks, device=device, tta=tta, tile_size=tile_size
+        plans, configuration, networks, device=run["device"], tta=tta, tile_size=run["tile_size"]
     )
-    if save_uncertainty and networks and len(networks) * (8 if tta else 1) == 1:
+    if run["save_uncertainty"] and networks and len(networks) * (8 if tta else 1) == 1:
         logger.warning(
             "--save-uncertainty with one fold and no TTA: one ensemble member, the map is zero"
         )
-    trained_sp = _trained_lr_spacing(folder)
+    folder, out = Path(run["model_folder"]), Path(run["output"])
+    trained_sp = plans.real_lr_spacing or _trained_lr_spacing(folder)  # older plans: fingerprint
     describe = {
         "what": f"mrisr SR x{plans.scale} {configuration}",
-        "trainer": trainer_name,
-        "folds": ",".join(used_folds) or "none",
+        "trainer": run["trainer"],
+        "folds": ",".join(run["folds"]) or "none",
         "tta": "on" if tta else "off",
-        "output_format": output_format,
-        "as_dicom": lambda s: writes_dicom(s, output_format),
+        "output_format": fmt,
+        "as_dicom": lambda s: writes_dicom(s, fmt),
     }
     written = []
     for s in tqdm(mine, desc="super-resolving", unit="scan"):
-        dest = output_path(s, out, output_format)
-        if resume and (output_done(dest) if dest.is_file() else dest.is_dir()):
+        dest = output_path(s, out, fmt)
+        if run["continue"] and (output_done(dest) if dest.is_file() else dest.is_dir()):
             logger.info("%s exists: skipped (--continue)", dest.name)
             continue
-        _predict_scan(s, dest, plans, predictor, save_uncertainty, trained_sp, describe)
+        _predict_scan(s, dest, plans, predictor, run["save_uncertainty"], trained_sp, describe)
         written.append(dest)
     return written

@@ -150,11 +150,10 @@ def mscn_histograms(
 ) -> dict:
     """Pooled, normalised histograms of the MSCN coefficients and diagonal products of a set.
 
-    ``images``: a list of 2D images (any sizes) and/or ``(z, H, W)`` stacks, or one
-    array. ``mask``: same structure, boolean; only masked pixels are counted (a product
-    counts when both of its pixels are masked). MSCN is computed on the whole image
-    (the mask does not change the local statistics). Values beyond the ranges are
-    clipped into the edge bins.
+    ``images``: a list of 2D images (any sizes) and/or ``(z, H, W)`` stacks, or one array.
+    ``mask``: same structure, boolean; only masked pixels are counted (a product counts
+    when both of its pixels are masked); MSCN is computed on the whole image (the mask does
+    not change the local statistics). Values beyond the ranges go to the edge bins.
 
     Returns a JSON-able dict: ``mscn_edges``, ``mscn`` (probability per bin),
     ``product_edges``, ``products`` (both diagonals pooled), ``d1``, ``d2``, ``count``,
@@ -164,41 +163,18 @@ def mscn_histograms(
     masks = [None] * len(imgs) if mask is None else _as_list(mask, "mscn_histograms mask")
     if len(masks) != len(imgs):
         raise ValueError(f"{len(masks)} masks for {len(imgs)} images")
-    if bins < 2:
-        raise ValueError(f"bins must be >= 2, got {bins}")
-    for r in (range, product_range):
-        if not (len(r) == 2 and r[0] < r[1]):
-            raise ValueError(f"histogram range must be (low, high) with low < high, got {r}")
+    _check_bins(bins, (range, product_range))
     e_m = np.linspace(range[0], range[1], bins + 1)
     e_p = np.linspace(product_range[0], product_range[1], bins + 1)
-
-    def hist(v: np.ndarray, edges: np.ndarray) -> np.ndarray:
-        v = np.clip(v, edges[0], edges[-1])
-        return np.histogram(v, bins=edges)[0].astype(np.float64)
-
     h_m, h_1, h_2 = np.zeros(bins), np.zeros(bins), np.zeros(bins)
     s = {"n": 0, "m1": 0.0, "m2": 0.0, "d1": 0.0, "d2": 0.0, "np": 0}
     for img, m in zip(imgs, masks):
         c = mscn(img, sigma=sigma, C=C, data_range=data_range)
-        d1, d2 = diagonal_products(c)
-        if m is None:
-            mc, mp1, mp2 = c.ravel(), d1.ravel(), d2.ravel()
-        else:
-            m = np.asarray(m, dtype=bool)
-            if m.shape != c.shape:
-                raise ValueError(f"mask of shape {m.shape} for an image of shape {c.shape}")
-            mc = c[m]
-            mp1 = d1[m[..., :-1, :-1] & m[..., 1:, 1:]]
-            mp2 = d2[m[..., :-1, 1:] & m[..., 1:, :-1]]
-        h_m += hist(mc, e_m)
-        h_1 += hist(mp1, e_p)
-        h_2 += hist(mp2, e_p)
-        s["n"] += mc.size
-        s["m1"] += float(mc.astype(np.float64).sum())
-        s["m2"] += float((mc.astype(np.float64) ** 2).sum())
-        s["d1"] += float(mp1.astype(np.float64).sum())
-        s["d2"] += float(mp2.astype(np.float64).sum())
-        s["np"] += mp1.size
+        mc, mp1, mp2 = _masked(c, *diagonal_products(c), m)
+        h_m += _hist(mc, e_m)
+        h_1 += _hist(mp1, e_p)
+        h_2 += _hist(mp2, e_p)
+        _add_moments(s, mc, mp1, mp2)
     if s["n"] == 0:
         raise ValueError("mscn_histograms: no pixels (empty masks?)")
     mean = s["m1"] / s["n"]
@@ -222,6 +198,41 @@ def mscn_histograms(
             "window": 2 * WINDOW_RADIUS + 1,
         },
     }
+
+
+def _check_bins(bins: int, ranges) -> None:
+    if bins < 2:
+        raise ValueError(f"bins must be >= 2, got {bins}")
+    for r in ranges:
+        if not (len(r) == 2 and r[0] < r[1]):
+            raise ValueError(f"histogram range must be (low, high) with low < high, got {r}")
+
+
+def _add_moments(s: dict, mc: np.ndarray, mp1: np.ndarray, mp2: np.ndarray) -> None:
+    """Add the counts and sums of one image to the running ``s``."""
+    s["n"] += mc.size
+    s["m1"] += float(mc.astype(np.float64).sum())
+    s["m2"] += float((mc.astype(np.float64) ** 2).sum())
+    s["d1"] += float(mp1.astype(np.float64).sum())
+    s["d2"] += float(mp2.astype(np.float64).sum())
+    s["np"] += mp1.size
+
+
+def _hist(v: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Counts per bin; values beyond the edges go to the edge bins."""
+    v = np.clip(v, edges[0], edges[-1])
+    return np.histogram(v, bins=edges)[0].astype(np.float64)
+
+
+def _masked(c: np.ndarray, d1: np.ndarray, d2: np.ndarray, m) -> tuple[np.ndarray, ...]:
+    """The MSCN coefficients and diagonal products counted under the mask ``m`` (a product
+    counts when both of its pixels are masked; None: all)."""
+    if m is None:
+        return c.ravel(), d1.ravel(), d2.ravel()
+    m = np.asarray(m, dtype=bool)
+    if m.shape != c.shape:
+        raise ValueError(f"mask of shape {m.shape} for an image of shape {c.shape}")
+    return c[m], d1[m[..., :-1, :-1] & m[..., 1:, 1:]], d2[m[..., :-1, 1:] & m[..., 1:, :-1]]
 
 
 def jensen_shannon(p: np.ndarray, q: np.ndarray) -> float:

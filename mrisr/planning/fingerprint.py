@@ -21,20 +21,18 @@ from skimage.metrics import structural_similarity
 from mrisr.dataset.cases import Case
 from mrisr.degradation.kernels import gaussian_degrade
 from mrisr.imageio.noise import background_mask, rayleigh_sigma, wavelet_sigma
-from mrisr.imageio.registration import rigid_register
+from mrisr.imageio.registration import rigid_register, transform_to_json
 from mrisr.imageio.resampling import (
     inplane_axes,
     lr_grid_for_hr,
     overlap_fraction,
-    resample_mask_to,
-    resample_to,
     through_plane_axis_of_pair,
     through_plane_axis_single,
     working_grid,
 )
 from mrisr.imageio.sitk_io import Geometry, read_scan
 from mrisr.preprocessing.foreground import foreground_mask
-from mrisr.preprocessing.normalization import foreground_percentile
+from mrisr.preprocessing.preprocessor import resample_normalised
 from mrisr.utilities.file_io import load_json, save_json
 from mrisr.utilities.parallel import map_progress
 
@@ -72,6 +70,10 @@ class PairFingerprint:
     slices_match: bool  # LR slices at the HR slice positions, one to one
     scale: int  # the dataset's integer scale (:func:`integer_scale`, the planner's decision)
     gaussian_fit_ssim: list[float]  # SSIM(GB_sigma(HR), real LR) for GAUSSIAN_FIT_SIGMAS
+    #: the rigid alignment of the pair (HR point -> LR point), computed once here and read
+    #: by preprocessing (:func:`mrisr.imageio.registration.transform_to_json`); None in
+    #: fingerprints written before it was kept (preprocessing then registers the pair)
+    registration: dict | None = None
 
 
 @dataclass
@@ -197,23 +199,24 @@ def _slices_match(hr: Geometry, a: int, lr: Geometry, b: int) -> bool:
     return bool(np.all(np.abs(np.sort(pos_hr) - pos_lr) < 0.25 * hr.spacing[a]))
 
 
-def _gaussian_fit(hr_img: sitk.Image, lr_img: sitk.Image, a: int, scale: int) -> list[float]:
-    """SSIM between Gaussian-degraded HR and the real LR on the aligned LR working grid."""
+def _gaussian_fit(
+    hr_img: sitk.Image, lr_img: sitk.Image, a: int, scale: int, tf: sitk.Transform
+) -> list[float]:
+    """SSIM between Gaussian-degraded HR and the real LR (aligned by ``tf``) on the LR
+    working grid."""
     hr_geom = Geometry.of(hr_img)
     ia = inplane_axes(a)
     h = float(np.mean([hr_geom.spacing[i] for i in ia]))
     hr_work = working_grid(hr_geom, a, h, multiple_of=scale)
     lr_work = lr_grid_for_hr(hr_work, scale)
-    hr_arr = sitk.GetArrayFromImage(resample_to(hr_img, hr_work))
-    # the head moves between the two series: align the LR to the HR first
-    tf = rigid_register(hr_img, lr_img)
-    lr_arr = sitk.GetArrayFromImage(resample_to(lr_img, lr_work, transform=tf))
-    valid = resample_mask_to(lr_img, lr_work)
-    mask = foreground_mask(lr_arr, valid)
+    # preprocessing's resampling, masks and normalisation (prepare_hr / prepare_lr) on the
+    # grids of this pair at the dataset's scale (there are no plans yet)
+    hr_arr, _, _, _ = resample_normalised(hr_img, hr_work, sitk.sitkBSpline, {})
+    lr_arr, mask, _, _ = resample_normalised(
+        lr_img, lr_work, sitk.sitkBSpline, {}, tf, zero_outside=True
+    )
     if mask.sum() < 50:
         return [float("nan")] * len(GAUSSIAN_FIT_SIGMAS)
-    hr_arr /= foreground_percentile(hr_arr, foreground_mask(hr_arr))
-    lr_arr /= foreground_percentile(lr_arr, mask)
     out = []
     for sigma in GAUSSIAN_FIT_SIGMAS:
         syn = gaussian_degrade(hr_arr, sigma, scale)
@@ -264,12 +267,14 @@ def integer_scale(pair_ratios: list[float]) -> int:
     return max(2, int(round(float(np.median(pair_ratios)))))
 
 
-def gaussian_fit_case(args: tuple[Case, int]) -> list[float]:
-    """The Gaussian fit of one pair at the dataset's ``scale`` (runs in a worker process)."""
+def gaussian_fit_case(args: tuple[Case, int]) -> tuple[list[float], dict]:
+    """The rigid alignment of one pair (the head moves between the two series) and the
+    Gaussian fit at the dataset's ``scale`` on it (runs in a worker process)."""
     case, scale = args
     hr_img, lr_img = read_scan(case.hr, check=False), read_scan(case.lr, check=False)
     a, _ = through_plane_axis_of_pair(Geometry.of(hr_img), Geometry.of(lr_img))
-    return _gaussian_fit(hr_img, lr_img, a, scale)
+    tf = rigid_register(hr_img, lr_img)
+    return _gaussian_fit(hr_img, lr_img, a, scale, tf), transform_to_json(tf)
 
 
 def through_plane_normal(
@@ -308,8 +313,9 @@ def compute_fingerprint(
         fits = map_progress(
             gaussian_fit_case, [(c, scale) for c, _ in paired], num_processes, desc="Gaussian fit"
         )
-        for (_, r), fit in zip(paired, fits):
+        for (_, r), (fit, registration) in zip(paired, fits):
             r.pair.scale, r.pair.gaussian_fit_ssim = scale, fit
+            r.pair.registration = registration
     return DatasetFingerprint(
         dataset_name=dataset_name,
         source_digest=source_digest(cases),

@@ -116,7 +116,10 @@ def plan_and_preprocess(
     plans = planner_cls(fp).plan(dataset)
     plans.save(plans_path(out, plans.plans_name))
     if preprocess:
-        preprocess_dataset(verified.cases, plans, out / plans.data_identifier, num_processes)
+        registrations = {c.name: c.pair.registration for c in fp.pairs if c.pair.registration}
+        preprocess_dataset(
+            verified.cases, plans, out / plans.data_identifier, num_processes, registrations
+        )
     return verified, plans
 
 

@@ -8,7 +8,6 @@ New planners subclass :class:`DefaultPlanner`, override one decision, and regist
 from __future__ import annotations
 
 import copy
-import logging
 
 import numpy as np
 
@@ -18,8 +17,6 @@ from mrisr.degradation.kernels import KERNEL_SIZE, lr_crop_size
 from mrisr.planning.fingerprint import DatasetFingerprint, integer_scale
 from mrisr.plans import Plans
 from mrisr.utilities.registry import Registry
-
-logger = logging.getLogger(__name__)
 
 PLANNERS: Registry[type] = Registry("planner")
 
@@ -53,6 +50,11 @@ class DefaultPlanner:
             "hr_inplane_spacing", f"{h:.4g} mm: median HR in-plane spacing of {len(sp)} scans"
         )
         return h
+
+    def plan_real_lr_spacing(self) -> float | None:
+        """Median real LR in-plane spacing (predict warns far from it); None: no LR."""
+        sp = [float(np.mean(s.inplane_spacing)) for s in self.fp.scans("lr")]
+        return float(np.median(sp)) if sp else None
 
     def plan_scale(self, hr_spacing: float) -> int:
         pairs = self.fp.pairs
@@ -287,7 +289,60 @@ class DefaultPlanner:
 
         return {"name": "dsn", **DSN_DEFAULTS}
 
-    # ---- assemble
+    # ---- assemble: the configurations, then the plans
+    def plan_configurations(self, s: int, edsr: dict, dsgan: dict, noise: dict) -> dict:
+        """The configurations: a degradation model, the SR network and its input each."""
+        return {
+            "dsgan_edsr": {
+                "description": "EDSR trained on HR degraded by the learned DSGAN kernels "
+                "(signed) plus the real LR's Rician noise; applied to the raw real LR",
+                "degradation": {
+                    **dsgan,
+                    "synthesis_kernel": "signed",
+                    "fallback": "fitted_gaussian",
+                },
+                "sr": edsr,
+                "sr_input": "raw",
+                "training_noise": noise,
+                "sr_loss": self.plan_sr_loss(),
+            },
+            "dsgan_paper_edsr": {
+                "inherits_from": "dsgan_edsr",
+                "description": "the paper's method: EDSR on HR degraded by the post-processed "
+                "DSGAN kernels (no noise), applied to NLM-denoised real LR",
+                "degradation": {**dsgan, "share_units_with": "dsgan_edsr"},
+                "sr_input": "denoised",
+                "training_noise": None,
+                "sr_loss": {"l1": 1.0},
+            },
+            "kspace_edsr": {
+                "inherits_from": "dsgan_edsr",
+                "description": "EDSR trained on HR through the real LR's k-space band and "
+                "learned raw-data filter plus its Rician noise; applied to the raw real LR",
+                "degradation": self.plan_kspace_acquisition(s),
+            },
+            "gaussian_edsr": {
+                "inherits_from": "dsgan_paper_edsr",
+                "description": "EDSR trained on Gaussian-blurred, decimated HR (GB+EDSR)",
+                "degradation": self.plan_gaussian(s),
+            },
+            "zerofill_edsr": {
+                "inherits_from": "dsgan_paper_edsr",
+                "description": "EDSR trained on k-space zero-filled HR (ZF+EDSR)",
+                "degradation": self.plan_zerofill(s),
+            },
+            "dsn_edsr": {
+                "inherits_from": "dsgan_paper_edsr",
+                "description": "EDSR trained on HR downsampled by a CNN fit to real LR (DSN+EDSR)",
+                "degradation": self.plan_dsn(s),
+            },
+            "bicubic": {
+                "description": "bicubic interpolation of real LR (no training)",
+                "degradation": None,
+                "sr": None,
+            },
+        }
+
     def plan(self, dataset_name: str) -> Plans:
         self._hr_spacing = h = self.plan_hr_spacing()
         s = self.plan_scale(h)
@@ -302,6 +357,7 @@ class DefaultPlanner:
             "scale": s,
             "hr_inplane_spacing": h,
             "lr_working_inplane_spacing": s * h,
+            "real_lr_inplane_spacing": self.plan_real_lr_spacing(),
             "through_plane_normal": self.fp.through_plane_normal,
             "preprocessing": {
                 "normalization": self.plan_normalization(),
@@ -311,56 +367,7 @@ class DefaultPlanner:
                 "lr_interpolator": "bspline",
                 "sampling": {"clip_percentile": 97.0, "window": 5},
             },
-            "configurations": {
-                "dsgan_edsr": {
-                    "description": "EDSR trained on HR degraded by the learned DSGAN kernels "
-                    "(signed) plus the real LR's Rician noise; applied to the raw real LR",
-                    "degradation": {
-                        **dsgan,
-                        "synthesis_kernel": "signed",
-                        "fallback": "fitted_gaussian",
-                    },
-                    "sr": edsr,
-                    "sr_input": "raw",
-                    "training_noise": noise,
-                    "sr_loss": self.plan_sr_loss(),
-                },
-                "dsgan_paper_edsr": {
-                    "inherits_from": "dsgan_edsr",
-                    "description": "the paper's method: EDSR on HR degraded by the post-processed "
-                    "DSGAN kernels (no noise), applied to NLM-denoised real LR",
-                    "degradation": {**dsgan, "share_units_with": "dsgan_edsr"},
-                    "sr_input": "denoised",
-                    "training_noise": None,
-                    "sr_loss": {"l1": 1.0},
-                },
-                "kspace_edsr": {
-                    "inherits_from": "dsgan_edsr",
-                    "description": "EDSR trained on HR through the real LR's k-space band and "
-                    "learned raw-data filter plus its Rician noise; applied to the raw real LR",
-                    "degradation": self.plan_kspace_acquisition(s),
-                },
-                "gaussian_edsr": {
-                    "inherits_from": "dsgan_paper_edsr",
-                    "description": "EDSR trained on Gaussian-blurred, decimated HR (GB+EDSR)",
-                    "degradation": self.plan_gaussian(s),
-                },
-                "zerofill_edsr": {
-                    "inherits_from": "dsgan_paper_edsr",
-                    "description": "EDSR trained on k-space zero-filled HR (ZF+EDSR)",
-                    "degradation": self.plan_zerofill(s),
-                },
-                "dsn_edsr": {
-                    "inherits_from": "dsgan_paper_edsr",
-                    "description": "EDSR trained on HR downsampled by a CNN fit to real LR (DSN+EDSR)",
-                    "degradation": self.plan_dsn(s),
-                },
-                "bicubic": {
-                    "description": "bicubic interpolation of real LR (no training)",
-                    "degradation": None,
-                    "sr": None,
-                },
-            },
+            "configurations": self.plan_configurations(s, edsr, dsgan, noise),
             "decisions": dict(self.decisions),
         }
         return Plans(data)
@@ -371,11 +378,10 @@ class DemoPlanner(DefaultPlanner):
     """The default plans on a demo budget (``mrisr_demo``; plans ``mrisrDemoPlans``).
 
     One change: DSGAN kernels per volume instead of per slice when the slices of every
-    pair match. A pair then trains one GAN (3000 iterations, crops from all its slices)
-    instead of one per slice, which is 15x cheaper on the demo's 15-slice scans and loses
-    nothing there: the demo's LR is acquired with the same in-plane k-space extent for
-    every slice, so every slice has the same kernel. Everything else is the default plan;
-    the SR budget is a trainer variant (``EDSRTrainer_demo``).
+    pair match: one GAN per pair (3000 iterations, crops from all its slices), 15x cheaper
+    on the demo's 15-slice scans and lossless there (the demo's LR has the same in-plane
+    k-space extent, hence the same kernel, in every slice). The SR budget is a trainer
+    variant (``EDSRTrainer_demo``).
     """
 
     plans_name = "mrisrDemoPlans"

@@ -23,7 +23,7 @@ from mrisr.imageio.noise import (
     rayleigh_sigma,
     wavelet_sigma,
 )
-from mrisr.imageio.registration import rigid_register
+from mrisr.imageio.registration import rigid_register, transform_from_json
 from mrisr.imageio.resampling import (
     lr_grid_for_hr,
     resample_mask_to,
@@ -62,14 +62,30 @@ class PreparedScan:
     noise: dict | None = None  # LR: noise measured on the working grid, before denoising
 
 
+def resample_normalised(
+    image: sitk.Image,
+    grid: Geometry,
+    interpolator: int,
+    normalization: dict,
+    transform: sitk.Transform | None = None,
+    zero_outside: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """``image`` on ``grid`` (through ``transform``), divided by its foreground percentile:
+    (array, foreground mask, valid mask, the factor); ``zero_outside``: 0 outside the scan."""
+    arr = sitk.GetArrayFromImage(resample_to(image, grid, interpolator, transform=transform))
+    valid = resample_mask_to(image, grid, transform)
+    if zero_outside:
+        arr[~valid] = 0.0
+    mask = foreground_mask(arr, valid)
+    s = normalization_scale(arr, mask, normalization)
+    return arr / np.float32(s), mask, valid, s
+
+
 def prepare_hr(image: sitk.Image, tp_axis: int, plans: Plans) -> PreparedScan:
     grid = working_grid(Geometry.of(image), tp_axis, plans.hr_spacing, multiple_of=plans.scale)
     interp = INTERPOLATORS[plans.preprocessing.get("hr_interpolator", "bspline")]
-    arr = sitk.GetArrayFromImage(resample_to(image, grid, interp))
-    valid = resample_mask_to(image, grid)
-    mask = foreground_mask(arr, valid)
-    s = normalization_scale(arr, mask, plans.normalization)
-    return PreparedScan(arr / np.float32(s), mask, valid, grid, s, Geometry.of(image))
+    arr, mask, valid, s = resample_normalised(image, grid, interp, plans.normalization)
+    return PreparedScan(arr, mask, valid, grid, s, Geometry.of(image))
 
 
 def lr_working_grid(image: sitk.Image, plans: Plans, hr_grid: Geometry | None) -> Geometry:
@@ -99,12 +115,9 @@ def prepare_lr(
     """
     grid = lr_working_grid(image, plans, hr_grid)
     interp = INTERPOLATORS[plans.preprocessing.get("lr_interpolator", "bspline")]
-    arr = sitk.GetArrayFromImage(resample_to(image, grid, interp, transform=transform))
-    valid = resample_mask_to(image, grid, transform)
-    arr[~valid] = 0.0
-    mask = foreground_mask(arr, valid)
-    s = normalization_scale(arr, mask, plans.normalization)
-    raw = arr / np.float32(s)
+    raw, mask, valid, s = resample_normalised(
+        image, grid, interp, plans.normalization, transform, zero_outside=True
+    )
     noise = measure_lr_noise(raw, mask, valid) if measure_noise else None
     out = denoise_lr(raw, plans.denoising) if denoise else raw
     return PreparedScan(out, mask, valid, grid, s, Geometry.of(image), raw=raw, noise=noise)
@@ -193,9 +206,10 @@ def _save_scan(files: dict[str, Path], key: str, scan: PreparedScan, sampling: d
     }
 
 
-def preprocess_case(args: tuple[Case, dict, str]) -> str:
-    """Preprocess one case into ``out_dir`` (runs in a worker process). Returns the case name."""
-    case, plans_data, out_dir = args
+def preprocess_case(args: tuple[Case, dict, str, dict | None]) -> str:
+    """Preprocess one case into ``out_dir`` (runs in a worker process); ``registration``:
+    the pair's alignment from the fingerprint (None: registered here). Returns the name."""
+    case, plans_data, out_dir, registration = args
     plans = Plans(plans_data)
     folder = Path(out_dir)
     files = case_files(folder, case.name)
@@ -228,7 +242,11 @@ def preprocess_case(args: tuple[Case, dict, str]) -> str:
     if lr_img is not None:
         tf = None
         if hr_img is not None and plans.preprocessing.get("register_pairs", False):
-            tf = rigid_register(hr_img, lr_img)
+            tf = (
+                transform_from_json(registration)
+                if registration
+                else rigid_register(hr_img, lr_img)
+            )
         lr = prepare_lr(lr_img, plans, hr_grid, tf, measure_noise=True)
         props["lr"] = _save_scan(files, "lr", lr, sampling)
         storage.save_array(files["lr_raw"], lr.raw.astype(np.float32))
@@ -245,9 +263,15 @@ def preprocess_case(args: tuple[Case, dict, str]) -> str:
 
 
 def preprocess_dataset(
-    cases: list[Case], plans: Plans, out_dir: Path, num_processes: int = 1
+    cases: list[Case],
+    plans: Plans,
+    out_dir: Path,
+    num_processes: int = 1,
+    registrations: dict[str, dict] | None = None,
 ) -> list[str]:
-    """Preprocess every case not already done with these plans; returns the cases processed."""
+    """Preprocess every case not already done with these plans; returns the cases processed.
+    ``registrations``: case -> the pair's alignment the fingerprint computed (reused)."""
+    registrations = registrations or {}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ident = plans.preprocessing_identity()
@@ -262,7 +286,7 @@ def preprocess_dataset(
         )
     map_progress(
         preprocess_case,
-        [(c, plans.data, str(out_dir)) for c in todo],
+        [(c, plans.data, str(out_dir), registrations.get(c.name)) for c in todo],
         num_processes,
         desc="preprocessing",
     )

@@ -244,6 +244,18 @@ def _final_network(trainer_cls, plans, configuration, fold, fold_dir):
     return networks, str(checkpoints.path(FINAL))
 
 
+def _fold_split(name: str, ds: PreprocessedDataset, fold: int | str, write: bool) -> tuple:
+    """The fold (parsed), its training cases, validation pairs and whether they are held out
+    (the splits are made, and written by the main process, on first use)."""
+    cases, pairs = ds.cases, ds.pairs()
+    splits = load_or_create_splits(name, cases, pairs, write=write)
+    fold = parse_fold(fold, len(splits))
+    train_cases, val_cases, held_out = fold_cases(splits, fold, cases, pairs)
+    if fold != ALL and set(train_cases) & set(val_cases):
+        raise RuntimeError("a validation case is among the training cases")
+    return fold, train_cases, val_cases, held_out
+
+
 def _run(
     ctx: distributed.DistContext,
     fold: int | str,
@@ -265,10 +277,7 @@ def _run(
     config = plans.configuration(configuration)
     trainer_cls = TRAINERS.get(trainer)
     ds = PreprocessedDataset.for_plans(plans)
-    cases, pairs = ds.cases, ds.pairs()
-    splits = load_or_create_splits(name, cases, pairs, write=ctx.is_main)
-    fold = parse_fold(fold, len(splits))
-    train_cases, val_cases, held_out = fold_cases(splits, fold, cases, pairs)
+    fold, train_cases, val_cases, held_out = _fold_split(name, ds, fold, ctx.is_main)
     output = results_folder(name, trainer, plans.plans_name, configuration)
     fold_dir = fold_folder(output, fold)
     logger.info(
@@ -280,8 +289,6 @@ def _run(
         len(val_cases),
         "" if held_out else " (not held out: fold 'all')",
     )
-    if fold != ALL and set(train_cases) & set(val_cases):
-        raise RuntimeError("a validation case is among the training cases")
 
     if ctx.is_main:
         check_validation_inputs(ds, val_cases)  # a moved raw scan fails now, not after training
@@ -293,8 +300,19 @@ def _run(
 
     if not ctx.is_main:
         return None
+    info = {"dataset": name, "trainer": trainer, "plans_name": plans.plans_name, "fold": str(fold)}
+    job = (plans, configuration, fold, fold_dir, device, ctx, tta, progress)
+    return _final_validation(trainer_cls, job, ds, val_cases, held_out, info)
+
+
+def _final_validation(
+    trainer_cls: type[SRTrainer], job: tuple, ds, val_cases: list[str], held_out: bool, info: dict
+) -> dict:
+    """The fold's validation with its final network (``job``: plans, configuration, fold,
+    fold folder, device, context, TTA or None for the trainer's default, progress)."""
+    plans, configuration, fold, fold_dir, device, ctx, tta, progress = job
     networks, checkpoint = None, None
-    if config.requires_training:
+    if plans.configuration(configuration).requires_training:
         networks, checkpoint = _final_network(trainer_cls, plans, configuration, fold, fold_dir)
     use_tta = trainer_cls.final_validation_tta if tta is None else tta
     return validate_fold(
@@ -304,16 +322,10 @@ def _run(
         ds,
         val_cases,
         fold_dir / "validation",
-        _file_ending(name),
+        _file_ending(info["dataset"]),
         device=distributed.device_for(device, ctx),
         tta=use_tta,
         held_out=held_out,
-        info={
-            "dataset": name,
-            "trainer": trainer,
-            "plans_name": plans.plans_name,
-            "fold": str(fold),
-            "checkpoint": checkpoint,
-        },
+        info={**info, "checkpoint": checkpoint},
         progress=progress,
     )

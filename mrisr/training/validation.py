@@ -116,6 +116,41 @@ def check_validation_inputs(dataset: PreprocessedDataset, cases: list[str]) -> N
         _source(dataset, c, "hr")
 
 
+def _validate_case(
+    c: str,
+    dataset: PreprocessedDataset,
+    plans: Plans,
+    predictor: SRPredictor | None,
+    configuration: str,
+    out_dir: Path,
+    file_ending: str,
+) -> dict:
+    """One pair: SR (or bicubic) written, scored against its HR beside bicubic."""
+    lr = read_scan(_source(dataset, c, "lr"), check=False)
+    hr = read_scan(_source(dataset, c, "hr"), check=False)
+    bic = bicubic_scan(lr, plans)
+    sr, sd = predictor.predict_scan(lr, return_std=True) if predictor else (bic, None)
+    write_scan(sr, out_dir / f"{c}{file_ending}")
+    if sd is not None:  # sd over TTA x networks: free, the members are computed anyway
+        write_scan(sd, out_dir / f"{c}_uncertainty{file_ending}")
+    # one rigid alignment of the HR scan per case (to the real LR's bicubic
+    # interpolation), shared by every method compared on this case
+    tf = rigid_register(bic, hr)
+    m_bic = compare_in_physical_space(hr, bic, tf)
+    m_sr = compare_in_physical_space(hr, sr, tf) if predictor is not None else m_bic
+    result = {configuration: m_sr, BICUBIC: m_bic}
+    logger.info(
+        "validation %s: %s PSNR %.2f dB SSIM %.4f | bicubic PSNR %.2f dB SSIM %.4f",
+        c,
+        configuration,
+        m_sr["psnr"],
+        m_sr["ssim"],
+        m_bic["psnr"],
+        m_bic["ssim"],
+    )
+    return result
+
+
 def validate_fold(
     plans: Plans,
     configuration: str,
@@ -140,27 +175,8 @@ def validate_fold(
     )
     per_case: dict[str, dict] = {}
     for c in tqdm(cases, desc="validation", disable=not progress or not cases, leave=False):
-        lr = read_scan(_source(dataset, c, "lr"), check=False)
-        hr = read_scan(_source(dataset, c, "hr"), check=False)
-        bic = bicubic_scan(lr, plans)
-        sr, sd = predictor.predict_scan(lr, return_std=True) if predictor else (bic, None)
-        write_scan(sr, out_dir / f"{c}{file_ending}")
-        if sd is not None:  # sd over TTA x networks: free, the members are computed anyway
-            write_scan(sd, out_dir / f"{c}_uncertainty{file_ending}")
-        # one rigid alignment of the HR scan per case (to the real LR's bicubic
-        # interpolation), shared by every method compared on this case
-        tf = rigid_register(bic, hr)
-        m_bic = compare_in_physical_space(hr, bic, tf)
-        m_sr = compare_in_physical_space(hr, sr, tf) if predictor is not None else m_bic
-        per_case[c] = {configuration: m_sr, BICUBIC: m_bic}
-        logger.info(
-            "validation %s: %s PSNR %.2f dB SSIM %.4f | bicubic PSNR %.2f dB SSIM %.4f",
-            c,
-            configuration,
-            m_sr["psnr"],
-            m_sr["ssim"],
-            m_bic["psnr"],
-            m_bic["ssim"],
+        per_case[c] = _validate_case(
+            c, dataset, plans, predictor, configuration, out_dir, file_ending
         )
     reference = metrics(reference=True)
     methods = [configuration] if configuration == BICUBIC else [configuration, BICUBIC]

@@ -18,16 +18,13 @@ arithmetic of any unit:
   Regulariser weights follow KernelGAN's schedule per unit. Every unit has its own RNG
   streams (crops, D input noise, initialisation), derived from its seed only. No
   operation mixes units: changing the other units of a batch leaves a unit's result
-  bit-identical. Changing the batch *size* changes the float32 summation order inside
-  the batched kernels; GAN training amplifies such rounding-level differences (Adam's
-  first steps move weights by +-lr according to gradient signs), so a unit trained alone
-  and in a batch agree to ~1e-4 after one iteration and are equally valid, different
-  draws after a few hundred.
-* **Per iteration and unit** (batch size 1, as in the paper): one slice location of the
-  unit, one ``hr_crop`` HR crop and, independently, one ``lr_crop`` real-LR crop, both
-  with gradient-weighted centres (:mod:`mrisr.preprocessing.sampling`). All crop
-  positions are drawn up front with numpy and gathered with one indexing op per
-  iteration.
+  bit-identical. Changing the batch *size* (or D's precision and chunks, chosen by
+  :mod:`~mrisr.degradation.dsgan.precision`) changes the summation order; GAN training
+  amplifies such rounding: alone and in a batch, a unit agrees to ~1e-4 after one
+  iteration and is an equally valid, different draw after a few hundred.
+* **Per iteration and unit** (batch size 1, as in the paper): one slice of the unit, one
+  ``hr_crop`` HR crop and, independently, one ``lr_crop`` real-LR crop, both with
+  gradient-weighted centres (:mod:`mrisr.preprocessing.sampling`), drawn up front.
 * **Failures are per unit.** A unit without usable slices is returned as ``"skipped"``; a
   unit whose loss becomes NaN/inf is masked out of the batch (zero loss weight) and
   returned as ``"nan"``; the other units are unaffected (no operation mixes units).
@@ -313,9 +310,33 @@ def _train_batch(
     progress: bool,
     desc: str,
 ) -> list[DSGANResult]:
+    t0 = time.perf_counter()
     trainer = BatchTrainer(plans, [units[pl.index].name for pl in plans], scale, p, device)
     trainer.run(progress, desc)
-    return trainer.results()
+    out = trainer.results()
+    dt = time.perf_counter() - t0
+    iters = int(p["iterations"])
+    logger.info(
+        "%s: %d iterations in %.1f s (%.2f ms per unit-iteration)",
+        desc,
+        iters,
+        dt,
+        1e3 * dt / (iters * len(plans)),
+    )
+    return out
+
+
+def _plan_batch(units: list[DSGANUnit], lo: int, hi: int, p: dict, results: list) -> list:
+    """The crop plans of units ``lo:hi``; a unit without usable slices is skipped."""
+    plans: list[UnitPlan] = []
+    for i in range(lo, hi):
+        plan = prepare_unit(i, units[i], p, int(p["iterations"]))
+        if isinstance(plan, str):
+            logger.warning("DSGAN unit %s skipped: %s", units[i].name, plan)
+            results[i] = DSGANResult(units[i].name, None, None, {}, "skipped", plan)
+        else:
+            plans.append(plan)
+    return plans
 
 
 def train_dsgan(
@@ -353,7 +374,6 @@ def train_dsgan(
     """
     p = resolve_params(params, scale)
     dev = torch.device(device)
-    iters = int(p["iterations"])
     per = int(units_per_batch or DEFAULT_UNITS_PER_BATCH)
     if per < 1:
         raise ValueError("units_per_batch must be >= 1")
@@ -368,27 +388,11 @@ def train_dsgan(
         _keep_freed_memory()
     try:
         for b in range(n_batches):
-            plans: list[UnitPlan] = []
-            for i in range(bounds[b], bounds[b + 1]):
-                plan = prepare_unit(i, units[i], p, iters)
-                if isinstance(plan, str):
-                    logger.warning("DSGAN unit %s skipped: %s", units[i].name, plan)
-                    results[i] = DSGANResult(units[i].name, None, None, {}, "skipped", plan)
-                else:
-                    plans.append(plan)
+            plans = _plan_batch(units, bounds[b], bounds[b + 1], p, results)
             if not plans:
                 continue
-            t0 = time.perf_counter()
             desc = f"DSGAN batch {b + 1}/{n_batches} ({len(plans)} units)"
             out = _train_batch(plans, units, int(scale), p, dev, progress, desc)
-            dt = time.perf_counter() - t0
-            logger.info(
-                "%s: %d iterations in %.1f s (%.2f ms per unit-iteration)",
-                desc,
-                iters,
-                dt,
-                1e3 * dt / (iters * len(plans)),
-            )
             for pl, res in zip(plans, out):
                 results[pl.index] = res
     finally:
