@@ -44,6 +44,7 @@ from mrisr.preprocessing.sampling import (
     gradient_weight_map,
     sample_crop_corners,
 )
+from mrisr.utilities.memory import keep_freed_memory
 from mrisr.utilities.threads import compute_threads
 
 
@@ -181,7 +182,7 @@ def sweep(sizes: list[int], iterations: int) -> None:
     p = dsgan_params.resolve_params({"iterations": 3000}, 2)
     torch.set_num_threads(compute_threads())
     if os.environ.get("MRISR_NO_MALLOC_TUNING") is None:
-        core._keep_freed_memory()  # as train_dsgan does
+        keep_freed_memory()  # as train_dsgan does
     for n in sizes:
         units = [dsgan_units.DSGANUnit(f"s{i}", hr[i], lr[i], seed=i) for i in range(n)]
         plans = [dsgan_units.prepare_unit(i, u, p, 3000) for i, u in enumerate(units)]

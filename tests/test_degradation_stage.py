@@ -124,3 +124,28 @@ def test_every_degradation_is_checked_against_the_real_lr(plans):
     ensure_synthetic_lr(plans, "zerofill_edsr", cases, progress=False)
     z = json.loads(summary_path(plans, "zerofill_edsr", "cases").read_text())
     assert 0 < z["fidelity"]["mean"]["ssim"] <= 1 and "fallback" not in z
+
+
+def test_dsgan_units_are_retrained_when_their_settings_change(plans):
+    """A unit trained with other GAN parameters is not reused; the paper's configuration
+    trains its own units (noise-free fakes on the denoised LR)."""
+    ensure_synthetic_lr(plans, "dsgan_edsr", ["case_000"], progress=False)
+    units = degradation_dir(plans, "dsgan_edsr") / "units"
+    first = json.loads((units / "case_000__z001.json").read_text())
+    # the fakes carry the noise measured on the case's real LR
+    measured = PreprocessedDataset.for_plans(plans).properties["case_000"]["lr"]["noise"]
+    assert first["fake_noise_sigma"] == pytest.approx(measured["sigma"])
+    assert first["fake_noise_sigma"] > 0
+    kernel = np.load(units / "case_000__z001_kernel_raw.npy")
+    plans.data["configurations"]["dsgan_edsr"]["degradation"]["iterations"] = 13
+    ensure_synthetic_lr(plans, "dsgan_edsr", ["case_000"], progress=False)
+    again = json.loads((units / "case_000__z001.json").read_text())
+    assert again["settings"] != first["settings"]
+    assert not np.array_equal(np.load(units / "case_000__z001_kernel_raw.npy"), kernel)
+    paper = plans.data["configurations"]["dsgan_paper_edsr"]["degradation"]
+    paper.update(iterations=12, lr_decay_iterations=[3, 6, 9])
+    ensure_synthetic_lr(plans, "dsgan_paper_edsr", ["case_000"], progress=False)
+    own = json.loads(
+        (degradation_dir(plans, "dsgan_paper_edsr") / "units" / "case_000__z001.json").read_text()
+    )
+    assert own["fake_noise_sigma"] == 0.0 and own["settings"] != first["settings"]

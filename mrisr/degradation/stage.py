@@ -18,6 +18,7 @@ the preprocessed data, in ``<plans>_preprocessed/synthetic/<config>/<model>/``.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from mrisr.plans import Plans
 from mrisr.preprocessing import storage
 from mrisr.preprocessing.dataset import PreprocessedDataset
 from mrisr.utilities.errors import MrisrError
-from mrisr.utilities.file_io import save_json
+from mrisr.utilities.file_io import load_json, save_json
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +78,11 @@ def ensure_synthetic_lr(
     hr_cases = [c for c in cases if ds.properties[c]["has_hr"]]
     files = {c: synthetic_path(plans, config, mid, c) for c in hr_cases}
     missing = [c for c, f in files.items() if not f.is_file()]
+    key = section_key(deg)
+    made = summary_path(plans, config, mid)
+    if made.is_file() and load_json(made).get("section_key") != key:
+        logger.info("%s: its degradation section changed: synthetic LR made again", config)
+        missing = list(files)
     if not missing:
         return files
     logger.info("%s: making synthetic LR for %d cases (%s)", config, len(missing), deg["name"])
@@ -94,8 +100,16 @@ def ensure_synthetic_lr(
             f["ssim"],
             f["psnr"],
         )
-    save_json(info, summary_path(plans, config, mid))
+    info["section_key"] = key
+    save_json(info, made)
     return files
+
+
+def section_key(section: dict) -> str:
+    """A hash of a configuration's degradation section: synthetic LR made under another
+    section (an edited plan) is made again."""
+    blob = json.dumps(section, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
 
 
 #: SSIM by which a learned degradation may trail the fitted Gaussian before it is replaced

@@ -15,6 +15,7 @@ from mrisr.degradation.dsgan.params import DEFAULT_DSGAN_PARAMS
 from mrisr.degradation.gaussian import PAPER_SIGMA
 from mrisr.degradation.kernels import KERNEL_SIZE, lr_crop_size
 from mrisr.planning.fingerprint import DatasetFingerprint, integer_scale
+from mrisr.planning.real_lr_decisions import RealLRDecisions
 from mrisr.plans import Plans
 from mrisr.utilities.registry import Registry
 
@@ -25,7 +26,7 @@ KERNELGAN_RANGE = 2.0  # KernelGAN's thresholds are on a [-1, 1] intensity scale
 
 
 @PLANNERS.register
-class DefaultPlanner:
+class DefaultPlanner(RealLRDecisions):
     """The planner of the paper's method, adapted to each dataset by its fingerprint."""
 
     plans_name = "mrisrPlans"
@@ -212,30 +213,6 @@ class DefaultPlanner:
             "validate_every": max(iterations // 10, 100),
         }
 
-    # ---- what a real LR adds beyond the PSF
-    def plan_training_noise(self) -> dict:
-        sig = [s.noise_sigma_background for s in self.fp.scans("lr") if s.noise_sigma_background]
-        self._decide(
-            "training_noise",
-            "Rician noise on every training LR patch at the level and colour measured on the "
-            f"real LR's background ({len(sig)} of {len(self.fp.scans('lr'))} LR scans have one; "
-            "measured again on the working grid by preprocessing), sigma log-uniform within "
-            "+-30%, PSF width +-10%, smooth bias 0.1: robust to estimation error; the network "
-            "sees the raw (not NLM-denoised) real LR and learns to denoise",
-        )
-        return {"model": "rician", "sigma_jitter": 0.3, "kernel_width_jitter": 0.1, "bias": 0.1}
-
-    def plan_sr_loss(self) -> dict:
-        self._decide(
-            "sr_loss",
-            "L1 + 0.5 x the L1 distance of the patches' Fourier amplitudes (orthonormal FFT) "
-            "for the configurations that see the raw LR: L1 alone returns the smooth median of "
-            "the noisy targets; the amplitude term asks for the HR's energy at every spatial "
-            "frequency (quality harness, default protocol: BRISQUE 41 vs 62 with L1, PSNR "
-            "unchanged); the paper's configurations keep L1",
-        )
-        return {"l1": 1.0, "fourier_amplitude": 0.5}
-
     def plan_kspace_acquisition(self, scale: int) -> dict:
         if self.fp.pairs:
             r = np.median([c.pair.inplane_ratio for c in self.fp.pairs], axis=0)
@@ -298,6 +275,7 @@ class DefaultPlanner:
                 "(signed) plus the real LR's Rician noise; applied to the raw real LR",
                 "degradation": {
                     **dsgan,
+                    "fake_noise": self.plan_fake_noise(),
                     "synthesis_kernel": "signed",
                     "fallback": "fitted_gaussian",
                 },
@@ -310,7 +288,7 @@ class DefaultPlanner:
                 "inherits_from": "dsgan_edsr",
                 "description": "the paper's method: EDSR on HR degraded by the post-processed "
                 "DSGAN kernels (no noise), applied to NLM-denoised real LR",
-                "degradation": {**dsgan, "share_units_with": "dsgan_edsr"},
+                "degradation": {**dsgan, "fake_noise": "none"},
                 "sr_input": "denoised",
                 "training_noise": None,
                 "sr_loss": {"l1": 1.0},

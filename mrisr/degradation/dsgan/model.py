@@ -11,6 +11,8 @@ configuration (same GANs, another synthesis kernel).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from pathlib import Path
 
@@ -85,7 +87,22 @@ def _padded_stack(arrs: list[np.ndarray]) -> np.ndarray:
     return out
 
 
-def _make_unit(ds: PreprocessedDataset, name: str, spec: tuple) -> DSGANUnit:
+def _measured_noise(ds: PreprocessedDataset, cases: list[str]) -> tuple[float, list | None]:
+    """The LR noise of ``cases`` on the working grid: the median sigma, and the colour of
+    the case closest to it (preprocessing's measurement, before denoising)."""
+    found = [
+        (float(n["sigma"]), n.get("rho"))
+        for c in cases
+        if (n := ds.properties[c]["lr"].get("noise"))
+    ]
+    if not found:
+        return 0.0, None
+    med = float(np.median([f[0] for f in found]))
+    return med, min(found, key=lambda f: abs(f[0] - med))[1]
+
+
+def _make_unit(ds: PreprocessedDataset, name: str, spec: tuple, fake_noise: str) -> DSGANUnit:
+    """The unit's slices; with ``fake_noise == "measured"`` the raw real LR and its noise."""
     case, z, members = spec
     sl = slice(z, z + 1) if z is not None else slice(None)
     hr_cases = [c for c in members if ds.properties[c]["has_hr"]]
@@ -96,13 +113,17 @@ def _make_unit(ds: PreprocessedDataset, name: str, spec: tuple) -> DSGANUnit:
     def stack(cs: list[str], key: str) -> np.ndarray:
         return _padded_stack([np.asarray(ds.array(c, key)[sl]) for c in cs])
 
+    noisy = fake_noise == "measured"
+    sigma, rho = _measured_noise(ds, lr_cases) if noisy else (0.0, None)
     return DSGANUnit(
         name=name,
         hr=stack(hr_cases, "hr"),
-        lr=stack(lr_cases, "lr"),
+        lr=stack(lr_cases, "lr_raw" if noisy else "lr"),
         seed=seed_of(name),
         hr_weight=stack(hr_cases, "hr_weight"),
         lr_weight=stack(lr_cases, "lr_weight"),
+        noise_sigma=sigma,
+        noise_rho=rho,
     )
 
 
@@ -168,12 +189,26 @@ class DSGANDegradation(Degradation):
         for a in range(0, len(names), step):
             chunk = names[a : a + step]
             logger.info("DSGAN: training units %d-%d of %d", a + 1, a + len(chunk), len(names))
-            units = [_make_unit(ctx.ds, n, todo[n]) for n in chunk]
+            fake_noise = self.gan_params().get("fake_noise", "none")
+            units = [_make_unit(ctx.ds, n, todo[n], fake_noise) for n in chunk]
             results = train_dsgan(
                 units, self.scale, self.gan_params(), device=ctx.device, progress=ctx.progress
             )
-            for r in results:
-                save_json(_unit_summary(r, out), out / f"{r.name}.json")  # last: marks it done
+            for r, u in zip(results, units):
+                summary = _unit_summary(r, out)
+                summary["settings"] = self.settings_key()
+                summary["fake_noise_sigma"] = u.noise_sigma
+                save_json(summary, out / f"{r.name}.json")  # last: marks it done
+
+    def settings_key(self) -> str:
+        """A hash of the GAN's parameters: a unit trained with others is trained again."""
+        blob = json.dumps(self.gan_params(), sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def _is_trained(self, summary_file: Path) -> bool:
+        if not summary_file.is_file():
+            return False
+        return load_json(summary_file).get("settings") == self.settings_key()
 
     def _unit_kernels(self, out: Path, names: list[str]) -> tuple[dict, dict]:
         """unit -> synthesis kernel (None: no usable kernel), and unit -> why it was
@@ -205,7 +240,7 @@ class DSGANDegradation(Degradation):
         out = units_dir(ctx.plans, ctx.config)
         out.mkdir(parents=True, exist_ok=True)
         units = _units(ctx.ds, self.kernel_mode, list(ctx.cases), ctx.mid)
-        todo = {n: s for n, s in units.items() if not (out / f"{n}.json").is_file()}
+        todo = {n: s for n, s in units.items() if not self._is_trained(out / f"{n}.json")}
         if len(todo) < len(units):
             logger.info(
                 "DSGAN: %d of %d units already trained: reused", len(units) - len(todo), len(units)

@@ -22,6 +22,8 @@ DEFAULT_DSGAN_PARAMS: dict[str, Any] = {
     "lr_decay_iterations": [750, 1500, 2250],
     "lr_decay_factor": 10.0,
     "d_input_noise_sd": 0.00196,
+    # "measured": D judges G(HR) with the real LR's Rician noise against the raw real LR
+    "fake_noise": "none",
     "lambdas": {"bicubic": 5.0, "sum2one": 0.5, "boundaries": 0.5, "center": 0.0, "sparse": 0.0},
     "schedule": {
         "bicubic_threshold": 0.1,
@@ -80,6 +82,8 @@ def resolve_params(params: dict | None, scale: int) -> dict:
         raise ValueError("iterations must be >= 1")
     if p["precision"] not in ("auto", "fp32", "bf16"):
         raise ValueError(f"precision must be auto, fp32 or bf16, got '{p['precision']}'")
+    if p["fake_noise"] not in ("none", "measured"):
+        raise ValueError(f"fake_noise must be none or measured, got '{p['fake_noise']}'")
     missing = set(REGULARISERS) - set(p["lambdas"])
     if missing:
         raise ValueError(f"missing lambdas: {sorted(missing)}")

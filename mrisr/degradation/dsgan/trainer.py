@@ -49,7 +49,6 @@ were tuned for the averages, which is what is implemented.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import time
 from typing import Any
@@ -59,6 +58,7 @@ import torch
 from tqdm.auto import tqdm
 
 from mrisr.degradation.dsgan import precision
+from mrisr.degradation.dsgan.fake_noise import FakeNoise
 from mrisr.degradation.dsgan.losses import LambdaSchedule, Regularisers
 from mrisr.degradation.dsgan.params import (
     DEFAULT_UNITS_PER_BATCH,
@@ -75,6 +75,7 @@ from mrisr.degradation.dsgan.units import (
 from mrisr.degradation.kernel_analysis import post_process_kernel
 from mrisr.networks.linear_generator import apply_kernels, compose_kernel, init_generator_weights
 from mrisr.networks.patch_discriminator import StackedPatchDiscriminator
+from mrisr.utilities.memory import keep_freed_memory
 from mrisr.utilities.threads import ThreadTuner, set_compute_threads
 
 logger = logging.getLogger(__name__)
@@ -84,29 +85,6 @@ _STAT_NAMES = ("g_adv", "d_real", "d_fake", "d", *REGULARISERS)
 
 
 # --------------------------------------------------------------------------- training
-def _keep_freed_memory() -> None:
-    """Ask glibc to keep freed memory instead of returning it to the OS (CPU training).
-
-    Every iteration allocates and frees the same tens of MB of activations; with glibc's
-    defaults part of that is unmapped and re-faulted (zero-filled) every iteration, ~6000
-    page faults per iteration for 48 units, a few percent of the run time. Allocations
-    below 32 MB then come from the heap and freed heap memory is kept (up to 1 GB).
-    Process-wide and harmless; a no-op where glibc is not available.
-    """
-    global _MALLOC_TUNED
-    if _MALLOC_TUNED:
-        return
-    _MALLOC_TUNED = True
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        libc.mallopt(m_mmap_threshold, 32 * 1024 * 1024)
-        libc.mallopt(m_trim_threshold, 1024 * 1024 * 1024)
-    except (OSError, AttributeError):  # pragma: no cover - not glibc
-        pass
-
-
-_MALLOC_TUNED = False
 
 
 class BatchTrainer:
@@ -156,6 +134,15 @@ class BatchTrainer:
         self.noise_rngs = [pl.noise_rng for pl in plans]
         self.noise_sd = float(p["d_input_noise_sd"])
         self.noise: torch.Tensor | None = None
+        self.fake_noise = None  # "measured": the real LR's noise on G(HR) (fake_noise.py)
+        if p["fake_noise"] == "measured":
+            self.fake_noise = FakeNoise(
+                [pl.noise_sigma for pl in plans],
+                [pl.noise_rho for pl in plans],
+                self.lr_crop,
+                device,
+            )
+        self.rician: torch.Tensor | None = None
         self.decay_at = {int(i) for i in p["lr_decay_iterations"]}
         self.alive_np = np.ones(n, dtype=bool)
         self.alive = torch.ones(n, dtype=torch.bool, device=device)
@@ -169,6 +156,8 @@ class BatchTrainer:
             [r.standard_normal(shape, dtype=np.float32) for r in self.noise_rngs], axis=1
         )
         self.noise = torch.from_numpy(arr).mul_(self.noise_sd).to(self.device)
+        if self.fake_noise is not None:
+            self.rician = self.fake_noise.block(block, self.noise_rngs)
 
     def run(self, progress: bool = False, desc: str = "DSGAN", on_step=None) -> None:
         """All iterations (stopping early when every unit diverged), with the thread count
@@ -197,12 +186,13 @@ class BatchTrainer:
         # D's spectral-normalised weights (one power iteration): D does not change
         # before its own update, so the G step uses them frozen and the D step with grad.
         dw_d = self.disc.normalized_weights(1)
-        adv, terms, ok_g = self._g_step(x_hr, {key: v.detach() for key, v in dw_d.items()})
+        rn = None if self.rician is None else self.rician[it % _NOISE_BLOCK]  # (N, 4, h, w)
+        adv, terms, ok_g = self._g_step(x_hr, {key: v.detach() for key, v in dw_d.items()}, rn)
         d_stats = self._d_step(x_hr, y_lr, dw_d, ok_g, it)
         stats = torch.cat([adv[:, None], d_stats[:, :3], terms.detach()], 1)
         return self._bookkeeping(it, stats, d_stats[:, 3] > 0)
 
-    def _g_step(self, x_hr: torch.Tensor, dw: dict) -> tuple[torch.Tensor, ...]:
+    def _g_step(self, x_hr: torch.Tensor, dw: dict, rn) -> tuple[torch.Tensor, ...]:
         """Adversarial loss + regularisers, D frozen; D is scored and backpropagated in
         chunks of units, then G's graph once. Returns (adv, terms, ok) per unit."""
         with torch.no_grad():
@@ -219,11 +209,12 @@ class BatchTrainer:
             ok = self.alive[u] & torch.isfinite(adv + reg_d[u])
             return torch.where(ok, adv, torch.zeros_like(adv)).sum(), adv.detach()
 
-        adv, g_grad = self.disc.backward_in_chunks(g_out, dw, adversarial, self.chunk)
+        seen = g_out if rn is None else FakeNoise.rician(g_out, rn[:, :2])
+        adv, g_grad = self.disc.backward_in_chunks(seen, dw, adversarial, self.chunk)
         ok_g = self.alive & torch.isfinite(adv + reg_d)
         self.opt_g.zero_grad(set_to_none=True)
         reg_loss = torch.where(ok_g, reg, torch.zeros_like(reg)).sum()
-        torch.autograd.backward([g_out, reg_loss], [g_grad, None])
+        torch.autograd.backward([seen, reg_loss], [g_grad, None])
         self.opt_g.step()
         return adv, terms, ok_g
 
@@ -231,8 +222,10 @@ class BatchTrainer:
         """Real LR vs G(HR) + noise, each crop its own BatchNorm batch, both scored with
         the same spectral-normalised weights. Returns (d_real, d_fake, d, ok) per unit."""
         with torch.no_grad():
-            fake = apply_kernels(x_hr, compose_kernel(self.g_weights), self.scale)[:, 0]
-            fake = fake + self.noise[it % _NOISE_BLOCK]
+            fake = apply_kernels(x_hr, compose_kernel(self.g_weights), self.scale)
+            if self.rician is not None:
+                fake = FakeNoise.rician(fake, self.rician[it % _NOISE_BLOCK][:, 2:])
+            fake = fake[:, 0] + self.noise[it % _NOISE_BLOCK]
 
         def discriminator(scores: torch.Tensor, u: slice):
             d_real = (1.0 - scores[:, 0]).mean(dim=(1, 2))
@@ -385,7 +378,7 @@ def train_dsgan(
     threads = torch.get_num_threads()
     if dev.type == "cpu":
         set_compute_threads()
-        _keep_freed_memory()
+        keep_freed_memory()
     try:
         for b in range(n_batches):
             plans = _plan_batch(units, bounds[b], bounds[b + 1], p, results)

@@ -33,7 +33,10 @@ class DSGANUnit:
     ``hr_crop`` (HR) and
     ``lr_crop`` (LR) pixels wide, finite and not constant to be used.
     ``hr_weight``/``lr_weight``: gradient weight maps (:func:`gradient_weight_map`) of the
-    same shapes, computed (only for the slices used) when None.
+    same shapes, computed (only for the slices used) when None. ``noise_sigma`` /
+    ``noise_rho``: the Rician noise of the real LR (sd per channel, normalised units, and
+    its spatial correlation, :mod:`mrisr.imageio.noise`), which the generated crops carry
+    when the parameters ask for ``"fake_noise": "measured"`` (``lr`` is then the raw LR).
     """
 
     name: str
@@ -43,6 +46,8 @@ class DSGANUnit:
     hr_weight: np.ndarray | None = None
     lr_weight: np.ndarray | None = None
     paired_slices: bool | None = None
+    noise_sigma: float = 0.0
+    noise_rho: list | None = None
 
 
 @dataclass
@@ -77,6 +82,8 @@ class UnitPlan:
     lr_pos: np.ndarray
     noise_rng: np.random.Generator
     torch_seed: int
+    noise_sigma: float = 0.0
+    noise_rho: list | None = None
 
 
 def _as_stack(a: np.ndarray, what: str) -> np.ndarray:
@@ -128,6 +135,19 @@ def _sample_positions(
     return slices, pos
 
 
+def _warn_if_not_normalised(name: str, hr: np.ndarray, lr: np.ndarray) -> None:
+    for what, a in (("HR", hr), ("LR", lr)):
+        top = float(np.nanmax(np.abs(a)))
+        if top > 10:
+            logger.warning(
+                "unit %s: %s intensities reach %.3g; DSGAN thresholds assume intensities "
+                "normalised to about [0, 1]",
+                name,
+                what,
+                top,
+            )
+
+
 def prepare_unit(index: int, unit: DSGANUnit, p: dict, iterations: int) -> UnitPlan | str:
     """Sample all crops of a unit, or return the reason it is skipped."""
     try:
@@ -150,16 +170,7 @@ def prepare_unit(index: int, unit: DSGANUnit, p: dict, iterations: int) -> UnitP
             f"no usable LR slice (need finite, non-constant slices of at least "
             f"{p['lr_crop']}x{p['lr_crop']}; got {lr.shape[0]} of {lr.shape[1]}x{lr.shape[2]})"
         )
-    for what, a in (("HR", hr), ("LR", lr)):
-        top = float(np.nanmax(np.abs(a)))
-        if top > 10:
-            logger.warning(
-                "unit %s: %s intensities reach %.3g; DSGAN thresholds assume intensities "
-                "normalised to about [0, 1]",
-                unit.name,
-                what,
-                top,
-            )
+    _warn_if_not_normalised(unit.name, hr, lr)
     crop_ss, noise_ss, init_ss = np.random.SeedSequence(int(unit.seed)).spawn(3)
     rng = np.random.default_rng(crop_ss)
     w_hr = None if unit.hr_weight is None else _as_stack(unit.hr_weight, "hr_weight")
@@ -187,6 +198,8 @@ def prepare_unit(index: int, unit: DSGANUnit, p: dict, iterations: int) -> UnitP
         lr_pos=lr_pos,
         noise_rng=np.random.default_rng(noise_ss),
         torch_seed=int(init_ss.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1)),
+        noise_sigma=float(unit.noise_sigma),
+        noise_rho=unit.noise_rho,
     )
 
 
