@@ -305,8 +305,7 @@ class Plans:
             "preprocessing",
             "through_plane_normal",
         )
-        blob = json.dumps({k: self.data[k] for k in keys}, sort_keys=True)
-        return hashlib.sha1(blob.encode()).hexdigest()[:16]
+        return content_hash({k: self.data[k] for k in keys})
 
     # ---- configurations
     @property
@@ -322,11 +321,15 @@ class Plans:
 
 def plans_identity(plans: Plans, configuration: str) -> str:
     """Hash of everything in the plans that changes what a configuration trains on/with."""
-    blob = json.dumps(
+    return content_hash(
         {
             "preprocessing": plans.preprocessing_identity(),
             "configuration": plans.configuration(configuration).data,
-        },
-        sort_keys=True,
+        }
     )
-    return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+def content_hash(data) -> str:
+    """A short hash of JSON-able data, independent of key order: what a stored result was
+    made under (resuming compares it)."""
+    return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]

@@ -18,7 +18,6 @@ the preprocessed data, in ``<plans>_preprocessed/synthetic/<config>/<model>/``.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from pathlib import Path
 
@@ -27,7 +26,7 @@ import numpy as np
 from mrisr import paths
 from mrisr.degradation.base import SynthesisContext, build_degradation
 from mrisr.metrics.fidelity import psnr, ssim
-from mrisr.plans import Plans
+from mrisr.plans import Plans, content_hash
 from mrisr.preprocessing import storage
 from mrisr.preprocessing.dataset import PreprocessedDataset
 from mrisr.utilities.errors import MrisrError
@@ -78,7 +77,7 @@ def ensure_synthetic_lr(
     hr_cases = [c for c in cases if ds.properties[c]["has_hr"]]
     files = {c: synthetic_path(plans, config, mid, c) for c in hr_cases}
     missing = [c for c, f in files.items() if not f.is_file()]
-    key = section_key(deg)
+    key = content_hash(deg)  # synthetic LR made under another section is made again
     made = summary_path(plans, config, mid)
     if made.is_file() and load_json(made).get("section_key") != key:
         logger.info("%s: its degradation section changed: synthetic LR made again", config)
@@ -103,13 +102,6 @@ def ensure_synthetic_lr(
     info["section_key"] = key
     save_json(info, made)
     return files
-
-
-def section_key(section: dict) -> str:
-    """A hash of a configuration's degradation section: synthetic LR made under another
-    section (an edited plan) is made again."""
-    blob = json.dumps(section, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
 
 
 #: SSIM by which a learned degradation may trail the fitted Gaussian before it is replaced

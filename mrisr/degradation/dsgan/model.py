@@ -11,8 +11,6 @@ configuration (same GANs, another synthesis kernel).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from pathlib import Path
 
@@ -30,7 +28,7 @@ from mrisr.degradation.kernel_analysis import (
     signed_kernel,
 )
 from mrisr.degradation.kernels import KERNEL_SIZE, degrade_with_kernel
-from mrisr.plans import Plans
+from mrisr.plans import Plans, content_hash
 from mrisr.preprocessing import storage
 from mrisr.preprocessing.dataset import PreprocessedDataset
 from mrisr.utilities.errors import MrisrError
@@ -202,8 +200,7 @@ class DSGANDegradation(Degradation):
 
     def settings_key(self) -> str:
         """A hash of the GAN's parameters: a unit trained with others is trained again."""
-        blob = json.dumps(self.gan_params(), sort_keys=True, default=str).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+        return content_hash(self.gan_params())
 
     def _is_trained(self, summary_file: Path) -> bool:
         if not summary_file.is_file():
