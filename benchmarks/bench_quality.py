@@ -83,12 +83,45 @@ class DemoOracle(Degradation):
         out = np.abs(np.fft.ifft2(spec, axes=(-2, -1))).astype(np.float32)
         return out[0] if squeeze else out
 
+    def psf_width_hr(self, n: int = 1024) -> list[float]:
+        """:func:`_equivalent_width` per axis (y, x) of the acquisition's response to a
+        real object on the lines through k-space's centre: ``(W(f) + W(-f)) / 2`` (partial
+        Fourier keeps one side short)."""
+        sp = self.params["hr_spacing"]
+        win = self.window(n, n, (n * self.scale * sp, n * self.scale * sp))
+        f = np.fft.fftfreq(n) / self.scale
+        return [
+            _equivalent_width(f, (prof + np.roll(prof[::-1], 1)) / 2)
+            for prof in (win[:, 0], win[0])
+        ]
+
     def psf_fwhm_hr(self, n: int = 512) -> list[float]:
         sp = self.params["hr_spacing"]
         win = self.window(n, n, (n * self.scale * sp, n * self.scale * sp))
         psf = np.abs(np.fft.fftshift(np.fft.ifft2(win)))
         c = n // 2
         return [fwhm_of_profile(psf[:, c]) * self.scale, fwhm_of_profile(psf[c]) * self.scale]
+
+
+def _equivalent_width(freqs: np.ndarray, response: np.ndarray) -> float:
+    """``1 / integral of response / response(0)`` over the frequencies (cycles per HR px):
+    the width, in HR px, of the ideal low-pass with the same area. Unlike the FWHM it
+    compares kernels of any shape (negative lobes, band limits, partial Fourier)."""
+    order = np.argsort(freqs)
+    f, r = freqs[order], response[order]
+    r0 = r[np.argmin(np.abs(f))]
+    return float(1.0 / np.trapezoid(r / r0, f))
+
+
+def kernel_width(kernel: np.ndarray) -> list[float]:
+    """:func:`_equivalent_width` per axis (y, x) of a kernel on the HR grid (its marginal
+    profiles' Fourier magnitude)."""
+    f = np.linspace(-0.5, 0.5, 2049)
+    out = []
+    for prof in (kernel.sum(axis=1), kernel.sum(axis=0)):
+        t = np.arange(len(prof))
+        out.append(_equivalent_width(f, np.abs(np.exp(-2j * np.pi * f[:, None] * t) @ prof)))
+    return out
 
 
 def _paired(values: dict, config: str, key: str) -> tuple[float, float | None]:
@@ -203,8 +236,11 @@ def run_protocol(protocol: str, args, configs: list[str]) -> dict:
         ):
             noise.append(c["lr"]["noise_sigma_background"] / truth["noise_sigma"][c["name"]] - 1)
     oracle = DemoOracle(plans.configuration("oracle_edsr").degradation, plans.scale)
-    fwhm_truth = oracle.psf_fwhm_hr()
-    estimates = {"noise_sigma_rel_error": noise, "psf_fwhm_truth_hr": fwhm_truth}
+    estimates = {
+        "noise_sigma_rel_error": noise,
+        "psf_fwhm_truth_hr": oracle.psf_fwhm_hr(),
+        "psf_width_truth_hr": oracle.psf_width_hr(),
+    }
     res_root = work / "mrisr_results" / dataset
     for config in configs:
         for summ in sorted(
@@ -224,6 +260,9 @@ def run_protocol(protocol: str, args, configs: list[str]) -> dict:
         for f in sorted(units.glob("*.json"))
         if "kernel" in load_json(f)
     ]
+    widths = [kernel_width(np.load(f)) for f in sorted(units.glob("*_kernel.npy"))]
+    if widths:
+        estimates["psf_width_dsgan_hr"] = np.median(np.asarray(widths, float), axis=0).tolist()
     if kf:
         estimates["psf_fwhm_hr"] = {
             **estimates.get("psf_fwhm_hr", {}),
@@ -278,6 +317,14 @@ def report(result: dict) -> str:
             for k, v in est.get("psf_fwhm_hr", {}).items()
         )
     )
+    if est.get("psf_width_dsgan_hr"):
+        wt, wd = est["psf_width_truth_hr"], est["psf_width_dsgan_hr"]
+        lines.append(
+            "- PSF equivalent width (HR px, y/x: 1 / the area under the normalised response, "
+            f"comparable across kernel shapes): truth {wt[0]:.2f}/{wt[1]:.2f}; dsgan "
+            f"(post-processed kernels, median) {wd[0]:.2f}/{wd[1]:.2f} "
+            f"({100 * (wd[0] / wt[0] - 1):+.0f}%/{100 * (wd[1] / wt[1] - 1):+.0f}%)"
+        )
     fid = est.get("fidelity", {})
     if fid:
         lines.append(
