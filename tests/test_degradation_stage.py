@@ -129,7 +129,8 @@ def test_every_degradation_is_checked_against_the_real_lr(plans):
 def test_dsgan_units_are_retrained_when_their_settings_change(plans):
     """A unit trained with other GAN parameters is not reused; the paper's configuration
     trains its own units (noise-free fakes on the denoised LR)."""
-    ensure_synthetic_lr(plans, "dsgan_edsr", ["case_000"], progress=False)
+    lr_file = ensure_synthetic_lr(plans, "dsgan_edsr", ["case_000"], progress=False)["case_000"]
+    made = lr_file.stat().st_mtime_ns
     units = degradation_dir(plans, "dsgan_edsr") / "units"
     first = json.loads((units / "case_000__z001.json").read_text())
     # the fakes carry the noise measured on the case's real LR
@@ -142,6 +143,8 @@ def test_dsgan_units_are_retrained_when_their_settings_change(plans):
     again = json.loads((units / "case_000__z001.json").read_text())
     assert again["settings"] != first["settings"]
     assert not np.array_equal(np.load(units / "case_000__z001_kernel_raw.npy"), kernel)
+    # and the synthetic LR of the old section is made again, not reused
+    assert lr_file.stat().st_mtime_ns != made
     paper = plans.data["configurations"]["dsgan_paper_edsr"]["degradation"]
     paper.update(iterations=12, lr_decay_iterations=[3, 6, 9])
     ensure_synthetic_lr(plans, "dsgan_paper_edsr", ["case_000"], progress=False)

@@ -81,6 +81,8 @@ def ensure_synthetic_lr(
     made = summary_path(plans, config, mid)
     if made.is_file() and load_json(made).get("section_key") != key:
         logger.info("%s: its degradation section changed: synthetic LR made again", config)
+        for f in (*files.values(), made):  # derived data of the old section
+            f.unlink(missing_ok=True)
         missing = list(files)
     if not missing:
         return files
