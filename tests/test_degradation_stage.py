@@ -152,3 +152,25 @@ def test_dsgan_units_are_retrained_when_their_settings_change(plans):
         (degradation_dir(plans, "dsgan_paper_edsr") / "units" / "case_000__z001.json").read_text()
     )
     assert own["fake_noise_sigma"] == 0.0 and own["settings"] != first["settings"]
+
+
+def test_per_volume_kernel_is_the_median_of_its_seeds(plans):
+    """With few units the planner asks for several GANs per unit; the unit's kernel is
+    their element-wise median (per-slice plans keep one GAN per unit)."""
+    from mrisr.degradation.kernels import degrade_with_kernel
+
+    assert plans.data["configurations"]["dsgan_edsr"]["degradation"]["seeds_per_unit"] == 1
+    deg = plans.data["configurations"]["dsgan_edsr"]["degradation"]
+    deg.update(kernel_mode="per_volume", seeds_per_unit=3, synthesis_kernel="post")
+    deg["fallback"] = None
+    files = ensure_synthetic_lr(plans, "dsgan_edsr", ["case_000"], progress=False)
+    units = degradation_dir(plans, "dsgan_edsr") / "units"
+    names = ["case_000", "case_000__seed1", "case_000__seed2"]
+    assert sorted(s["unit"] for s in load_unit_summaries(plans, "dsgan_edsr")) == names
+    ks = [np.load(units / f"{n}_kernel.npy") for n in names]
+    assert not np.allclose(ks[0], ks[1])  # other seeds, other estimates
+    med = np.median(np.stack(ks), axis=0)
+    expected = degrade_with_kernel(
+        PreprocessedDataset.for_plans(plans).load("case_000", "hr"), med / med.sum(), 2
+    )
+    np.testing.assert_allclose(storage.load_array(files["case_000"]), expected, atol=1e-5)

@@ -37,7 +37,14 @@ from mrisr.utilities.file_io import load_json, save_json, save_npy
 logger = logging.getLogger(__name__)
 
 #: keys of a "dsgan" section that the stage reads (the rest are the GAN's parameters)
-STAGE_KEYS = ("name", "kernel_mode", "synthesis_kernel", "fallback", "share_units_with")
+STAGE_KEYS = (
+    "name",
+    "kernel_mode",
+    "synthesis_kernel",
+    "fallback",
+    "share_units_with",
+    "seeds_per_unit",
+)
 KERNEL_MODES = ("per_slice", "per_volume", "per_dataset")
 
 
@@ -154,6 +161,22 @@ def _flag_implausible(out: Path, post: dict, scale: int) -> dict[str, str]:
     return flagged
 
 
+def _seed_members(units: dict, seeds: int) -> dict[str, list[str]]:
+    """unit -> the GANs that estimate its kernel: the unit itself and ``seeds - 1`` more
+    with other seeds (``<unit>__seed<j>``, the seed follows from the name)."""
+    return {n: [n] + [f"{n}__seed{j}" for j in range(1, max(seeds, 1))] for n in units}
+
+
+def _median_kernel(kernels: list) -> np.ndarray | None:
+    """The element-wise median of a unit's usable kernels (one GAN's estimate varies with
+    its seed), sum 1; None when none is usable."""
+    good = [k for k in kernels if k is not None]
+    if len(good) <= 1:
+        return good[0] if good else None
+    med = np.median(np.stack(good), axis=0)
+    return med / med.sum()
+
+
 def _sigma_hr(kernel: np.ndarray) -> list[float]:
     k = np.clip(kernel, 0, None)
     return kernel_statistics(k / k.sum())["sigma"]
@@ -237,18 +260,21 @@ class DSGANDegradation(Degradation):
         out = units_dir(ctx.plans, ctx.config)
         out.mkdir(parents=True, exist_ok=True)
         units = _units(ctx.ds, self.kernel_mode, list(ctx.cases), ctx.mid)
-        todo = {n: s for n, s in units.items() if not self._is_trained(out / f"{n}.json")}
-        if len(todo) < len(units):
+        members = _seed_members(units, int(self.params.get("seeds_per_unit", 1)))
+        gans = {m: units[n] for n, ms in members.items() for m in ms}
+        todo = {m: s for m, s in gans.items() if not self._is_trained(out / f"{m}.json")}
+        if len(todo) < len(gans):
             logger.info(
-                "DSGAN: %d of %d units already trained: reused", len(units) - len(todo), len(units)
+                "DSGAN: %d of %d units already trained: reused", len(gans) - len(todo), len(gans)
             )
         if todo:
             self._train_units(ctx, todo, out)
-        kernels, flagged = self._unit_kernels(out, list(units))
+        per_gan, flagged = self._unit_kernels(out, list(gans))
         for n, why in flagged.items():
             logger.warning(
                 "DSGAN unit %s: implausible kernel (%s): replaced by the pooled kernel", n, why
             )
+        kernels = {n: _median_kernel([per_gan[m] for m in ms]) for n, ms in members.items()}
         good = [k for k in kernels.values() if k is not None]
         if not good:
             raise MrisrError(
@@ -257,7 +283,8 @@ class DSGANDegradation(Degradation):
             )
         mean_kernel = np.mean(good, axis=0)
         mean_kernel /= mean_kernel.sum()
-        return kernels, flagged, mean_kernel
+        replaced = {n: flagged.get(n, "no usable kernel") for n, k in kernels.items() if k is None}
+        return kernels, replaced, mean_kernel
 
     # ---- synthesis
     def _case_kernels(self, ctx, c, n_slices, kernels, flagged, mean_kernel) -> np.ndarray:
