@@ -57,6 +57,16 @@ class PreprocessedDataset:
     def pairs(self) -> list[str]:
         return [c for c, p in self.properties.items() if p["is_pair"]]
 
+    def lr_noise(self, cases: list[str]) -> list[dict]:
+        """The real LR noise measured by preprocessing (working grid, before denoising:
+        ``{"sigma", "rho", ...}``) of those ``cases`` that have one."""
+        props = self.properties
+        return [
+            props[c]["lr"]["noise"]
+            for c in cases
+            if props[c]["has_lr"] and props[c]["lr"].get("noise")
+        ]
+
     def path(self, case: str, key: str) -> Path:
         if key not in KEYS:
             raise ValueError(f"unknown array '{key}'; one of {KEYS}")

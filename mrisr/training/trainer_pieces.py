@@ -121,11 +121,7 @@ class TrainerPieces:
         section = self.config.training_noise
         if not section or section.get("model", "none") == "none":
             return None
-        measured = [
-            dataset.properties[c]["lr"]["noise"]
-            for c in cases
-            if dataset.properties[c]["has_lr"] and dataset.properties[c]["lr"].get("noise")
-        ]
+        measured = dataset.lr_noise(cases)
         if not measured:
             raise MrisrError(
                 f"configuration '{self.configuration}' adds the real LR's noise to its training "

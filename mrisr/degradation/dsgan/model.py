@@ -95,11 +95,7 @@ def _padded_stack(arrs: list[np.ndarray]) -> np.ndarray:
 def _measured_noise(ds: PreprocessedDataset, cases: list[str]) -> tuple[float, list | None]:
     """The LR noise of ``cases`` on the working grid: the median sigma, and the colour of
     the case closest to it (preprocessing's measurement, before denoising)."""
-    found = [
-        (float(n["sigma"]), n.get("rho"))
-        for c in cases
-        if (n := ds.properties[c]["lr"].get("noise"))
-    ]
+    found = [(float(n["sigma"]), n.get("rho")) for n in ds.lr_noise(cases)]
     if not found:
         return 0.0, None
     med = float(np.median([f[0] for f in found]))
@@ -207,17 +203,18 @@ class DSGANDegradation(Degradation):
     def _train_units(self, ctx: SynthesisContext, todo: dict[str, tuple], out: Path) -> None:
         names = list(todo)
         step = DEFAULT_UNITS_PER_BATCH
+        params, key = self.gan_params(), self.settings_key()
         for a in range(0, len(names), step):
             chunk = names[a : a + step]
             logger.info("DSGAN: training units %d-%d of %d", a + 1, a + len(chunk), len(names))
-            fake_noise = self.gan_params().get("fake_noise", "none")
+            fake_noise = params.get("fake_noise", "none")
             units = [_make_unit(ctx.ds, n, todo[n], fake_noise) for n in chunk]
             results = train_dsgan(
-                units, self.scale, self.gan_params(), device=ctx.device, progress=ctx.progress
+                units, self.scale, params, device=ctx.device, progress=ctx.progress
             )
             for r, u in zip(results, units):
                 summary = _unit_summary(r, out)
-                summary["settings"] = self.settings_key()
+                summary["settings"] = key
                 summary["fake_noise_sigma"] = u.noise_sigma
                 save_json(summary, out / f"{r.name}.json")  # last: marks it done
 
