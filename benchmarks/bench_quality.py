@@ -254,15 +254,26 @@ def run_protocol(protocol: str, args, configs: list[str]) -> dict:
             )
             if s.get("psf_fwhm_hr"):
                 estimates.setdefault("psf_fwhm_hr", {})[config] = s["psf_fwhm_hr"]
+            if config == "dsgan_edsr" and s.get("width_calibration"):
+                estimates["width_calibration"] = s["width_calibration"]
     units = res_root / f"degradation__{PLANS}__dsgan_edsr" / "units"
     kf = [
         load_json(f)["kernel"]["fwhm"]
         for f in sorted(units.glob("*.json"))
         if "kernel" in load_json(f)
     ]
-    widths = [kernel_width(np.load(f)) for f in sorted(units.glob("*_kernel.npy"))]
-    if widths:
+    kernels = [np.load(f) for f in sorted(units.glob("*_kernel.npy"))]
+    if kernels:
+        widths = [kernel_width(k) for k in kernels]
         estimates["psf_width_dsgan_hr"] = np.median(np.asarray(widths, float), axis=0).tolist()
+    if kernels and estimates.get("width_calibration"):
+        from mrisr.degradation.width_calibration import stretch_kernel
+
+        f = tuple(estimates["width_calibration"]["factors_yx"])
+        widths = [kernel_width(stretch_kernel(k, f)) for k in kernels]
+        estimates["psf_width_dsgan_calibrated_hr"] = np.median(
+            np.asarray(widths, float), axis=0
+        ).tolist()
     if kf:
         estimates["psf_fwhm_hr"] = {
             **estimates.get("psf_fwhm_hr", {}),
@@ -324,6 +335,15 @@ def report(result: dict) -> str:
             f"comparable across kernel shapes): truth {wt[0]:.2f}/{wt[1]:.2f}; dsgan "
             f"(post-processed kernels, median) {wd[0]:.2f}/{wd[1]:.2f} "
             f"({100 * (wd[0] / wt[0] - 1):+.0f}%/{100 * (wd[1] / wt[1] - 1):+.0f}%)"
+        )
+    if est.get("psf_width_dsgan_calibrated_hr"):
+        wt, wc = est["psf_width_truth_hr"], est["psf_width_dsgan_calibrated_hr"]
+        cal = est["width_calibration"]
+        lines.append(
+            f"  - calibrated on {cal['pairs']} registered pairs (factors y/x "
+            f"{cal['factors_yx'][0]:.3f}/{cal['factors_yx'][1]:.3f}, SSIM to the real LR "
+            f"{cal['ssim_before']:.4f} -> {cal['ssim_after']:.4f}): {wc[0]:.2f}/{wc[1]:.2f} "
+            f"({100 * (wc[0] / wt[0] - 1):+.0f}%/{100 * (wc[1] / wt[1] - 1):+.0f}%)"
         )
     fid = est.get("fidelity", {})
     if fid:

@@ -112,6 +112,10 @@ def test_every_degradation_is_checked_against_the_real_lr(plans):
     )
     assert s["fidelity"]["num_pairs"] == 2
     assert set(s["fidelity"]["cases"]) == {"case_000", "case_001"}
+    # the learned kernels' widths were calibrated on the two training pairs
+    cal = s["width_calibration"]
+    assert cal["pairs"] == 2 and cal["ssim_after"] >= cal["ssim_before"]
+    assert all(0.69 < f < 1.44 for f in cal["factors_yx"])
     ref = s["fitted_gaussian_fidelity"]["mean"]["ssim"]
     assert s["fidelity"]["mean"]["ssim"] >= ref - 0.002
     if "fallback" in s:
@@ -162,6 +166,7 @@ def test_per_volume_kernel_is_the_median_of_its_seeds(plans):
     assert plans.data["configurations"]["dsgan_edsr"]["degradation"]["seeds_per_unit"] == 1
     deg = plans.data["configurations"]["dsgan_edsr"]["degradation"]
     deg.update(kernel_mode="per_volume", seeds_per_unit=3, synthesis_kernel="post")
+    deg["width_calibration"] = "none"
     deg["fallback"] = None
     files = ensure_synthetic_lr(plans, "dsgan_edsr", ["case_000"], progress=False)
     units = degradation_dir(plans, "dsgan_edsr") / "units"
@@ -172,5 +177,25 @@ def test_per_volume_kernel_is_the_median_of_its_seeds(plans):
     med = np.median(np.stack(ks), axis=0)
     expected = degrade_with_kernel(
         PreprocessedDataset.for_plans(plans).load("case_000", "hr"), med / med.sum(), 2
+    )
+    np.testing.assert_allclose(storage.load_array(files["case_000"]), expected, atol=1e-5)
+    # calibrating the widths on the registered pair reuses the GANs and stretches their
+    # median kernel by the factors it reports
+    from mrisr.degradation.stage import model_id, summary_path
+    from mrisr.degradation.width_calibration import stretch_kernel
+
+    trained = (units / "case_000.json").stat().st_mtime_ns
+    deg["width_calibration"] = "registered_pairs"
+    files = ensure_synthetic_lr(plans, "dsgan_edsr", ["case_000"], progress=False)
+    assert (units / "case_000.json").stat().st_mtime_ns == trained
+    s = json.loads(
+        summary_path(plans, "dsgan_edsr", model_id(plans, "dsgan_edsr", ["case_000"])).read_text()
+    )
+    f = s["width_calibration"]["factors_yx"]
+    assert f != [1.0, 1.0]  # a 12-iteration GAN is far from the real width
+    expected = degrade_with_kernel(
+        PreprocessedDataset.for_plans(plans).load("case_000", "hr"),
+        stretch_kernel(med / med.sum(), tuple(f)),
+        2,
     )
     np.testing.assert_allclose(storage.load_array(files["case_000"]), expected, atol=1e-5)

@@ -293,6 +293,7 @@ class DefaultPlanner(RealLRDecisions):
                     **dsgan,
                     "fake_noise": self.plan_fake_noise(),
                     "synthesis_kernel": "signed",
+                    "width_calibration": self.plan_width_calibration(),
                     "fallback": "fitted_gaussian",
                 },
                 "sr": edsr,
@@ -304,7 +305,12 @@ class DefaultPlanner(RealLRDecisions):
                 "inherits_from": "dsgan_edsr",
                 "description": "the paper's method: EDSR on HR degraded by the post-processed "
                 "DSGAN kernels (no noise), applied to NLM-denoised real LR",
-                "degradation": {**dsgan, "fake_noise": "none", "seeds_per_unit": 1},
+                "degradation": {
+                    **dsgan,
+                    "fake_noise": "none",
+                    "seeds_per_unit": 1,
+                    "width_calibration": "none",
+                },
                 "sr_input": "denoised",
                 "training_noise": None,
                 "sr_loss": {"l1": 1.0},

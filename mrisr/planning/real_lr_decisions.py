@@ -30,6 +30,23 @@ class RealLRDecisions:
         )
         return "measured"
 
+    def plan_width_calibration(self) -> str:
+        if not self.fp.pairs:
+            self._decide(
+                "dsgan_width_calibration",
+                "none: no registered pairs; the kernels' widths are the GANs' own",
+            )
+            return "none"
+        self._decide(
+            "dsgan_width_calibration",
+            "registered_pairs: the learned kernels are stretched per in-plane axis (0.70-1.43) "
+            "to match the registered real LR of the training pairs best (SSIM), the "
+            "criterion of the fitted Gaussian's width; the GANs' shape is kept, their width "
+            "varies with the content they saw (harness: median kernel -16% / +18% on one "
+            "axis of the two demo protocols)",
+        )
+        return "registered_pairs"
+
     def plan_sr_loss(self) -> dict:
         self._decide(
             "sr_loss",

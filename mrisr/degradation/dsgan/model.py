@@ -28,6 +28,7 @@ from mrisr.degradation.kernel_analysis import (
     signed_kernel,
 )
 from mrisr.degradation.kernels import KERNEL_SIZE, degrade_with_kernel
+from mrisr.degradation.width_calibration import calibrate_widths, stretch_kernel
 from mrisr.plans import Plans, content_hash
 from mrisr.preprocessing import storage
 from mrisr.preprocessing.dataset import PreprocessedDataset
@@ -44,6 +45,7 @@ STAGE_KEYS = (
     "fallback",
     "share_units_with",
     "seeds_per_unit",
+    "width_calibration",
 )
 KERNEL_MODES = ("per_slice", "per_volume", "per_dataset")
 
@@ -284,25 +286,62 @@ class DSGANDegradation(Degradation):
         return kernels, replaced, mean_kernel
 
     # ---- synthesis
-    def _case_kernels(self, ctx, c, n_slices, kernels, flagged, mean_kernel) -> np.ndarray:
+    def _case_kernels(self, ctx, c, n_slices, kernels, mean_kernel) -> np.ndarray:
         """The kernel(s) of case ``c``: one per slice (per_slice pairs), else one."""
         own = {"per_volume": c, "per_dataset": f"dataset_{ctx.mid}"}.get(self.kernel_mode)
         if self.kernel_mode == "per_slice" and ctx.ds.properties[c]["is_pair"]:
             names = [f"{c}__z{z:03d}" for z in range(n_slices)]
-            ks = [kernels[n] if kernels[n] is not None else mean_kernel for n in names]
-            save_kernel_grid_png(
-                ks,
-                [n.split("__")[1] + (" replaced" if n in flagged else "") for n in names],
-                ctx.folder() / f"{c}_kernels.png",
-                title=f"{ctx.config}: {c}",
-            )
-            return np.stack(ks)
+            return np.stack([kernels[n] if kernels[n] is not None else mean_kernel for n in names])
         if own is not None and kernels.get(own) is not None:
             return kernels[own]
         return mean_kernel
 
+    def _calibrated(self, ctx, kernels: dict, mean_kernel: np.ndarray) -> tuple:
+        """``"width_calibration": "registered_pairs"``: the kernels stretched per axis to
+        match the registered real LR of the training pairs best
+        (:mod:`~mrisr.degradation.width_calibration`); else unchanged, None."""
+        pairs = [c for c in ctx.cases if ctx.ds.properties[c]["is_pair"]]
+        if self.params.get("width_calibration", "none") != "registered_pairs" or not pairs:
+            return kernels, mean_kernel, None
+        hr = {c: ctx.ds.load(c, "hr") for c in pairs}
+        own = {c: self._case_kernels(ctx, c, hr[c].shape[0], kernels, mean_kernel) for c in pairs}
+        real = {
+            c: (ctx.ds.load(c, "lr_raw"), ctx.ds.load(c, "lr_mask").astype(bool)) for c in pairs
+        }
+        grid = {
+            c: (a.shape[0], a.shape[1] // self.scale, a.shape[2] // self.scale)
+            for c, a in hr.items()
+        }
+        real = {c: v for c, v in real.items() if v[0].shape == grid[c]}
+        if not real:
+            return kernels, mean_kernel, None
+        calib = calibrate_widths(hr, own, real, self.scale)
+        f = tuple(calib["factors_yx"])
+        logger.info(
+            "%s: kernel widths calibrated on %d registered pairs: x%.3f (y), x%.3f (x); "
+            "SSIM to the real LR %.4f -> %.4f",
+            ctx.config,
+            calib["pairs"],
+            f[0],
+            f[1],
+            calib["ssim_before"],
+            calib["ssim_after"],
+        )
+        stretched = {n: None if k is None else stretch_kernel(k, f) for n, k in kernels.items()}
+        return stretched, stretch_kernel(mean_kernel, f), calib
+
+    def _save_slice_grid(self, ctx, c: str, ks: np.ndarray, flagged: dict) -> None:
+        names = [f"{c}__z{z:03d}" for z in range(len(ks))]
+        save_kernel_grid_png(
+            list(ks),
+            [n.split("__")[1] + (" replaced" if n in flagged else "") for n in names],
+            ctx.folder() / f"{c}_kernels.png",
+            title=f"{ctx.config}: {c}",
+        )
+
     def synthesize(self, ctx: SynthesisContext) -> dict:
         kernels, flagged, mean_kernel = self._trained_kernels(ctx)
+        kernels, mean_kernel, calib = self._calibrated(ctx, kernels, mean_kernel)
         for c in ctx.cases:
             if not ctx.ds.properties[c]["has_hr"]:
                 continue
@@ -310,7 +349,9 @@ class DSGANDegradation(Degradation):
             if dest.is_file():
                 continue
             hr = ctx.ds.load(c, "hr")
-            ks = self._case_kernels(ctx, c, hr.shape[0], kernels, flagged, mean_kernel)
+            ks = self._case_kernels(ctx, c, hr.shape[0], kernels, mean_kernel)
+            if ks.ndim == 3:
+                self._save_slice_grid(ctx, c, ks, flagged)
             storage.save_array(dest, degrade_with_kernel(hr, ks, self.scale))
         if self.kernel_mode != "per_slice":
             shown = [(n, k if k is not None else mean_kernel) for n, k in kernels.items()][:64]
@@ -320,4 +361,7 @@ class DSGANDegradation(Degradation):
                 ctx.folder() / "kernels.png",
                 title=ctx.config,
             )
-        return {"psf_sigma_hr": _sigma_hr(mean_kernel), "replaced_units": flagged}
+        info = {"psf_sigma_hr": _sigma_hr(mean_kernel), "replaced_units": flagged}
+        if calib is not None:
+            info["width_calibration"] = calib
+        return info
