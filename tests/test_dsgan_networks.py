@@ -190,7 +190,8 @@ def test_spectral_norm_is_per_unit() -> None:
         assert torch.allclose(top, torch.ones_like(top), atol=1e-3)
 
 
-def test_shift_windows_match_unfold_and_fold_and_are_adjoint() -> None:
+def test_shift_windows_match_unfold_and_fold_and_are_adjoint(monkeypatch) -> None:
+    import mrisr.networks.windows as windows
     from mrisr.networks.windows import shift_sum, shifted_windows
 
     g = torch.Generator().manual_seed(3)
@@ -204,10 +205,29 @@ def test_shift_windows_match_unfold_and_fold_and_are_adjoint() -> None:
     summed = shift_sum(b)
     folded = F.fold(b.permute(0, 3, 1, 2, 4, 5).reshape(6, s * s, 48), (11, 9), s).view(3, 2, 11, 9)
     assert torch.allclose(summed, folded)
+    # small blocks are summed by F.fold, large ones by the loop of shifted adds: the same
+    monkeypatch.setattr(windows, "FOLD_MAX_BLOCK", 0)
+    assert torch.allclose(shift_sum(b), summed)
     # adjoint: <W x, b> == <x, W* b>, and each is the other's gradient
     assert torch.allclose((win * b).sum(), (x * summed).sum())
     assert torch.autograd.gradcheck(lambda t: shifted_windows(t, s), (x,))
     assert torch.autograd.gradcheck(shift_sum, (b,))
+
+
+def test_window_correlation_equals_windows_times_kernels_and_its_gradients() -> None:
+    from mrisr.networks.windows import shifted_windows, window_correlation
+
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(3, 2, 10, 9, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(3, 5, 16, generator=g, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(3, 5, 1, generator=g, dtype=torch.float64, requires_grad=True)
+    ref = torch.baddbmm(bias, w, shifted_windows(x, 4).reshape(3, 16, 2 * 7 * 6))
+    assert torch.allclose(window_correlation(x, w, bias, 4), ref)
+    assert torch.autograd.gradcheck(lambda *t: window_correlation(*t, 4), (x, w, bias))
+    # the input gradient alone (the G step's frozen discriminator)
+    assert torch.autograd.gradcheck(
+        lambda t: window_correlation(t, w.detach(), bias.detach(), 4), (x,)
+    )
 
 
 def _d_step_grads(stacked, lr, chunk=None):

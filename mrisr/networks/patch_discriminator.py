@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mrisr.networks.windows import shifted_windows
+from mrisr.networks.windows import window_correlation
 
 #: Sobel operators of paper eq. 1 (used as correlation kernels).
 SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
@@ -321,9 +321,10 @@ class StackedPatchDiscriminator(nn.Module):
         p = oh * ow
         c, dt = self.channels, self.compute_dtype
         padded = F.pad(lr.reshape(n * b, 1, h, w), (1, 1, 1, 1), mode="replicate").to(dt)
-        cols = shifted_windows(padded.view(n, b, h + 2, w + 2), k2).view(n, k2 * k2, b * p)
         # (N, C, B*P); in reduced precision every weight is cast once per forward
-        x = torch.baddbmm(weights["b_first"].to(dt), weights["first"].to(dt), cols)
+        x = window_correlation(
+            padded.view(n, b, h + 2, w + 2), weights["first"].to(dt), weights["b_first"].to(dt), k2
+        )
         # unbind (one backward node) rather than indexing per layer (five full-size
         # zero-filled gradients)
         mids = weights["mid"].to(dt).unbind(1)
