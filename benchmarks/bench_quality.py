@@ -256,6 +256,11 @@ def run_protocol(protocol: str, args, configs: list[str]) -> dict:
                 estimates.setdefault("psf_fwhm_hr", {})[config] = s["psf_fwhm_hr"]
             if config == "dsgan_edsr" and s.get("width_calibration"):
                 estimates["width_calibration"] = s["width_calibration"]
+            if config == "dsgan_edsr" and s.get("kernel_pooling"):
+                estimates["kernel_pooling"] = s["kernel_pooling"]
+                if s["kernel_pooling"]["pooled"]:
+                    pooled = np.load(summ.parent / "kernel_pooled.npy")
+                    estimates["psf_width_dsgan_pooled_hr"] = kernel_width(pooled)
     units = res_root / f"degradation__{PLANS}__dsgan_edsr" / "units"
     kf = [
         load_json(f)["kernel"]["fwhm"]
@@ -345,6 +350,20 @@ def report(result: dict) -> str:
             f"{cal['ssim_before']:.4f} -> {cal['ssim_after']:.4f}): {wc[0]:.2f}/{wc[1]:.2f} "
             f"({100 * (wc[0] / wt[0] - 1):+.0f}%/{100 * (wc[1] / wt[1] - 1):+.0f}%)"
         )
+    pool = est.get("kernel_pooling")
+    if pool:
+        line = (
+            f"  - kernel pooling: SSIM to the real LR with each case's own kernel "
+            f"{pool['ssim_units']:.4f}, with the pooled kernel {pool['ssim_pooled']:.4f}: "
+            + ("pooled" if pool["pooled"] else "own kernels")
+        )
+        if est.get("psf_width_dsgan_pooled_hr"):
+            wt, wp = est["psf_width_truth_hr"], est["psf_width_dsgan_pooled_hr"]
+            line += (
+                f"; the pooled kernel's width {wp[0]:.2f}/{wp[1]:.2f} "
+                f"({100 * (wp[0] / wt[0] - 1):+.0f}%/{100 * (wp[1] / wt[1] - 1):+.0f}%)"
+            )
+        lines.append(line)
     fid = est.get("fidelity", {})
     if fid:
         lines.append(

@@ -166,7 +166,7 @@ def test_per_volume_kernel_is_the_median_of_its_seeds(plans):
     assert plans.data["configurations"]["dsgan_edsr"]["degradation"]["seeds_per_unit"] == 1
     deg = plans.data["configurations"]["dsgan_edsr"]["degradation"]
     deg.update(kernel_mode="per_volume", seeds_per_unit=3, synthesis_kernel="post")
-    deg["width_calibration"] = "none"
+    deg.update(width_calibration="none", kernel_pooling="units")
     deg["fallback"] = None
     files = ensure_synthetic_lr(plans, "dsgan_edsr", ["case_000"], progress=False)
     units = degradation_dir(plans, "dsgan_edsr") / "units"
@@ -199,3 +199,26 @@ def test_per_volume_kernel_is_the_median_of_its_seeds(plans):
         2,
     )
     np.testing.assert_allclose(storage.load_array(files["case_000"]), expected, atol=1e-5)
+    assert "kernel_pooling" not in s
+    # with two pairs, the pooled kernel is chosen or not by the match to the real LR, and
+    # the synthetic LR is made with what was chosen
+    deg["kernel_pooling"] = "fidelity"
+    cases = ["case_000", "case_001"]
+    files = ensure_synthetic_lr(plans, "dsgan_edsr", cases, progress=False)
+    summary = summary_path(plans, "dsgan_edsr", model_id(plans, "dsgan_edsr", cases))
+    s = json.loads(summary.read_text())
+    choice = s["kernel_pooling"]
+    assert choice["pairs"] == 2 and choice["pooled"] == (
+        choice["ssim_pooled"] > choice["ssim_units"]
+    )
+    ds = PreprocessedDataset.for_plans(plans)
+    f = tuple(s["width_calibration"]["factors_yx"])
+    for c in cases:
+        if choice["pooled"]:
+            k = np.load(summary.parent / "kernel_pooled.npy")
+        else:
+            ms = [np.load(units / f"{c}{x}_kernel.npy") for x in ("", "__seed1", "__seed2")]
+            med = np.median(np.stack(ms), axis=0)
+            k = stretch_kernel(med / med.sum(), f)
+        expected = degrade_with_kernel(ds.load(c, "hr"), k, 2)
+        np.testing.assert_allclose(storage.load_array(files[c]), expected, atol=1e-5)

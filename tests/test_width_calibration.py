@@ -56,3 +56,30 @@ def test_calibration_recovers_the_real_lr_widths_per_axis():
     np.testing.assert_allclose(again["factors_yx"], [1.0, 1.0], atol=0.05)
     with pytest.raises(ValueError, match="registered pair"):
         calibrate_widths(hr, guess, {}, 2)
+
+
+def test_pooling_is_chosen_where_the_cases_share_an_acquisition():
+    from mrisr.degradation.width_calibration import choose_pooling
+
+    # one acquisition, noisy per-case estimates: their mean matches every case better
+    hr, real = _pairs((1.4, 1.0))
+    noisy = {
+        c: gaussian_kernel(s, 2, size=17)
+        for c, s in zip(sorted(hr), [(1.0, 1.3), (1.8, 0.7), (1.4, 1.1)])
+    }
+    pooled = np.mean(list(noisy.values()), axis=0)
+    out = choose_pooling(hr, noisy, pooled, real, 2)
+    assert out["pooled"] and out["ssim_pooled"] > out["ssim_units"] and out["pairs"] == 3
+    # two acquisitions, exact per-case kernels: the cases keep their own
+    sharp, real_sharp = _pairs((0.8, 0.8), n=2, seed=1)
+    wide, real_wide = _pairs((2.2, 2.2), n=2, seed=2)
+    hr2 = {"a0": sharp["c0"], "a1": sharp["c1"], "b0": wide["c0"], "b1": wide["c1"]}
+    real2 = {
+        "a0": real_sharp["c0"],
+        "a1": real_sharp["c1"],
+        "b0": real_wide["c0"],
+        "b1": real_wide["c1"],
+    }
+    own = {c: gaussian_kernel((0.8, 0.8) if c[0] == "a" else (2.2, 2.2), 2, size=17) for c in hr2}
+    out = choose_pooling(hr2, own, np.mean(list(own.values()), axis=0), real2, 2)
+    assert not out["pooled"] and out["ssim_units"] > out["ssim_pooled"]

@@ -1,4 +1,5 @@
-"""Per-axis width calibration of learned kernels on the registered pairs.
+"""Calibration of learned kernels on the registered pairs: per-axis widths, and whether
+the cases keep their own kernels or share the pooled one.
 
 An unpaired GAN learns the *shape* of a scanner's point-spread function well and its
 width less well: on the demo protocols the median kernel of the DSGAN units comes out
@@ -9,6 +10,8 @@ about their centre of mass by one factor per in-plane axis, chosen to maximise t
 between the synthetic LR and the registered real LR of the training pairs -- the criterion
 by which the fitted Gaussian baseline chooses its single width, here with the learned
 shape kept. Factors are bounded (0.70-1.43) and kept at 1 unless they raise the match.
+By the same criterion :func:`choose_pooling` decides between each case's own kernel and
+the pooled one (the noise of one GAN's estimate against real differences between cases).
 """
 
 from __future__ import annotations
@@ -80,6 +83,40 @@ def _bounded_search(score: Callable[[float], float]) -> tuple[float, int]:
     return float(res.x), int(res.nfev)
 
 
+def _fidelity(hr: dict, kernels: dict, real: dict, scale: int, cases: list[str]) -> float:
+    """Mean SSIM between each case's synthetic LR and its registered real LR."""
+    vals = []
+    for c in cases:
+        lr, mask = real[c]
+        vals.append(ssim(lr, degrade_with_kernel(hr[c], kernels[c], scale), mask))
+    return float(np.mean(vals))
+
+
+def _paired_cases(hr: dict, kernels: dict, real: dict) -> list[str]:
+    cases = sorted(c for c in hr if c in kernels and c in real)[:MAX_PAIRS]
+    if not cases:
+        raise ValueError("calibration needs at least one registered pair")
+    return cases
+
+
+def choose_pooling(
+    hr: dict[str, np.ndarray],
+    kernels: dict[str, np.ndarray],
+    pooled: np.ndarray,
+    real: dict[str, tuple[np.ndarray, np.ndarray]],
+    scale: int,
+) -> dict:
+    """Each case its own kernel(s) (``kernels``), or one ``pooled`` kernel for all: the
+    one whose synthetic LR matches the registered real LR better (SSIM). One GAN's
+    estimate carries the noise of its seed and content; where the cases share an
+    acquisition the pooled kernel averages it out, where they do not the cases' own
+    kernels win. Returns ``pooled`` (bool) and both SSIMs."""
+    cases = _paired_cases(hr, kernels, real)
+    own = _fidelity(hr, kernels, real, scale, cases)
+    one = _fidelity(hr, {c: pooled for c in cases}, real, scale, cases)
+    return {"pooled": bool(one > own), "ssim_units": own, "ssim_pooled": one, "pairs": len(cases)}
+
+
 def calibrate_widths(
     hr: dict[str, np.ndarray],
     kernels: dict[str, np.ndarray],
@@ -94,17 +131,11 @@ def calibrate_widths(
     the SSIM before and after, the number of pairs and of evaluations. A coordinate
     search (y, then x), each a bounded Brent search on the log factor.
     """
-    cases = sorted(c for c in hr if c in kernels and c in real)[:MAX_PAIRS]
-    if not cases:
-        raise ValueError("width calibration needs at least one registered pair")
+    cases = _paired_cases(hr, kernels, real)
 
     def score(fy: float, fx: float) -> float:
-        vals = []
-        for c in cases:
-            syn = degrade_with_kernel(hr[c], stretch_kernel(kernels[c], (fy, fx)), scale)
-            lr, mask = real[c]
-            vals.append(ssim(lr, syn, mask))
-        return float(np.mean(vals))
+        stretched = {c: stretch_kernel(kernels[c], (fy, fx)) for c in cases}
+        return _fidelity(hr, stretched, real, scale, cases)
 
     before = score(1.0, 1.0)
     ty, ny = _bounded_search(lambda t: score(math.exp(t), 1.0))

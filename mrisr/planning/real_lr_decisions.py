@@ -47,6 +47,19 @@ class RealLRDecisions:
         )
         return "registered_pairs"
 
+    def plan_kernel_pooling(self) -> str:
+        if not self.fp.pairs:
+            self._decide("dsgan_kernel_pooling", "units: no registered pairs to decide by")
+            return "units"
+        self._decide(
+            "dsgan_kernel_pooling",
+            "fidelity: every case keeps its own kernel, or all share the pooled kernel, "
+            "whichever makes synthetic LR closer to the registered real LR (SSIM): one GAN's "
+            "estimate carries the noise of its seed and content, real differences between "
+            "the cases' acquisitions keep their own (harness: pooled on both demo protocols)",
+        )
+        return "fidelity"
+
     def plan_sr_loss(self) -> dict:
         self._decide(
             "sr_loss",

@@ -10,16 +10,33 @@ from collections.abc import Callable
 from mrisr.utilities.errors import MrisrError
 
 
+class _CurrentStderr(logging.StreamHandler):
+    """A handler on whatever ``sys.stderr`` is when a record is written, not the stream of
+    the moment it was made (a caller that swaps ``sys.stderr`` -- a notebook cell, a test's
+    capture -- must not leave it writing to a closed file)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ assigns it
+        pass
+
+
 def setup_logging(verbose: bool = False) -> None:
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _CurrentStderr()
     handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     for noisy in ("numexpr", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # nibabel attaches a stderr handler of its own at import (and propagates): its header
+    # warnings printed twice, once to the stderr of the moment it was imported
+    logging.getLogger("nibabel.global").handlers.clear()
 
 
 #: how to resume each command after Ctrl-C

@@ -28,7 +28,11 @@ from mrisr.degradation.kernel_analysis import (
     signed_kernel,
 )
 from mrisr.degradation.kernels import KERNEL_SIZE, degrade_with_kernel
-from mrisr.degradation.width_calibration import calibrate_widths, stretch_kernel
+from mrisr.degradation.width_calibration import (
+    calibrate_widths,
+    choose_pooling,
+    stretch_kernel,
+)
 from mrisr.plans import Plans, content_hash
 from mrisr.preprocessing import storage
 from mrisr.preprocessing.dataset import PreprocessedDataset
@@ -46,6 +50,7 @@ STAGE_KEYS = (
     "share_units_with",
     "seeds_per_unit",
     "width_calibration",
+    "kernel_pooling",
 )
 KERNEL_MODES = ("per_slice", "per_volume", "per_dataset")
 
@@ -296,39 +301,62 @@ class DSGANDegradation(Degradation):
             return kernels[own]
         return mean_kernel
 
-    def _calibrated(self, ctx, kernels: dict, mean_kernel: np.ndarray) -> tuple:
-        """``"width_calibration": "registered_pairs"``: the kernels stretched per axis to
-        match the registered real LR of the training pairs best
-        (:mod:`~mrisr.degradation.width_calibration`); else unchanged, None."""
+    def _registered_pairs(self, ctx) -> tuple[dict, dict]:
+        """HR, and (real LR, mask) on the synthetic LR's grid, of the training pairs."""
         pairs = [c for c in ctx.cases if ctx.ds.properties[c]["is_pair"]]
-        if self.params.get("width_calibration", "none") != "registered_pairs" or not pairs:
-            return kernels, mean_kernel, None
         hr = {c: ctx.ds.load(c, "hr") for c in pairs}
-        own = {c: self._case_kernels(ctx, c, hr[c].shape[0], kernels, mean_kernel) for c in pairs}
-        real = {
-            c: (ctx.ds.load(c, "lr_raw"), ctx.ds.load(c, "lr_mask").astype(bool)) for c in pairs
-        }
-        grid = {
-            c: (a.shape[0], a.shape[1] // self.scale, a.shape[2] // self.scale)
-            for c, a in hr.items()
-        }
-        real = {c: v for c, v in real.items() if v[0].shape == grid[c]}
+        real = {}
+        for c, a in hr.items():
+            lr = ctx.ds.load(c, "lr_raw")
+            if lr.shape == (a.shape[0], a.shape[1] // self.scale, a.shape[2] // self.scale):
+                real[c] = (lr, ctx.ds.load(c, "lr_mask").astype(bool))
+        return hr, real
+
+    def _calibrated(self, ctx, kernels: dict, mean_kernel: np.ndarray) -> tuple:
+        """The kernels calibrated on the registered training pairs
+        (:mod:`~mrisr.degradation.width_calibration`): ``"width_calibration":
+        "registered_pairs"`` stretches them per axis, ``"kernel_pooling": "fidelity"``
+        gives every case the pooled kernel where that matches the real LR better. Returns
+        (kernels, pooled kernel, what was decided)."""
+        widths = self.params.get("width_calibration", "none") == "registered_pairs"
+        pooling = self.params.get("kernel_pooling", "units") == "fidelity"
+        hr, real = self._registered_pairs(ctx) if widths or pooling else ({}, {})
         if not real:
-            return kernels, mean_kernel, None
-        calib = calibrate_widths(hr, own, real, self.scale)
-        f = tuple(calib["factors_yx"])
-        logger.info(
-            "%s: kernel widths calibrated on %d registered pairs: x%.3f (y), x%.3f (x); "
-            "SSIM to the real LR %.4f -> %.4f",
-            ctx.config,
-            calib["pairs"],
-            f[0],
-            f[1],
-            calib["ssim_before"],
-            calib["ssim_after"],
-        )
-        stretched = {n: None if k is None else stretch_kernel(k, f) for n, k in kernels.items()}
-        return stretched, stretch_kernel(mean_kernel, f), calib
+            return kernels, mean_kernel, {}
+
+        def own(ks: dict, pooled: np.ndarray) -> dict:
+            return {c: self._case_kernels(ctx, c, hr[c].shape[0], ks, pooled) for c in real}
+
+        report = {}
+        if widths:
+            calib = calibrate_widths(hr, own(kernels, mean_kernel), real, self.scale)
+            f = tuple(calib["factors_yx"])
+            logger.info(
+                "%s: kernel widths calibrated on %d registered pairs: y x%.3f, x x%.3f; "
+                "SSIM to the real LR %.4f -> %.4f",
+                *(ctx.config, calib["pairs"], *f, calib["ssim_before"], calib["ssim_after"]),
+            )
+            kernels = {n: None if k is None else stretch_kernel(k, f) for n, k in kernels.items()}
+            mean_kernel = stretch_kernel(mean_kernel, f)
+            report["width_calibration"] = calib
+        if pooling:
+            choice = choose_pooling(hr, own(kernels, mean_kernel), mean_kernel, real, self.scale)
+            logger.info(
+                "%s: %s (SSIM to the real LR: own kernels %.4f, pooled %.4f)",
+                ctx.config,
+                "every case uses the pooled kernel"
+                if choice["pooled"]
+                else "cases keep their own kernels",
+                choice["ssim_units"],
+                choice["ssim_pooled"],
+            )
+            pooled_file = ctx.dest("kernel").parent / "kernel_pooled.npy"  # one per fold
+            pooled_file.unlink(missing_ok=True)
+            if choice["pooled"]:
+                kernels = {n: mean_kernel for n in kernels}
+                save_npy(pooled_file, mean_kernel.astype(np.float32))
+            report["kernel_pooling"] = choice
+        return kernels, mean_kernel, report
 
     def _save_slice_grid(self, ctx, c: str, ks: np.ndarray, flagged: dict) -> None:
         names = [f"{c}__z{z:03d}" for z in range(len(ks))]
@@ -341,7 +369,7 @@ class DSGANDegradation(Degradation):
 
     def synthesize(self, ctx: SynthesisContext) -> dict:
         kernels, flagged, mean_kernel = self._trained_kernels(ctx)
-        kernels, mean_kernel, calib = self._calibrated(ctx, kernels, mean_kernel)
+        kernels, mean_kernel, calibration = self._calibrated(ctx, kernels, mean_kernel)
         for c in ctx.cases:
             if not ctx.ds.properties[c]["has_hr"]:
                 continue
@@ -361,7 +389,4 @@ class DSGANDegradation(Degradation):
                 ctx.folder() / "kernels.png",
                 title=ctx.config,
             )
-        info = {"psf_sigma_hr": _sigma_hr(mean_kernel), "replaced_units": flagged}
-        if calib is not None:
-            info["width_calibration"] = calib
-        return info
+        return {"psf_sigma_hr": _sigma_hr(mean_kernel), "replaced_units": flagged, **calibration}
