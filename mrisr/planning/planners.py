@@ -15,7 +15,7 @@ from mrisr.degradation.dsgan.params import DEFAULT_DSGAN_PARAMS
 from mrisr.degradation.gaussian import PAPER_SIGMA
 from mrisr.degradation.kernels import KERNEL_SIZE, lr_crop_size
 from mrisr.planning.fingerprint import DatasetFingerprint, integer_scale
-from mrisr.planning.real_lr_decisions import RealLRDecisions
+from mrisr.planning.real_lr_decisions import PAPER_DSGAN, RealLRDecisions
 from mrisr.plans import Plans
 from mrisr.utilities.registry import Registry
 
@@ -306,13 +306,7 @@ class DefaultPlanner(RealLRDecisions):
                 "inherits_from": "dsgan_edsr",
                 "description": "the paper's method: EDSR on HR degraded by the post-processed "
                 "DSGAN kernels (no noise), applied to NLM-denoised real LR",
-                "degradation": {
-                    **dsgan,
-                    "fake_noise": "none",
-                    "seeds_per_unit": 1,
-                    "width_calibration": "none",
-                    "kernel_pooling": "units",
-                },
+                "degradation": {**dsgan, **PAPER_DSGAN},
                 "sr_input": "denoised",
                 "training_noise": None,
                 "sr_loss": {"l1": 1.0},

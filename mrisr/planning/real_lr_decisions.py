@@ -3,6 +3,14 @@ the SR training patches and in the DSGAN's fakes, and the SR loss that keeps tex
 
 from __future__ import annotations
 
+#: the paper's DSGAN: noise-free fakes, one GAN per unit, kernels as learned, per unit
+PAPER_DSGAN = {
+    "fake_noise": "none",
+    "seeds_per_unit": 1,
+    "width_calibration": "none",
+    "kernel_pooling": "units",
+}
+
 
 class RealLRDecisions:
     """Mixin of :class:`~mrisr.planning.planners.DefaultPlanner` (``self.fp`` is the
