@@ -16,7 +16,6 @@ the pooled one (the noise of one GAN's estimate against real differences between
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Callable
 
@@ -26,8 +25,6 @@ from scipy import ndimage, optimize
 from mrisr.degradation.kernel_analysis import center_of_mass
 from mrisr.degradation.kernels import degrade_with_kernel
 from mrisr.metrics.fidelity import ssim
-
-logger = logging.getLogger(__name__)
 
 #: bound of the natural log of a factor (0.70-1.43)
 LOG_BOUND = 0.36
@@ -63,7 +60,7 @@ def stretch_kernel(kernel: np.ndarray, factors: tuple[float, float]) -> np.ndarr
         cy, cx = center_of_mass(ki)
         src = [(yy - cy) / f[0] + cy, (xx - cx) / f[1] + cx]
         out[i] = ndimage.map_coordinates(ki, src, order=3, mode="constant", cval=0.0)
-        if ki.min() >= 0:  # the spline's ringing must not give a positive kernel lobes
+        if ki.min() >= 0:  # no negative lobes from the spline's ringing
             np.clip(out[i], 0.0, None, out=out[i])
         total = out[i].sum()
         if total != 0:

@@ -93,8 +93,8 @@ class _WindowCorrelation(torch.autograd.Function):
         c = w.shape[1]
         gx = gw = gb = None
         if ctx.needs_input_grad[0]:
-            # the adjoint of the correlation is one grouped transposed convolution; in
-            # float32, where oneDNN's grouped kernel is fastest (and exact to fp32)
+            # the adjoint of the correlation is one grouped transposed convolution, in at
+            # least float32: oneDNN's grouped kernel is fastest there
             g = grad.view(n, c, b, h - s + 1, wd - s + 1).permute(2, 0, 1, 3, 4)
             ft = torch.promote_types(grad.dtype, torch.float32)
             g = g.reshape(b, n * c, h - s + 1, wd - s + 1).to(ft)
