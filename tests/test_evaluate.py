@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 from synthetic import make_scan
 
@@ -52,3 +53,24 @@ def test_brisque_prefers_sharp_slices():
     blurred = gaussian_filter(arr, (0, 3, 3))
     mask = np.ones(arr.shape, dtype=bool)
     assert brisque_volume(arr, mask) < brisque_volume(blurred, mask)
+
+
+def test_brisque_scores_the_anatomy_not_the_empty_field_of_view():
+    """What lies beyond the foreground's box (flat after denoising, noise after
+    interpolation) leaves the score alone; the anatomy's own blur still moves it."""
+    from scipy.ndimage import gaussian_filter
+    from skimage.data import camera
+
+    anatomy = camera()[::2, ::2].astype(np.float32)  # 256 x 256
+    flat = np.zeros((2, 400, 400), np.float32)
+    flat[:, 72:328, 72:328] = anatomy
+    mask = np.zeros(flat.shape, dtype=bool)
+    mask[:, 72:328, 72:328] = True
+    noisy = flat.copy()
+    far = np.ones(flat.shape[1:], dtype=bool)
+    far[60:340, 60:340] = False  # beyond the box and its margin
+    noisy[:, far] = np.random.default_rng(0).normal(0, 40, (2, int(far.sum()))) ** 2
+    score = brisque_volume(flat, mask)
+    assert np.isfinite(score)
+    assert brisque_volume(noisy, mask) == pytest.approx(score, abs=1e-6)
+    assert brisque_volume(gaussian_filter(flat, (0, 3, 3)), mask) > score + 5
