@@ -15,6 +15,11 @@ import logging
 from functools import lru_cache
 
 import numpy as np
+from acvl_utils.cropping_and_padding.bounding_boxes import (
+    bounding_box_to_slice,
+    get_bbox_from_mask_npwhere,
+    pad_bbox,
+)
 from scipy import special
 
 from mrisr.metrics.registry import Metric, register_metric
@@ -86,11 +91,8 @@ def brisque_slice(image_u8: np.ndarray) -> float:
 
 def foreground_crop(image: np.ndarray, mask: np.ndarray, margin: int = MARGIN) -> np.ndarray:
     """``image`` cut to the bounding box of ``mask`` grown by ``margin`` pixels."""
-    box = []
-    for axis in range(image.ndim):
-        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(image.ndim) if a != axis)))
-        box.append(slice(max(0, hit[0] - margin), min(image.shape[axis], hit[-1] + 1 + margin)))
-    return image[tuple(box)]
+    bbox = pad_bbox(get_bbox_from_mask_npwhere(mask), margin, image.shape)
+    return image[bounding_box_to_slice(bbox)]
 
 
 def brisque_volume(volume: np.ndarray, mask: np.ndarray) -> float:
