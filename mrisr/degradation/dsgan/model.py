@@ -29,6 +29,7 @@ from mrisr.degradation.kernel_analysis import (
 )
 from mrisr.degradation.kernels import KERNEL_SIZE, degrade_with_kernel
 from mrisr.degradation.width_calibration import (
+    MAX_PAIRS,
     calibrate_widths,
     choose_pooling,
     stretch_kernel,
@@ -302,14 +303,15 @@ class DSGANDegradation(Degradation):
         return mean_kernel
 
     def _registered_pairs(self, ctx) -> tuple[dict, dict]:
-        """HR, and (real LR, mask) on the synthetic LR's grid, of the training pairs."""
-        pairs = [c for c in ctx.cases if ctx.ds.properties[c]["is_pair"]]
-        hr = {c: ctx.ds.load(c, "hr") for c in pairs}
-        real = {}
-        for c, a in hr.items():
-            lr = ctx.ds.load(c, "lr_raw")
+        """HR, and (real LR, mask) on the synthetic LR's grid, of the training pairs the
+        calibration scores (the first ``MAX_PAIRS``, sorted; no more are loaded)."""
+        hr, real = {}, {}
+        for c in sorted(c for c in ctx.cases if ctx.ds.properties[c]["is_pair"]):
+            if len(real) == MAX_PAIRS:
+                break
+            a, lr = ctx.ds.load(c, "hr"), ctx.ds.load(c, "lr_raw")
             if lr.shape == (a.shape[0], a.shape[1] // self.scale, a.shape[2] // self.scale):
-                real[c] = (lr, ctx.ds.load(c, "lr_mask").astype(bool))
+                hr[c], real[c] = a, (lr, ctx.ds.load(c, "lr_mask").astype(bool))
         return hr, real
 
     def _calibrated(self, ctx, kernels: dict, mean_kernel: np.ndarray) -> tuple:
