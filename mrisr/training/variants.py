@@ -78,6 +78,20 @@ class EDSRTrainer_quality_l1(EDSRTrainer_quality):
 
 
 @TRAINERS.register
+class EDSRTrainer_quality_amp1(EDSRTrainer_quality):
+    """The harness's budget with the Fourier-amplitude term at 1.0 (the loss ablation)."""
+
+    frequency_loss_weight = 1.0
+
+
+@TRAINERS.register
+class EDSRTrainer_quality_amp2(EDSRTrainer_quality):
+    """The harness's budget with the Fourier-amplitude term at 2.0 (the loss ablation)."""
+
+    frequency_loss_weight = 2.0
+
+
+@TRAINERS.register
 class EDSRTrainer_demo(EDSRTrainer_quality):
     """The demo budget: the harness's network for half the iterations, so that
     ``mrisr_demo`` stays within 15 minutes on 2 CPU cores without AMX."""
