@@ -299,6 +299,7 @@ def test_recovers_anisotropic_gaussian_kernel() -> None:
 def test_discriminator_precision_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     from mrisr.degradation.dsgan import precision
 
+    monkeypatch.delenv("mrisr_results", raising=False)  # no machine cache here
     cpu = torch.device("cpu")
     # forced fp32 with one chunk candidate: nothing to time
     assert precision.choose("fp32", 3, 64, 26, cpu) == ("fp32", 3)
@@ -320,4 +321,38 @@ def test_discriminator_precision_choice(monkeypatch: pytest.MonkeyPatch) -> None
         t[("bf16", 12)] = bf16  # the fastest bf16 chunk
         monkeypatch.setattr(precision, "pass_seconds", lambda n, ch, lc, d, p, c, _t=t: _t[(p, c)])
         assert precision.choose("auto", 30, 64, 26, cpu) == expected
+    precision._CHOSEN.clear()
+
+
+def test_discriminator_precision_is_cached_per_machine(
+    mrisr_env: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second run on the same machine takes the first one's timings from
+    ``$mrisr_results/.machine``, not a new probe whose pick could differ."""
+    from mrisr.degradation.dsgan import precision
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(precision, "bf16_native", lambda device: True)
+    probed = []
+
+    def timings(bf16: float):
+        def fake(n, ch, lc, d, p, c):
+            probed.append((p, c))
+            return bf16 if p == "bf16" else 1.0
+
+        return fake
+
+    precision._CHOSEN.clear()
+    monkeypatch.setattr(precision, "pass_seconds", timings(0.5))
+    assert precision.choose("auto", 30, 64, 26, cpu) == ("bf16", 30)
+    assert len(probed) == 6  # two precisions x chunks of 30, 12, 24
+    cache = mrisr_env["mrisr_results"] / ".machine" / "dsgan_precision.json"
+    assert cache.is_file()
+    precision._CHOSEN.clear()  # a new process; this time bf16 would lose
+    monkeypatch.setattr(precision, "pass_seconds", timings(2.0))
+    assert precision.choose("auto", 30, 64, 26, cpu) == ("bf16", 30)
+    assert len(probed) == 6
+    precision._CHOSEN.clear()
+    assert precision.choose("auto", 20, 64, 26, cpu) == ("fp32", 20)  # another shape: probed
+    assert len(probed) == 10
     precision._CHOSEN.clear()

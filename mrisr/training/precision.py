@@ -119,6 +119,36 @@ def _cache_key(device: torch.device, network_args: dict, batch_size: int, lr_pat
     return f"{machine_key(device)}|{net}|batch {batch_size}|patch {lr_patch}"
 
 
+def cached_seconds(
+    cache: Path | None, key: str, candidates: list[str], measure
+) -> tuple[dict[str, float], str]:
+    """Seconds of every candidate under ``key`` in the machine's JSON ``cache``; what the
+    cache lacks is measured (``measure(candidate)``) and written back. Returns the
+    timings and their source ("cache" or "probe")."""
+    table = {}
+    if cache is not None and cache.is_file():
+        try:
+            table = load_json(cache)
+        except (OSError, ValueError):
+            table = {}
+    entry = table.get(key)
+    seconds = {p: float(v) for p, v in (entry if isinstance(entry, dict) else {}).items()}
+    seconds = {p: v for p, v in seconds.items() if p in candidates}
+    if set(seconds) == set(candidates):
+        return seconds, "cache"
+    for p in candidates:
+        if p not in seconds:
+            seconds[p] = float(measure(p))
+    if cache is not None:
+        table = {k: v for k, v in table.items() if isinstance(v, dict)}
+        table[key] = seconds
+        try:
+            save_json(table, cache)
+        except OSError as e:  # a read-only results folder costs a probe next time
+            logger.warning("timings not cached in %s: %s", cache, e)
+    return seconds, "probe"
+
+
 def probe(
     device: torch.device,
     network_args: dict,
@@ -132,26 +162,12 @@ def probe(
     device = torch.device(device)
     candidates = candidates or auto_candidates(device)
     key = _cache_key(device, network_args, batch_size, lr_patch)
-    table = {}
-    if cache is not None and cache.is_file():
-        try:
-            table = load_json(cache)
-        except (OSError, ValueError):
-            table = {}
-    seconds = {p: float(v) for p, v in table.get(key, {}).items() if p in candidates}
-    source = "cache"
-    if set(seconds) != set(candidates):
-        source = "probe"
-        for p in candidates:
-            if p not in seconds:
-                seconds[p] = step_seconds(network_args, batch_size, lr_patch, device, p)
-        if cache is not None:
-            table = {k: v for k, v in table.items() if isinstance(v, dict)}
-            table[key] = seconds
-            try:
-                save_json(table, cache)
-            except OSError as e:  # a read-only results folder costs a probe next time
-                logger.warning("precision probe not cached in %s: %s", cache, e)
+    seconds, source = cached_seconds(
+        cache,
+        key,
+        candidates,
+        lambda p: step_seconds(network_args, batch_size, lr_patch, device, p),
+    )
     best = min(seconds, key=seconds.get)
     return PrecisionChoice(best, {p: seconds[p] for p in candidates}, source)
 
@@ -190,9 +206,13 @@ def choose(
     if variant is not None:
         bf16 = variant[1] and cpu_bf16_supported()
         return PrecisionChoice("bf16" if bf16 else "fp32", source=variant[0])
-    try:
-        cache = paths.results_root() / CACHE_FILE
-    except MrisrError:
-        cache = None
     s = settings
-    return probe(device, s.network_args(), s.batch_size, s.lr_patch, cache)
+    return probe(device, s.network_args(), s.batch_size, s.lr_patch, machine_cache(CACHE_FILE))
+
+
+def machine_cache(file: Path) -> Path | None:
+    """``file`` under ``$mrisr_results`` (the machine's timings), None where it is not set."""
+    try:
+        return paths.results_root() / file
+    except MrisrError:
+        return None

@@ -14,7 +14,9 @@ the whole batch, 24 or 12 units. Smaller chunks keep a chunk's activations in th
 between its forward and its backward pass (72 units in bf16 on a 2-core Xeon: 74 ms per D
 step in one pass, 48 ms in chunks of 24) but launch more operations. The choice is
 remembered for the process (same shape, threads and device: same choice) and logged with
-every timing.
+every timing, and cached per machine (processor, torch, threads) and shape under
+``<mrisr_results>/.machine/dsgan_precision.json``: where float32 and bf16 run alike the
+pick would otherwise flip between runs, and with it every kernel a re-run trains.
 
 Only the middle blocks change arithmetic; parameters, optimiser state, the spectral norm,
 the first and the last layer and the losses stay float32 (see
@@ -27,10 +29,12 @@ from __future__ import annotations
 import logging
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
 from mrisr.networks.patch_discriminator import StackedPatchDiscriminator
+from mrisr.training.precision import cached_seconds, machine_cache, machine_key
 from mrisr.utilities.devices import cpu_bf16_supported
 
 logger = logging.getLogger(__name__)
@@ -41,6 +45,7 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 MARGIN = 0.9
 #: chunk sizes (units) the probe tries besides the whole batch
 CHUNKS = (12, 24)
+CACHE_FILE = Path(".machine") / "dsgan_precision.json"
 _CHOSEN: dict[tuple, tuple[str, int]] = {}
 
 
@@ -104,11 +109,14 @@ def choose(
         return precisions[0], chunks[0]
     key = (tuple(precisions), n_units, channels, lr_crop, str(device), torch.get_num_threads())
     if key not in _CHOSEN:
-        t = {
-            (p, c): pass_seconds(n_units, channels, lr_crop, device, p, c)
-            for p in precisions
-            for c in chunks
-        }
+        names = {f"{p}/{c}": (p, c) for p in precisions for c in chunks}
+        seconds, source = cached_seconds(
+            machine_cache(CACHE_FILE),
+            f"{machine_key(device)}|units {n_units}|channels {channels}|crop {lr_crop}",
+            list(names),
+            lambda name: pass_seconds(n_units, channels, lr_crop, device, *names[name]),
+        )
+        t = {names[k]: v for k, v in seconds.items()}
         best = min(t, key=t.get)
         if best[0] != "fp32" and "fp32" in precisions:  # reduced precision must earn it
             fp32 = min((v, k) for k, v in t.items() if k[0] == "fp32")
@@ -116,9 +124,10 @@ def choose(
                 best = fp32[1]
         _CHOSEN[key] = best
         logger.info(
-            "DSGAN discriminator: %s, %d units per chunk (probe, %d units: %s ms per D step)",
+            "DSGAN discriminator: %s, %d units per chunk (%s, %d units: %s ms per D step)",
             best[0],
             best[1],
+            source,
             n_units,
             ", ".join(f"{p}/{c} {1e3 * v:.1f}" for (p, c), v in t.items()),
         )
