@@ -92,6 +92,15 @@ def results_root() -> Path:
     return _root("mrisr_results")
 
 
+def machine_cache(file: str | Path) -> Path | None:
+    """``file`` under ``$mrisr_results`` (this machine's timings, see
+    :mod:`mrisr.utilities.timings`); None where mrisr_results is not set."""
+    try:
+        return results_root() / file
+    except MrisrError:
+        return None
+
+
 # ------------------------------------------------------------------ dataset resolution
 def list_datasets(root: Path) -> list[str]:
     """Names of the DatasetNNN_Name folders under ``root``, sorted."""

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from mrisr.training import estimate, precision
+from mrisr.utilities.file_io import load_json
 
 TINY = {"scale": 2, "num_blocks": 1, "num_features": 8, "res_scale": 1.0, "in_channels": 1}
 
@@ -107,7 +108,7 @@ def test_plan_cost_lines_cost_every_trained_configuration(tmp_path):
     assert [ln.split()[0] for ln in lines] == ["a_edsr", "b_edsr", "all"]
     assert "5 folds x 1000 iterations at " in lines[0] and "on this CPU" in lines[0]
     # one probe serves both (same network), and it is cached
-    assert len(precision.load_json(tmp_path / "precision.json")) == 1
+    assert len(load_json(tmp_path / "precision.json")) == 1
 
 
 def test_amplitude_loss_sees_missing_texture_not_position():

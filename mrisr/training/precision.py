@@ -23,9 +23,9 @@ import torch
 from mrisr import paths
 from mrisr.networks.edsr import EDSR
 from mrisr.training.optimisation import Optimisation, OptimisationSettings
-from mrisr.utilities.devices import cpu_bf16_supported, cpu_fp16_supported, cpu_model
+from mrisr.utilities.devices import cpu_bf16_supported, cpu_fp16_supported
 from mrisr.utilities.errors import MrisrError
-from mrisr.utilities.file_io import load_json, save_json
+from mrisr.utilities.timings import cached_seconds, machine_key
 
 logger = logging.getLogger(__name__)
 
@@ -55,15 +55,6 @@ def auto_candidates(device: torch.device) -> list[str]:
     0.06 s in bf16 on a 2-core Xeon: a probe of it would cost minutes)."""
     native = native_precisions(device)
     return [p for p in native if not (device.type == "cpu" and p == "fp16")]
-
-
-def machine_key(device: torch.device) -> str:
-    """What a cached timing depends on besides the network: processor, torch, threads."""
-    if device.type == "cuda":
-        return f"cuda:{torch.cuda.get_device_name(device)}|torch {torch.__version__}"
-    return (
-        f"{device.type}:{cpu_model()}|torch {torch.__version__}|threads {torch.get_num_threads()}"
-    )
 
 
 def step_seconds(
@@ -117,36 +108,6 @@ class PrecisionChoice:
 def _cache_key(device: torch.device, network_args: dict, batch_size: int, lr_patch: int) -> str:
     net = json.dumps(network_args, sort_keys=True)
     return f"{machine_key(device)}|{net}|batch {batch_size}|patch {lr_patch}"
-
-
-def cached_seconds(
-    cache: Path | None, key: str, candidates: list[str], measure
-) -> tuple[dict[str, float], str]:
-    """Seconds of every candidate under ``key`` in the machine's JSON ``cache``; what the
-    cache lacks is measured (``measure(candidate)``) and written back. Returns the
-    timings and their source ("cache" or "probe")."""
-    table = {}
-    if cache is not None and cache.is_file():
-        try:
-            table = load_json(cache)
-        except (OSError, ValueError):
-            table = {}
-    entry = table.get(key)
-    seconds = {p: float(v) for p, v in (entry if isinstance(entry, dict) else {}).items()}
-    seconds = {p: v for p, v in seconds.items() if p in candidates}
-    if set(seconds) == set(candidates):
-        return seconds, "cache"
-    for p in candidates:
-        if p not in seconds:
-            seconds[p] = float(measure(p))
-    if cache is not None:
-        table = {k: v for k, v in table.items() if isinstance(v, dict)}
-        table[key] = seconds
-        try:
-            save_json(table, cache)
-        except OSError as e:  # a read-only results folder costs a probe next time
-            logger.warning("timings not cached in %s: %s", cache, e)
-    return seconds, "probe"
 
 
 def probe(
@@ -207,12 +168,6 @@ def choose(
         bf16 = variant[1] and cpu_bf16_supported()
         return PrecisionChoice("bf16" if bf16 else "fp32", source=variant[0])
     s = settings
-    return probe(device, s.network_args(), s.batch_size, s.lr_patch, machine_cache(CACHE_FILE))
-
-
-def machine_cache(file: Path) -> Path | None:
-    """``file`` under ``$mrisr_results`` (the machine's timings), None where it is not set."""
-    try:
-        return paths.results_root() / file
-    except MrisrError:
-        return None
+    return probe(
+        device, s.network_args(), s.batch_size, s.lr_patch, paths.machine_cache(CACHE_FILE)
+    )

@@ -34,8 +34,9 @@ from pathlib import Path
 import torch
 
 from mrisr.networks.patch_discriminator import StackedPatchDiscriminator
-from mrisr.training.precision import cached_seconds, machine_cache, machine_key
+from mrisr.paths import machine_cache
 from mrisr.utilities.devices import cpu_bf16_supported
+from mrisr.utilities.timings import cached_seconds, machine_key
 
 logger = logging.getLogger(__name__)
 
