@@ -77,15 +77,10 @@ def training_cost_text(verified, plans) -> str:
     from mrisr import paths
     from mrisr.training.estimate import plan_cost_lines
     from mrisr.training.precision import CACHE_FILE
-    from mrisr.utilities.errors import MrisrError
 
     pairs = sum(c.is_pair for c in verified.cases)
     folds = max(1, min(5, pairs))
-    try:
-        cache = paths.results_root() / CACHE_FILE
-    except MrisrError:  # no results root: probe without a cache
-        cache = None
-    lines = plan_cost_lines(plans, folds, cache)
+    lines = plan_cost_lines(plans, folds, paths.machine_cache(CACHE_FILE))  # None: no cache
     head = "  training time    (EDSR, measured on this CPU; mrisr_train prints its own estimate)"
     return "\n".join([head, *lines])
 
