@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from mrisr.degradation.dsgan import batches
 from mrisr.degradation.dsgan import losses as dsgan_losses
 from mrisr.degradation.dsgan import params as dsgan_params
 from mrisr.degradation.dsgan import trainer as core
@@ -46,6 +47,9 @@ from mrisr.preprocessing.sampling import (
 )
 from mrisr.utilities.memory import keep_freed_memory
 from mrisr.utilities.threads import compute_threads
+
+#: the update rule the planner gives ``dsgan_edsr`` (``plan_dsgan_update``)
+PLANNED = "simultaneous"
 
 
 # --------------------------------------------------------------------------- data
@@ -150,7 +154,12 @@ def _fmt(ts: list[float], work: int) -> str:
 
 
 def compare(
-    n_slices: int, iterations: int, units_per_batch: int | None, repeats: int, precision: str
+    n_slices: int,
+    iterations: int,
+    units_per_batch: int | None,
+    repeats: int,
+    precision: str,
+    update: str,
 ) -> None:
     hr, lr = make_slices(n_slices)
     params = {"iterations": iterations, "precision": precision}
@@ -162,9 +171,14 @@ def compare(
             straightforward_dsgan(hr[i], lr[i], 2, params, seed=i)
 
     def run_batched() -> None:
-        core.train_dsgan(units, 2, params, units_per_batch=units_per_batch, progress=False)
+        batches.train_dsgan(
+            units, 2, {**params, "update": update}, units_per_batch=units_per_batch, progress=False
+        )
 
-    print(f"{n_slices} slices x {iterations} iterations, {torch.get_num_threads()} threads")
+    print(
+        f"{n_slices} slices x {iterations} iterations, {torch.get_num_threads()} threads, "
+        f"batched update {update}"
+    )
     t_ref = _repeat(run_ref, repeats)
     print(f"  straightforward: {_fmt(t_ref, work)}")
     torch.set_num_threads(compute_threads())
@@ -176,10 +190,10 @@ def compare(
     )
 
 
-def sweep(sizes: list[int], iterations: int) -> None:
+def sweep(sizes: list[int], iterations: int, update: str) -> None:
     """Steady-state ms per slice-iteration of :class:`BatchTrainer` vs units per batch."""
     hr, lr = make_slices(max(sizes))
-    p = dsgan_params.resolve_params({"iterations": 3000}, 2)
+    p = dsgan_params.resolve_params({"iterations": 3000, "update": update}, 2)
     torch.set_num_threads(compute_threads())
     if os.environ.get("MRISR_NO_MALLOC_TUNING") is None:
         keep_freed_memory()  # as train_dsgan does
@@ -205,7 +219,7 @@ def full(n_slices: int, units_per_batch: int | None) -> None:
     hr, lr = make_slices(n_slices)
     units = [dsgan_units.DSGANUnit(f"s{i:02d}", hr[i], lr[i], seed=i) for i in range(n_slices)]
     t = time.perf_counter()
-    res = core.train_dsgan(units, 2, None, units_per_batch=units_per_batch, progress=True)
+    res = batches.train_dsgan(units, 2, None, units_per_batch=units_per_batch, progress=True)
     dt = time.perf_counter() - t
     ok = [r for r in res if r.status == "ok"]
     print(
@@ -221,7 +235,9 @@ def full(n_slices: int, units_per_batch: int | None) -> None:
         )
 
 
-def quality(n_triples: int, units_per_batch: int | None, precision: str = "auto") -> None:
+def quality(
+    n_triples: int, units_per_batch: int | None, precision: str = "auto", update: str = PLANNED
+) -> None:
     """Full-length kernel-recovery check (the test's setting, repeated with other seeds).
 
     Three texture slices (skimage grass, gravel, brick, 512x512) blurred with a Gaussian
@@ -244,8 +260,8 @@ def quality(n_triples: int, units_per_batch: int | None, precision: str = "auto"
             lr += 0.005 * np.random.default_rng(i).standard_normal(lr.shape).astype(np.float32)
             units.append(dsgan_units.DSGANUnit(f"t{t}-{i}", hr, lr, seed=3 * t + i))
     t0 = time.perf_counter()
-    params = {"precision": precision}
-    res = core.train_dsgan(units, 2, params, units_per_batch=units_per_batch, progress=True)
+    params = {"precision": precision, "update": update}
+    res = batches.train_dsgan(units, 2, params, units_per_batch=units_per_batch, progress=True)
     print(f"{len(units)} units x 3000 iterations in {time.perf_counter() - t0:.0f} s")
 
     def score(k: np.ndarray) -> tuple[float, np.ndarray]:
@@ -290,17 +306,30 @@ def main() -> None:
         choices=("auto", "fp32", "bf16"),
         help="the discriminator's arithmetic in the batched trainer (plans: dsgan.precision)",
     )
+    ap.add_argument(
+        "--update",
+        default=PLANNED,
+        choices=("alternating", "simultaneous"),
+        help=f"the batched trainer's G/D update (plans: dsgan.update; dsgan_edsr plans {PLANNED})",
+    )
     args = ap.parse_args()
     torch.set_num_threads(compute_threads())
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, {torch.get_num_threads()} threads")
     if args.quality:
-        quality(args.quality, args.units_per_batch, args.precision)
+        quality(args.quality, args.units_per_batch, args.precision, args.update)
     elif args.sweep:
-        sweep([int(s) for s in args.sweep.split(",")], args.iterations)
+        sweep([int(s) for s in args.sweep.split(",")], args.iterations, args.update)
     elif args.full:
         full(args.full_slices, args.units_per_batch)
     else:
-        compare(args.slices, args.iterations, args.units_per_batch, args.repeats, args.precision)
+        compare(
+            args.slices,
+            args.iterations,
+            args.units_per_batch,
+            args.repeats,
+            args.precision,
+            args.update,
+        )
 
 
 if __name__ == "__main__":

@@ -292,6 +292,7 @@ class DefaultPlanner(RealLRDecisions):
                 "degradation": {
                     **dsgan,
                     "fake_noise": self.plan_fake_noise(),
+                    "update": self.plan_dsgan_update(),
                     "synthesis_kernel": "signed",
                     "width_calibration": self.plan_width_calibration(),
                     "kernel_pooling": self.plan_kernel_pooling(),

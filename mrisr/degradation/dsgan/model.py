@@ -18,8 +18,8 @@ import numpy as np
 
 from mrisr import paths
 from mrisr.degradation.base import DEGRADATIONS, Degradation, SynthesisContext, seed_of
+from mrisr.degradation.dsgan.batches import train_dsgan
 from mrisr.degradation.dsgan.params import DEFAULT_UNITS_PER_BATCH
-from mrisr.degradation.dsgan.trainer import train_dsgan
 from mrisr.degradation.dsgan.units import DSGANUnit
 from mrisr.degradation.kernel_analysis import (
     implausible_reason,

@@ -39,6 +39,9 @@ DEFAULT_DSGAN_PARAMS: dict[str, Any] = {
     "postprocess": {"n_largest": 41, "threshold_fraction": 0.75},
     # arithmetic of D's middle blocks: auto = bf16 where a probe finds it faster
     "precision": "auto",
+    # "alternating": KernelGAN's G step, then a D step on the updated G(HR);
+    # "simultaneous": both from one scoring of G(HR) (trainer.BatchTrainer._joint_step)
+    "update": "alternating",
 }
 
 #: Default number of units trained together. On 2 CPU cores (``bench_dsgan.py --sweep``)
@@ -82,6 +85,8 @@ def resolve_params(params: dict | None, scale: int) -> dict:
         raise ValueError("iterations must be >= 1")
     if p["precision"] not in ("auto", "fp32", "bf16"):
         raise ValueError(f"precision must be auto, fp32 or bf16, got '{p['precision']}'")
+    if p["update"] not in ("alternating", "simultaneous"):
+        raise ValueError(f"update must be alternating or simultaneous, got '{p['update']}'")
     if p["fake_noise"] not in ("none", "measured"):
         raise ValueError(f"fake_noise must be none or measured, got '{p['fake_noise']}'")
     missing = set(REGULARISERS) - set(p["lambdas"])

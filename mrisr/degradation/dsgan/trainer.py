@@ -61,22 +61,17 @@ from mrisr.degradation.dsgan import precision
 from mrisr.degradation.dsgan.fake_noise import FakeNoise
 from mrisr.degradation.dsgan.losses import LambdaSchedule, Regularisers
 from mrisr.degradation.dsgan.params import (
-    DEFAULT_UNITS_PER_BATCH,
     REGULARISERS,
-    resolve_params,
 )
 from mrisr.degradation.dsgan.units import (
     CropGatherer,
     DSGANResult,
-    DSGANUnit,
     UnitPlan,
-    prepare_unit,
 )
 from mrisr.degradation.kernel_analysis import post_process_kernel
 from mrisr.networks.linear_generator import apply_kernels, compose_kernel, init_generator_weights
 from mrisr.networks.patch_discriminator import StackedPatchDiscriminator
-from mrisr.utilities.memory import keep_freed_memory
-from mrisr.utilities.threads import ThreadTuner, set_compute_threads
+from mrisr.utilities.threads import ThreadTuner
 
 logger = logging.getLogger(__name__)
 
@@ -187,21 +182,58 @@ class BatchTrainer:
         # before its own update, so the G step uses them frozen and the D step with grad.
         dw_d = self.disc.normalized_weights(1)
         rn = None if self.rician is None else self.rician[it % _NOISE_BLOCK]  # (N, 4, h, w)
+        if self.p["update"] == "simultaneous":
+            stats, ok = self._joint_step(x_hr, y_lr, dw_d, rn, it)
+            return self._bookkeeping(it, stats, ok)
         adv, terms, ok_g = self._g_step(x_hr, {key: v.detach() for key, v in dw_d.items()}, rn)
         d_stats = self._d_step(x_hr, y_lr, dw_d, ok_g, it)
         stats = torch.cat([adv[:, None], d_stats[:, :3], terms.detach()], 1)
         return self._bookkeeping(it, stats, d_stats[:, 3] > 0)
 
-    def _g_step(self, x_hr: torch.Tensor, dw: dict, rn) -> tuple[torch.Tensor, ...]:
-        """Adversarial loss + regularisers, D frozen; D is scored and backpropagated in
-        chunks of units, then G's graph once. Returns (adv, terms, ok) per unit."""
+    def _g_forward(self, x_hr: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """G(HR) ``(N, 1, lr_crop, lr_crop)``, the regularisers (unweighted, per unit)
+        and their weighted sum, differentiable w.r.t. G's weights."""
         with torch.no_grad():
             target = self.regs.bicubic_target(x_hr)
         k = compose_kernel(self.g_weights)
-        g_out = apply_kernels(x_hr, k, self.scale)  # (N, 1, lr_crop, lr_crop)
+        g_out = apply_kernels(x_hr, k, self.scale)
         bic = (g_out - target).pow(2).mean(dim=(1, 2, 3))
         terms = torch.stack([bic, *self.regs.kernel_terms(k)], dim=1)
-        reg = (terms * self.lam_t).sum(dim=1)
+        return g_out, terms, (terms * self.lam_t).sum(dim=1)
+
+    def _joint_step(self, x_hr, y_lr, dw_d: dict, rn, it: int) -> tuple[torch.Tensor, ...]:
+        """``"update": "simultaneous"``: G and D updated from one scoring of the real crop
+        and G(HR) + noise. D's loss is ``(1 - D(real) + D(fake)) / 2`` and G's adversarial
+        loss ``1 - D(fake)``, so G's gradient at the fake crop is -2 times D's: one forward
+        and backward pass serves both (the alternating update scores the fake twice)."""
+        g_out, terms, reg = self._g_forward(x_hr)
+        reg_d = reg.detach()
+        seen = g_out if rn is None else FakeNoise.rician(g_out, rn[:, 2:])
+        fake = seen[:, 0] + self.noise[it % _NOISE_BLOCK]
+
+        def joint(scores: torch.Tensor, u: slice):
+            d_real = (1.0 - scores[:, 0]).mean(dim=(1, 2))
+            d_fake = scores[:, 1].mean(dim=(1, 2))
+            loss = 0.5 * (d_real + d_fake)
+            ok = self.alive[u] & torch.isfinite(loss + reg_d[u])
+            st = torch.stack([1.0 - d_fake, d_real, d_fake, loss, ok.to(loss.dtype)], 1)
+            return torch.where(ok, loss, torch.zeros_like(loss)).sum(), st.detach()
+
+        self.opt_d.zero_grad(set_to_none=True)
+        self.opt_g.zero_grad(set_to_none=True)
+        crops = torch.stack([y_lr, fake], dim=1)  # (N, 2, h, w)
+        st, g_crops = self.disc.backward_in_chunks(crops, dw_d, joint, self.chunk)
+        ok = st[:, 4] > 0
+        reg_loss = torch.where(ok, reg, torch.zeros_like(reg)).sum()
+        torch.autograd.backward([fake, reg_loss], [g_crops[:, 1].mul(-2.0), None])
+        self.opt_g.step()
+        self.opt_d.step()
+        return torch.cat([st[:, :4], terms.detach()], 1), ok
+
+    def _g_step(self, x_hr: torch.Tensor, dw: dict, rn) -> tuple[torch.Tensor, ...]:
+        """Adversarial loss + regularisers, D frozen; D is scored and backpropagated in
+        chunks of units, then G's graph once. Returns (adv, terms, ok) per unit."""
+        g_out, terms, reg = self._g_forward(x_hr)
         reg_d = reg.detach()
 
         def adversarial(scores: torch.Tensor, u: slice):
@@ -292,102 +324,3 @@ class BatchTrainer:
                 continue
             out.append(DSGANResult(name, raw, post, losses, "ok", ""))
         return out
-
-
-def _train_batch(
-    plans: list[UnitPlan],
-    units: list[DSGANUnit],
-    scale: int,
-    p: dict,
-    device: torch.device,
-    progress: bool,
-    desc: str,
-) -> list[DSGANResult]:
-    t0 = time.perf_counter()
-    trainer = BatchTrainer(plans, [units[pl.index].name for pl in plans], scale, p, device)
-    trainer.run(progress, desc)
-    out = trainer.results()
-    dt = time.perf_counter() - t0
-    iters = int(p["iterations"])
-    logger.info(
-        "%s: %d iterations in %.1f s (%.2f ms per unit-iteration)",
-        desc,
-        iters,
-        dt,
-        1e3 * dt / (iters * len(plans)),
-    )
-    return out
-
-
-def _plan_batch(units: list[DSGANUnit], lo: int, hi: int, p: dict, results: list) -> list:
-    """The crop plans of units ``lo:hi``; a unit without usable slices is skipped."""
-    plans: list[UnitPlan] = []
-    for i in range(lo, hi):
-        plan = prepare_unit(i, units[i], p, int(p["iterations"]))
-        if isinstance(plan, str):
-            logger.warning("DSGAN unit %s skipped: %s", units[i].name, plan)
-            results[i] = DSGANResult(units[i].name, None, None, {}, "skipped", plan)
-        else:
-            plans.append(plan)
-    return plans
-
-
-def train_dsgan(
-    units: list[DSGANUnit],
-    scale: int,
-    params: dict | None = None,
-    device: str = "cpu",
-    units_per_batch: int | None = None,
-    progress: bool = True,
-) -> list[DSGANResult]:
-    """Train one DSGAN per unit, many units at once; return one result per unit, in order.
-
-    Parameters
-    ----------
-    units:
-        Training units (:class:`DSGANUnit`).
-    scale:
-        Integer in-plane downsampling factor (HR spacing / LR spacing).
-    params:
-        The plans' "dsgan" section (:data:`DEFAULT_DSGAN_PARAMS` fills missing keys).
-    device:
-        Torch device. On CPU the number of torch threads is set to the available cores
-        for the duration of the call.
-    units_per_batch:
-        Units trained together (default :data:`DEFAULT_UNITS_PER_BATCH`).
-    progress:
-        Show a tqdm bar over iterations.
-
-    Returns
-    -------
-    list of :class:`DSGANResult`. ``losses`` holds the last iteration's ``g_adv``,
-    ``d_real``, ``d_fake``, ``d`` and regulariser values (unweighted), the final
-    ``lambda_*`` and ``similar_to_bicubic_at`` (iteration at which the bicubic loss
-    threshold was met, None if never).
-    """
-    p = resolve_params(params, scale)
-    dev = torch.device(device)
-    per = int(units_per_batch or DEFAULT_UNITS_PER_BATCH)
-    if per < 1:
-        raise ValueError("units_per_batch must be >= 1")
-    results: list[DSGANResult | None] = [None] * len(units)
-    # Balanced batches (100 units with 72 per batch -> 50 + 50, not 72 + 28); crops are
-    # planned batch by batch so that only one batch's slices are copied at a time.
-    n_batches = max(1, -(-len(units) // per))
-    bounds = np.linspace(0, len(units), n_batches + 1).round().astype(int)
-    threads = torch.get_num_threads()
-    if dev.type == "cpu":
-        set_compute_threads()
-        keep_freed_memory()
-    try:
-        for b in range(n_batches):
-            plans = _plan_batch(units, bounds[b], bounds[b + 1], p, results)
-            if not plans:
-                continue
-            desc = f"DSGAN batch {b + 1}/{n_batches} ({len(plans)} units)"
-            out = _train_batch(plans, units, int(scale), p, dev, progress, desc)
-            for pl, res in zip(plans, out):
-                results[pl.index] = res
-    finally:
-        torch.set_num_threads(threads)
-    return [r for r in results if r is not None]
