@@ -34,7 +34,7 @@ import numpy as np
 from scipy import stats
 
 from mrisr.degradation.base import DEGRADATIONS, Degradation, as_slice_stack
-from mrisr.degradation.kernel_analysis import fwhm_of_profile
+from mrisr.degradation.kernel_analysis import fwhm_of_profile, kernel_statistics
 from mrisr.degradation.kspace_acquisition import _lr_band_spectrum
 
 CONFIGS = (
@@ -264,6 +264,9 @@ def run_protocol(protocol: str, args, configs: list[str]) -> dict:
                 if s["kernel_pooling"]["pooled"]:
                     pooled = np.load(summ.parent / "kernel_pooled.npy")
                     estimates["psf_width_dsgan_pooled_hr"] = kernel_width(pooled)
+                    estimates.setdefault("psf_fwhm_hr", {})["dsgan (pooled, as used)"] = [
+                        float(v) for v in kernel_statistics(pooled)["fwhm"]
+                    ]
     units = res_root / f"degradation__{PLANS}__dsgan_edsr" / "units"
     kf = [
         load_json(f)["kernel"]["fwhm"]
@@ -332,7 +335,8 @@ def report(result: dict) -> str:
     lines.append(
         f"- PSF FWHM (HR px, y/x): truth {t[0]:.2f}/{t[1]:.2f}; "
         + "; ".join(
-            f"{k} {v[0]:.2f}/{v[1]:.2f} ({100 * (np.mean(v) / np.mean(t) - 1):+.0f}%)"
+            f"{k} {v[0]:.2f}/{v[1]:.2f} "
+            f"({100 * (v[0] / t[0] - 1):+.0f}%/{100 * (v[1] / t[1] - 1):+.0f}%)"
             for k, v in est.get("psf_fwhm_hr", {}).items()
         )
     )

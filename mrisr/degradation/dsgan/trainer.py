@@ -35,6 +35,8 @@ of once per forward call (the D step scores the real and the generated crop with
 normalised weights); the Sobel maps are folded into D's first layer (same linear map);
 the bias of D's 1x1 convs before BatchNorm is dropped (cancelled exactly by BatchNorm);
 ``|k|^0.2`` is evaluated as ``(k^2 + 1e-20)^0.1`` so that its gradient is finite at 0;
+with ``"update": "simultaneous"`` (planned for ``dsgan_edsr``) G and D are updated from
+one scoring of the same G(HR), which the alternating update (KernelGAN's) scores twice;
 HR crop corners are not rounded to even positions (KernelGAN aligns them with its
 downscaled copy of the *same* image; here HR and LR are different acquisitions).
 
@@ -85,8 +87,8 @@ _STAT_NAMES = ("g_adv", "d_real", "d_fake", "d", *REGULARISERS)
 class BatchTrainer:
     """N units trained together: stacked G weights, stacked D, two Adams, per-unit schedule.
 
-    ``step(it)`` runs one training iteration of every unit (G step, then D step, then the
-    schedule); :meth:`results` collapses and post-processes the kernels. Public so that
+    ``step(it)`` runs one training iteration of every unit (G step, then D step, or with
+    ``"update": "simultaneous"`` both from one scoring; then the schedule); :meth:`results` collapses and post-processes the kernels. Public so that
     the benchmark can time steady-state steps.
     """
 
