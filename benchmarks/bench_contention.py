@@ -87,7 +87,8 @@ def child_dsgan(iterations: int, warmup: int) -> list[float]:
     set_compute_threads()
     hr, lr = bench_dsgan.make_slices(24)
     units = [dsgan_units.DSGANUnit(f"s{i}", hr[i], lr[i], seed=i) for i in range(len(hr))]
-    p = dsgan_params.resolve_params({"iterations": warmup + iterations}, 2)
+    update = bench_dsgan.PLANNED  # the update rule dsgan_edsr plans
+    p = dsgan_params.resolve_params({"iterations": warmup + iterations, "update": update}, 2)
     plans = [dsgan_units.prepare_unit(i, u, p, warmup + iterations) for i, u in enumerate(units)]
     trainer = core.BatchTrainer(plans, [u.name for u in units], 2, p, torch.device("cpu"))
     times: list[float] = []
