@@ -228,6 +228,10 @@ def test_window_correlation_equals_windows_times_kernels_and_its_gradients() -> 
     assert torch.autograd.gradcheck(
         lambda t: window_correlation(t, w.detach(), bias.detach(), 4), (x,)
     )
+    # the input gradient of the later crops only (the real crop is data)
+    (full,) = torch.autograd.grad(window_correlation(x, w, bias, 4).sum(), x)
+    (part,) = torch.autograd.grad(window_correlation(x, w, bias, 4, grad_from=1).sum(), x)
+    assert torch.allclose(part[:, 1], full[:, 1]) and not part[:, 0].any()
 
 
 def _d_step_grads(stacked, lr, chunk=None):

@@ -277,6 +277,7 @@ class StackedPatchDiscriminator(nn.Module):
         weights: dict[str, torch.Tensor],
         loss_of,
         chunk: int,
+        grad_from: int = 0,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Score ``lr`` and backpropagate ``loss_of``, ``chunk`` units at a time.
 
@@ -288,7 +289,8 @@ class StackedPatchDiscriminator(nn.Module):
         for the units ``units`` (a slice). Gradients reach the tensors of ``weights`` that
         require them (accumulated into the parameters through ``weights``' own graph, in
         one backward call at the end) and ``lr`` when it requires one: its gradient is
-        returned (not accumulated), with the concatenated statistics.
+        returned (not accumulated), with the concatenated statistics; only for the crops
+        ``grad_from:`` (zero for the others).
         """
         n = lr.shape[0]
         need_w = [key for key, v in weights.items() if v.requires_grad]
@@ -303,7 +305,7 @@ class StackedPatchDiscriminator(nn.Module):
             for key in need_w:
                 sub[key].requires_grad_()
             x = x_all[units].requires_grad_(g_lr is not None)
-            loss, st = loss_of(self._forward(x, sub), units)
+            loss, st = loss_of(self._forward(x, sub, grad_from), units)
             stats.append(st)
             loss.backward()
             for key in need_w:
@@ -314,7 +316,9 @@ class StackedPatchDiscriminator(nn.Module):
             torch.autograd.backward([weights[k] for k in need_w], [grads[k] for k in need_w])
         return torch.cat(stats), g_lr
 
-    def _forward(self, lr: torch.Tensor, weights: dict[str, torch.Tensor]) -> torch.Tensor:
+    def _forward(
+        self, lr: torch.Tensor, weights: dict[str, torch.Tensor], grad_from: int = 0
+    ) -> torch.Tensor:
         n, b, h, w = lr.shape
         k2 = self.kernel_size + 2
         oh, ow = h - self.kernel_size + 1, w - self.kernel_size + 1
@@ -323,7 +327,11 @@ class StackedPatchDiscriminator(nn.Module):
         padded = F.pad(lr.reshape(n * b, 1, h, w), (1, 1, 1, 1), mode="replicate").to(dt)
         # (N, C, B*P); in reduced precision every weight is cast once per forward
         x = window_correlation(
-            padded.view(n, b, h + 2, w + 2), weights["first"].to(dt), weights["b_first"].to(dt), k2
+            padded.view(n, b, h + 2, w + 2),
+            weights["first"].to(dt),
+            weights["b_first"].to(dt),
+            k2,
+            grad_from,
         )
         # unbind (one backward node) rather than indexing per layer (five full-size
         # zero-filled gradients)

@@ -79,10 +79,10 @@ def shift_sum(b: torch.Tensor) -> torch.Tensor:
 
 class _WindowCorrelation(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, s: int):
+    def forward(ctx, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, s: int, grad_from: int):
         n, b, h, wd = x.shape
         cols = _windows(x, s).view(n, s * s, b * (h - s + 1) * (wd - s + 1))
-        ctx.s, ctx.shape = s, x.shape
+        ctx.s, ctx.shape, ctx.grad_from = s, x.shape, grad_from
         ctx.save_for_backward(cols if ctx.needs_input_grad[1] else None, w)
         return torch.baddbmm(bias, w, cols)
 
@@ -95,24 +95,27 @@ class _WindowCorrelation(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             # the adjoint of the correlation is one grouped transposed convolution, in at
             # least float32: oneDNN's grouped kernel is fastest there
-            g = grad.view(n, c, b, h - s + 1, wd - s + 1).permute(2, 0, 1, 3, 4)
+            k = ctx.grad_from
+            g = grad.view(n, c, b, h - s + 1, wd - s + 1)[:, :, k:].permute(2, 0, 1, 3, 4)
             ft = torch.promote_types(grad.dtype, torch.float32)
-            g = g.reshape(b, n * c, h - s + 1, wd - s + 1).to(ft)
-            gx = F.conv_transpose2d(g, w.to(ft).reshape(n * c, 1, s, s), groups=n)
-            gx = gx.permute(1, 0, 2, 3).to(grad.dtype)
+            g = g.reshape(b - k, n * c, h - s + 1, wd - s + 1).to(ft)
+            gk = F.conv_transpose2d(g, w.to(ft).reshape(n * c, 1, s, s), groups=n)
+            gx = grad.new_zeros(n, b, h, wd)
+            gx[:, k:] = gk.permute(1, 0, 2, 3)
         if ctx.needs_input_grad[1]:
             gw = torch.bmm(grad, cols.transpose(1, 2))
         if ctx.needs_input_grad[2]:
             gb = grad.sum(dim=2, keepdim=True)
-        return gx, gw, gb, None
+        return gx, gw, gb, None, None
 
 
 def window_correlation(
-    x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, s: int
+    x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, s: int, grad_from: int = 0
 ) -> torch.Tensor:
     """Each unit's ``s x s`` correlation kernels over its crops: ``x`` ``(N, B, H, W)``,
     ``w`` ``(N, C, s*s)``, ``bias`` ``(N, C, 1)`` -> ``(N, C, B*P)``, ``P = (H-s+1)(W-s+1)``
     (crop-major), i.e. ``baddbmm(bias, w, shifted_windows(x, s))``. Differentiable; the
     input gradient is a grouped transposed convolution rather than a shift-sum of the
-    windows' gradient (2x faster on 2 cores for 24 units of 64 channels)."""
-    return _WindowCorrelation.apply(x, w, bias, s)
+    windows' gradient (2x faster on 2 cores for 24 units of 64 channels), computed for the
+    crops ``grad_from:`` only (zero for the others: crops that are data)."""
+    return _WindowCorrelation.apply(x, w, bias, s, grad_from)

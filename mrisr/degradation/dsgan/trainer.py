@@ -224,7 +224,7 @@ class BatchTrainer:
         self.opt_d.zero_grad(set_to_none=True)
         self.opt_g.zero_grad(set_to_none=True)
         crops = torch.stack([y_lr, fake], dim=1)  # (N, 2, h, w)
-        st, g_crops = self.disc.backward_in_chunks(crops, dw_d, joint, self.chunk)
+        st, g_crops = self.disc.backward_in_chunks(crops, dw_d, joint, self.chunk, grad_from=1)
         ok = st[:, 4] > 0
         reg_loss = torch.where(ok, reg, torch.zeros_like(reg)).sum()
         torch.autograd.backward([fake, reg_loss], [g_crops[:, 1].mul(-2.0), None])
