@@ -100,8 +100,9 @@ class _WindowCorrelation(torch.autograd.Function):
             ft = torch.promote_types(grad.dtype, torch.float32)
             g = g.reshape(b - k, n * c, h - s + 1, wd - s + 1).to(ft)
             gk = F.conv_transpose2d(g, w.to(ft).reshape(n * c, 1, s, s), groups=n)
-            gx = grad.new_zeros(n, b, h, wd)
-            gx[:, k:] = gk.permute(1, 0, 2, 3)
+            gx = gk.permute(1, 0, 2, 3).to(grad.dtype)
+            if k:  # the crops before grad_from are data: zero gradient
+                gx = torch.cat([gx.new_zeros(n, k, h, wd), gx], dim=1)
         if ctx.needs_input_grad[1]:
             gw = torch.bmm(grad, cols.transpose(1, 2))
         if ctx.needs_input_grad[2]:

@@ -62,14 +62,8 @@ from tqdm.auto import tqdm
 from mrisr.degradation.dsgan import precision
 from mrisr.degradation.dsgan.fake_noise import FakeNoise
 from mrisr.degradation.dsgan.losses import LambdaSchedule, Regularisers
-from mrisr.degradation.dsgan.params import (
-    REGULARISERS,
-)
-from mrisr.degradation.dsgan.units import (
-    CropGatherer,
-    DSGANResult,
-    UnitPlan,
-)
+from mrisr.degradation.dsgan.params import REGULARISERS
+from mrisr.degradation.dsgan.units import CropGatherer, DSGANResult, UnitPlan
 from mrisr.degradation.kernel_analysis import post_process_kernel
 from mrisr.networks.linear_generator import apply_kernels, compose_kernel, init_generator_weights
 from mrisr.networks.patch_discriminator import StackedPatchDiscriminator
@@ -88,8 +82,9 @@ class BatchTrainer:
     """N units trained together: stacked G weights, stacked D, two Adams, per-unit schedule.
 
     ``step(it)`` runs one training iteration of every unit (G step, then D step, or with
-    ``"update": "simultaneous"`` both from one scoring; then the schedule); :meth:`results` collapses and post-processes the kernels. Public so that
-    the benchmark can time steady-state steps.
+    ``"update": "simultaneous"`` both from one scoring; then the schedule);
+    :meth:`results` collapses and post-processes the kernels. Public so that the
+    benchmark can time steady-state steps.
     """
 
     def __init__(
