@@ -69,7 +69,7 @@ def _root(var: str) -> Path:
             f"environment variable {var} is not set: export {var}=/path/to/{var} ({_HELP[var]})"
         )
     check_roots()
-    return Path(value)
+    return Path(value).expanduser()  # '~/res' is the user's home, as the shell would expand it
 
 
 def inside(root: Path, path: Path, what: str = "path") -> Path:

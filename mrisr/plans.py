@@ -13,6 +13,7 @@ import functools
 import hashlib
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,6 +86,14 @@ def _sections_problem(configs: dict) -> str | None:
     return None
 
 
+def _machine_memory() -> int | None:
+    """Physical memory in bytes (None where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 @dataclass(frozen=True)
 class SRPlan:
     """The ``sr`` section of a configuration: the SR network and its training schedule."""
@@ -125,6 +134,43 @@ class SRPlan:
             checkpoint_every=int(sr["checkpoint_every"]),
             validate_every=int(sr["validate_every"]),
         )
+
+    def __post_init__(self) -> None:
+        """Range checks (a hand-edited plans file): a ValueError naming the value."""
+        bounds = {
+            "lr_patch": (4, 1024),
+            "num_blocks": (1, 256),
+            "num_features": (1, 1024),
+            "batch_size": (1, 4096),
+            "iterations": (1, 10**8),
+            "checkpoint_every": (1, 10**8),
+            "validate_every": (1, 10**8),
+        }
+        for k, (lo, hi) in bounds.items():
+            if not lo <= getattr(self, k) <= hi:
+                raise ValueError(f"{k} {getattr(self, k)} is not in {lo}..{hi}")
+        if not (math.isfinite(self.learning_rate) and 0 < self.learning_rate <= 1):
+            raise ValueError(f"learning_rate {self.learning_rate} is not in (0, 1]")
+        if not 0 <= self.res_scale <= 10:
+            raise ValueError(f"res_scale {self.res_scale} is not in 0..10")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas {list(self.betas)} must be two numbers in [0, 1)")
+        if any(m < 0 for m in self.lr_milestones) or not 0 < self.lr_gamma <= 1:
+            raise ValueError("lr_milestones must be >= 0 and lr_gamma in (0, 1]")
+        clip = self.grad_clip_norm
+        if clip is not None and (
+            isinstance(clip, bool) or not isinstance(clip, (int, float)) or not clip > 0
+        ):
+            raise ValueError(f"grad_clip_norm {clip!r} must be a positive number or null")
+        # weights, gradients and Adam's two moments in float32: must fit this machine
+        need = 16 * 9 * (2 * self.num_blocks + 2) * self.num_features**2
+        memory = _machine_memory()
+        if memory and need > memory:
+            raise ValueError(
+                f"a network of {self.num_blocks} blocks x {self.num_features} features needs "
+                f"{need / 2**30:.1f} GiB to train, more than this machine's "
+                f"{memory / 2**30:.1f} GiB"
+            )
 
 
 @dataclass(frozen=True)

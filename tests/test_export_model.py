@@ -10,15 +10,11 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from synthetic import write_dataset
 from test_dicom import read_back
 
-from mrisr.cli.export_model import main as export_main
 from mrisr.cli.install_model import main as install_main
-from mrisr.cli.plan_and_preprocess import main as plan_main
 from mrisr.cli.predict import main as predict_main
 from mrisr.imageio.sitk_io import Geometry
-from mrisr.training.train_api import run_training
 
 MODEL = "Dataset001_Synth/EDSRTrainer_tiny__mrisrPlans__gaussian_edsr"
 TINY = ["-c", "gaussian_edsr", "-tr", "EDSRTrainer_tiny"]
@@ -29,25 +25,12 @@ class Evil:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("export")
+def trained(exported_model):
+    """The session's exported model, with its roots set for this module's tests."""
+    root, inp, model = exported_model
     mp = pytest.MonkeyPatch()
     for k in ("mrisr_raw", "mrisr_preprocessed", "mrisr_results"):
-        (root / k).mkdir()
         mp.setenv(k, str(root / k))
-    ds = write_dataset(root / "mrisr_raw", n_pairs=3, hr_size=(80, 80, 3), lr_size=(40, 40, 3))
-    assert plan_main(["-d", "1", "-np", "1"]) == 0
-    run_training(0, "1", "gaussian_edsr", "EDSRTrainer_tiny", progress=False)
-    # degradation artefacts as a learned model leaves them (the fixed Gaussian has none)
-    deg = root / "mrisr_results" / "Dataset001_Synth" / "degradation__mrisrPlans__gaussian_edsr"
-    (deg / "units").mkdir(parents=True)
-    (deg / "units" / "case_000.json").write_text(json.dumps({"name": "case_000", "psnr": 30}))
-    np.save(deg / "units" / "case_000_kernel.npy", np.ones((5, 5), np.float32) / 25)
-    inp = root / "in"
-    inp.mkdir()
-    shutil.copy(ds / "imagesLR" / "case_000.nii.gz", inp / "case_000.nii.gz")
-    model = root / "model.zip"
-    assert export_main(["-d", "1", *TINY, "-o", str(model)]) == 0
     yield root, inp, model
     mp.undo()
 

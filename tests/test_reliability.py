@@ -23,6 +23,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from cli_runs import DS, MODEL, ROOTS, one_line, predict, run
+from cli_runs import random_checkpoint as _checkpoint
 from faults import full_folder, modes, read_only_folder, tree_state
 from synthetic import make_scan, write_dataset
 
@@ -31,98 +33,11 @@ from mrisr.cli import find_best_configuration as best_cli
 from mrisr.cli import plan_and_preprocess as plan_cli
 from mrisr.cli import predict as predict_cli
 from mrisr.cli import train as train_cli
-from mrisr.networks.edsr import EDSR
 from mrisr.preprocessing import storage
-from mrisr.training.checkpointing import FORMAT, save_checkpoint
+from mrisr.training.checkpointing import save_checkpoint
 from mrisr.utilities.cli_support import run_command
 from mrisr.utilities.errors import MrisrError
 from mrisr.utilities.file_io import atomic_path, save_json, save_npy, write_bytes_atomic
-
-DS = "Dataset001_Synth"
-ROOTS = ("mrisr_raw", "mrisr_preprocessed", "mrisr_results")
-MODEL = "EDSRTrainer__mrisrPlans__gaussian_edsr"
-
-
-# ------------------------------------------------------------------ fixtures and helpers
-def _checkpoint(scale: int, **change) -> dict:
-    torch.manual_seed(0)
-    args = {"scale": scale, "num_blocks": 1, "num_features": 8, "res_scale": 1.0, "in_channels": 1}
-    net = EDSR(**args)
-    state = {
-        "format": FORMAT,
-        "network_class": "EDSR",
-        "network_args": args,
-        "network": net.state_dict(),
-    }
-    state.update(change)
-    return state
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    """A planned and preprocessed dataset and a (random-weight) 'trained' gaussian_edsr fold."""
-    root = tmp_path_factory.mktemp("base")
-    mp = pytest.MonkeyPatch()
-    for k in ROOTS:
-        (root / k).mkdir()
-        mp.setenv(k, str(root / k))
-    write_dataset(root / "mrisr_raw", n_pairs=3)
-    assert plan_cli.main(["-d", "1", "-np", "1"]) == 0
-    plans = json.loads((root / "mrisr_preprocessed" / DS / "mrisrPlans.json").read_text())
-    model = root / "mrisr_results" / DS / MODEL
-    (model / "fold_0").mkdir(parents=True)
-    shutil.copy(root / "mrisr_preprocessed" / DS / "mrisrPlans.json", model / "plans.json")
-    save_checkpoint(_checkpoint(plans["scale"]), model / "fold_0" / "checkpoint_final.pth")
-    mp.undo()
-    return root
-
-
-@pytest.fixture
-def env(base, tmp_path, monkeypatch):
-    """A private copy of ``base`` (roots set, recorded raw paths pointing into the copy)."""
-    root = tmp_path / "w"
-    shutil.copytree(base, root, symlinks=True)
-    for f in (root / "mrisr_preprocessed").rglob("*.json"):
-        text = f.read_text()
-        if str(base) in text:
-            f.write_text(text.replace(str(base), str(root)))
-    for k in ROOTS:
-        monkeypatch.setenv(k, str(root / k))
-    inp = root / "lr_in"
-    shutil.copytree(root / "mrisr_raw" / DS / "imagesLR", inp)
-    return {"root": root, "in": inp, "raw": root / "mrisr_raw" / DS, **{k: root / k for k in ROOTS}}
-
-
-def run(cli, *args):
-    """(exit code, stdout, stderr) of a command's main() (argparse exits included)."""
-    import contextlib
-    import io
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = cli.main([str(a) for a in args])
-        except SystemExit as e:
-            code = e.code
-    return code, out.getvalue(), err.getvalue()
-
-
-def one_line(err: str, prog: str, *expected: str) -> str:
-    """The command's error line; no traceback anywhere."""
-    assert "Traceback" not in err, err
-    lines = [ln for ln in err.strip().splitlines() if ln.startswith(f"{prog}: error: ")]
-    assert len(lines) == 1, err
-    if os.environ.get("MRISR_SHOW_ERRORS"):
-        print("\n" + lines[0])
-    for s in expected:
-        assert s in lines[0], lines[0]
-    return lines[0]
-
-
-def predict(env, out, *extra):
-    return run(
-        predict_cli, "-i", env["in"], "-o", out, "-c", "gaussian_edsr", "--disable-tta", *extra
-    )
 
 
 # ================================================================ data loss and security

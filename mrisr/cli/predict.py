@@ -8,6 +8,19 @@ from pathlib import Path
 from mrisr.utilities.cli_support import int_at_least, run_command, setup_logging
 
 
+def _tile_size(text: str) -> int:
+    """0 (never tile) or 16..65536 LR pixels per side."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
+    if value != 0 and not 16 <= value <= 65536:
+        raise argparse.ArgumentTypeError(
+            f"{value} is not allowed: 0 (never tile) or 16..65536 pixels per side"
+        )
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     setup_logging()
@@ -71,7 +84,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--tile-size",
-        type=int,
+        type=_tile_size,
         default=None,
         help="LR slices larger than this many pixels per side are predicted in overlapping "
         "tiles (default 256; 0: never tile)",

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mrisr.utilities.errors import IntegrityError
+from mrisr.utilities.file_io import load_json
 
 HR_FOLDER = "imagesHR"
 LR_FOLDER = "imagesLR"
@@ -44,9 +44,8 @@ def load_dataset_json(dataset_dir: Path) -> DatasetInfo:
             '{"name": "...", "file_ending": ".nii.gz"}'
         )
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        data = load_json(path)
+    except ValueError as e:
         raise IntegrityError(f"{path}: not valid JSON ({e}); fix the syntax") from None
     if not isinstance(data, dict):
         raise IntegrityError(f"{path}: must hold a JSON object with 'name' and 'file_ending'")

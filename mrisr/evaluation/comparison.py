@@ -30,7 +30,14 @@ from mrisr.plans import Plans
 from mrisr.preprocessing.dataset import PreprocessedDataset
 from mrisr.preprocessing.foreground import foreground_mask
 from mrisr.utilities.errors import MrisrError
-from mrisr.utilities.file_io import atomic_path, load_json, load_json_or_error, save_json
+from mrisr.utilities.file_io import (
+    IncompleteWrite,
+    atomic_path,
+    load_json,
+    load_json_or_error,
+    save_json,
+    verify_file,
+)
 from mrisr.utilities.safety import safe_name
 
 logger = logging.getLogger(__name__)
@@ -58,6 +65,13 @@ FOLDS = paths.CV_FOLDS
 def _no_reference_of(m: Metric, path: Path, cache: dict) -> float:
     """The no-reference metric ``m`` of a validation SR volume (on its foreground)."""
     key = str(path)
+    try:
+        verify_file(path)  # ITK reads a truncated .nii.gz without a word, zeros at its end
+    except IncompleteWrite as e:
+        raise MrisrError(
+            f"{path}: damaged validation SR volume ({e}); delete it and re-create it with "
+            "mrisr_train FOLD -c CONFIG --val-only"
+        ) from None
     if key not in cache:
         try:
             arr = sitk.GetArrayFromImage(sitk.ReadImage(str(path), sitk.sitkFloat32))

@@ -37,7 +37,7 @@ from mrisr.paths import DATASET_RE
 from mrisr.planning.fingerprint import FINGERPRINT_FILE
 from mrisr.plans import Plans
 from mrisr.utilities.errors import MrisrError
-from mrisr.utilities.file_io import atomic_path
+from mrisr.utilities.file_io import atomic_path, load_json_or_error
 
 logger = logging.getLogger(__name__)
 
@@ -169,8 +169,9 @@ def _add_fold_members(
             if (fd / rel).is_file():
                 members[str(base / f"fold_{f}" / rel)] = (fd / rel).read_bytes()
         if (fd / "validation" / "summary.json").is_file():
-            summaries[f] = json.loads(
-                (fd / "validation" / "summary.json").read_text(encoding="utf-8")
+            summaries[f] = load_json_or_error(
+                fd / "validation" / "summary.json",
+                f"re-run the fold's validation (mrisr_train {f} --val-only) or delete it",
             )
     return summaries
 

@@ -50,7 +50,13 @@ def _input_files(folder: Path) -> list[InputScan]:
     if series is not None:
         return series
     entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
-    scans = [InputScan(p, p.name) for p in entries if p.is_file() or p.is_dir()]
+    for p in entries:
+        if not (p.is_file() or p.is_dir()):  # a dangling link, a link loop, a socket
+            raise IntegrityError(
+                f"{p}: neither a scan file nor a folder (a broken link or a link loop?); "
+                "remove it or point it at a scan"
+            )
+    scans = [InputScan(p, p.name) for p in entries]
     if not scans:
         raise MrisrError(
             f"{folder}: input folder is empty; put the real LR scans to super-resolve there"

@@ -72,6 +72,27 @@ def check_network_args(cls_name: str, args: object, path: str | os.PathLike | No
     return {k: (int(v) if bounds[k][0] is int else float(v)) for k, v in args.items()}
 
 
+def _check_shapes_before_allocating(cls, args: dict, weights: object, path) -> None:
+    """Build the network on the meta device (no memory) and compare its parameter shapes with
+    the stored weights: arguments within bounds can still mean tens of GiB, and a foreign
+    file is refused here in one line before the allocator is asked for them."""
+    where = path or "checkpoint"
+    if not isinstance(weights, dict):
+        raise MrisrError(f"{where}: checkpoint network is not a mapping; the file is damaged")
+    with torch.device("meta"):
+        meta = cls(**args)
+    want = {k: tuple(v.shape) for k, v in meta.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in weights.items() if isinstance(v, torch.Tensor)}
+    if want != got:
+        diff = sorted(set(want) ^ set(got)) or [k for k in want if want[k] != got.get(k)]
+        nbytes = sum(v.numel() * v.element_size() for v in meta.state_dict().values())
+        raise MrisrError(
+            f"{where}: weights do not fit the network its arguments describe ({diff[0]}; "
+            f"{nbytes / 2**30:.2g} GiB of parameters); the file is damaged or foreign: "
+            "delete it and retrain"
+        )
+
+
 def network_from_state(state: dict, path: str | os.PathLike | None = None) -> torch.nn.Module:
     """Rebuild the network of a loaded checkpoint (registered name and arguments stored in
     it); the arguments are bounded, the weights must fit them and be finite."""
@@ -79,7 +100,9 @@ def network_from_state(state: dict, path: str | os.PathLike | None = None) -> to
     if not isinstance(name, str) or name not in registered_networks():
         raise MrisrError(f"checkpoint holds an unknown network class '{name}'")
     spec = network_spec(name)
-    net = spec.cls(**check_network_args(name, state.get("network_args"), path))
+    args = check_network_args(name, state.get("network_args"), path)
+    _check_shapes_before_allocating(spec.cls, args, state["network"], path)
+    net = spec.cls(**args)
     try:
         net.load_state_dict(state["network"])
     except (RuntimeError, TypeError, AttributeError) as e:

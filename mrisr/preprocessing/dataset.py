@@ -38,7 +38,18 @@ class PreprocessedDataset:
     def properties(self) -> dict[str, dict]:
         props = {}
         for f in sorted(self.folder.glob("*.json")):
-            d = load_json(f)
+            try:
+                d = load_json(f)
+            except (ValueError, OSError) as e:
+                raise MrisrError(
+                    f"{f}: damaged preprocessed case file ({type(e).__name__}); re-run "
+                    "mrisr_plan_and_preprocess (it redoes the case)"
+                ) from None
+            if not isinstance(d, dict) or not isinstance(d.get("case"), str):
+                raise MrisrError(
+                    f"{f}: not a preprocessed case file (no 'case'); re-run "
+                    "mrisr_plan_and_preprocess (it redoes the case)"
+                )
             props[d["case"]] = d
         if not props:
             raise MrisrError(f"{self.folder}: no preprocessed cases; run mrisr_plan_and_preprocess")

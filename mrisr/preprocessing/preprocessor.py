@@ -162,14 +162,23 @@ def is_case_done(folder: Path, case: str, identity: str) -> bool:
         return False
     try:
         props = load_json(f["properties"])
-    except ValueError:
+    except (ValueError, OSError):
+        logger.info("%s: %s is damaged: redoing the case", case, f["properties"].name)
+        return False
+    if not isinstance(props, dict):
+        logger.info("%s: %s is not a case file: redoing the case", case, f["properties"].name)
         return False
     if props.get("plans_identity") != identity:
         return False
     needed = [k for k in ("hr", "lr") if props.get(f"has_{k}")]
-    if props.get("has_lr") and not f["lr_raw"].is_file():
-        return False
-    return all(f[f"{k}{s}"].is_file() for k in needed for s in ("", "_mask", "_weight"))
+    arrays = [f[f"{k}{s}"] for k in needed for s in ("", "_mask", "_weight")]
+    if props.get("has_lr"):
+        arrays.append(f["lr_raw"])
+    for a in arrays:
+        if not storage.intact(a):
+            logger.info("%s: %s is missing or damaged: redoing the case", case, a.name)
+            return False
+    return True
 
 
 def source_hashes(case: Case) -> dict[str, str | None]:

@@ -77,5 +77,15 @@ def load_array(path: str | os.PathLike) -> np.ndarray:
         raise _damaged(path, type(e).__name__) from None
 
 
+def intact(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a whole, decodable array (a re-run of preprocessing redoes a case
+    with a damaged one, not only one whose raw scan changed)."""
+    try:
+        load_array(path)
+    except MrisrError:
+        return False
+    return True
+
+
 def exists(path: str | os.PathLike) -> bool:
     return Path(path).is_file()

@@ -12,6 +12,20 @@ from torch import nn
 
 from mrisr.training.checkpointing import FINAL, LATEST, rng_state, set_rng_state
 from mrisr.training.interrupts import DeferredInterrupt
+from mrisr.utilities.errors import MrisrError
+
+#: what a resumable checkpoint holds beyond the weights (an exported one has none of these)
+RESUME_KEYS = ("optimisation", "rng", "history", "iteration", "seed")
+
+
+def _check_resumable(state: dict, where: str) -> None:
+    missing = [k for k in RESUME_KEYS if k not in state]
+    if missing:
+        raise MrisrError(
+            f"{where}: an inference-only checkpoint (exported or installed; it has no "
+            f"{', '.join(missing)}): --continue cannot resume training from it; delete it (or "
+            "move it away) and run mrisr_train without --continue to train this fold anew"
+        )
 
 
 class TrainerState:
@@ -38,16 +52,33 @@ class TrainerState:
         }
 
     def load_state(self, state: dict) -> None:
+        """Resume from ``state``; a slim (exported or installed) or damaged checkpoint is a
+        one-line MrisrError saying what it is and what to do."""
+        where = state.get("_path", "checkpoint")
+        _check_resumable(state, where)
         net = self._unwrapped()
-        net.load_state_dict(state["network"])
+        try:
+            net.load_state_dict(state["network"])
+        except (RuntimeError, TypeError, AttributeError) as e:
+            detail = (str(e).strip().splitlines() or [type(e).__name__])[-1].strip()[:160]
+            raise MrisrError(
+                f"{where}: weights do not fit this trainer's network ({detail}); the checkpoint "
+                "is damaged or foreign: delete it and run mrisr_train without --continue"
+            ) from None
         if self.channels_last:
             net.to(memory_format=torch.channels_last)
-        self.optimisation.load_state_dict(state["optimisation"])
-        set_rng_state(state["rng"])
-        self.log.load_state_dict(state["history"])
-        self.iteration = int(state["iteration"])
-        self.best_psnr = float(state.get("best_psnr", float("-inf")))
-        self.seed = int(state["seed"])
+        try:
+            self.optimisation.load_state_dict(state["optimisation"])
+            set_rng_state(state["rng"])
+            self.log.load_state_dict(state["history"])
+            self.iteration = int(state["iteration"])
+            self.best_psnr = float(state.get("best_psnr", float("-inf")))
+            self.seed = int(state["seed"])
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
+            raise MrisrError(
+                f"{where}: damaged training state ({type(e).__name__} in the optimiser, RNG or "
+                "history); delete it and run mrisr_train without --continue"
+            ) from None
         if int(state.get("world_size", 1)) != self.ctx.world_size:
             self.log.log(
                 f"resuming a run of {state.get('world_size')} process(es) with "
@@ -104,7 +135,10 @@ class TrainerState:
         the fold has none."""
         for name in (LATEST, FINAL):
             if self.checkpoints.exists(name):
-                return self.checkpoints.load(name, map_location)
+                state = self.checkpoints.load(name, map_location)
+                state["_path"] = str(self.checkpoints.path(name))
+                _check_resumable(state, state["_path"])
+                return state
         return None
 
     def _resume(self) -> None:

@@ -67,9 +67,25 @@ def run_command(prog: str, body: Callable[[], int | None]) -> int:
     try:
         return int(body() or 0)
     except MrisrError as e:
+        _close_progress_bars()
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        _close_progress_bars()
         hint = RESUME_HINTS.get(prog, "re-run the same command to resume")
         print(f"{prog}: interrupted; {hint}", file=sys.stderr)
         return 130
+
+
+def _close_progress_bars() -> None:
+    """Close the progress bars an exception left open (their loop never finished), so that
+    the one-line message starts on a line of its own, not after a bar."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return
+    for bar in list(getattr(tqdm, "_instances", ())):
+        try:
+            bar.close()
+        except Exception:  # a bar half torn down by the exception: nothing more to clear
+            pass

@@ -278,9 +278,40 @@ def save_json(obj: Any, path: str | os.PathLike, indent: int = 2) -> None:
     write_bytes_atomic(path, (text + "\n").encode("utf-8"))
 
 
+#: deeper nesting than any file mrisr writes (plans: 5 levels) is refused, not recursed into
+MAX_JSON_DEPTH = 32
+
+
+def _depth(obj: Any) -> int:
+    depth, level = 0, [obj]
+    while level:
+        level = [
+            v
+            for o in level
+            if isinstance(o, (dict, list))
+            for v in (o.values() if isinstance(o, dict) else o)
+        ]
+        depth += 1
+        if depth > MAX_JSON_DEPTH:
+            break
+    return depth
+
+
+def parse_json(data: str | bytes) -> Any:
+    """``json.loads`` with a depth limit: a ValueError (not a RecursionError) for nesting
+    deeper than :data:`MAX_JSON_DEPTH`."""
+    try:
+        obj = json.loads(data)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    if _depth(obj) > MAX_JSON_DEPTH:
+        raise ValueError(f"nested more than {MAX_JSON_DEPTH} levels deep")
+    return obj
+
+
 def load_json(path: str | os.PathLike) -> Any:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    with open(path, "rb") as f:
+        return parse_json(f.read())
 
 
 def load_json_or_error(path: str | os.PathLike, fix: str) -> Any:
