@@ -26,7 +26,9 @@ from mrisr.training.data import (
     batch_iterator,
     close_iterator,
 )
+from mrisr.training.early_stopping import PlateauRule
 from mrisr.training.train_api import results_folder, run_training
+from mrisr.training.trainer import TRAINERS
 from mrisr.training.variants import EDSRTrainer_tiny
 from mrisr.utilities.errors import MrisrError
 
@@ -409,3 +411,75 @@ def test_requested_precision_is_used_and_checked(env, capsys, monkeypatch):
     assert train_main([*args, "--precision", "bf16"]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("mrisr_train: error: --precision bf16: this cpu does not")
+
+
+# ------------------------------------------------------------------ early stopping
+@TRAINERS.register
+class EDSRTrainer_tiny_plateau(EDSRTrainer_tiny):
+    """The tiny trainer with early stopping and a rule that sees a plateau at every
+    validation it may judge: drops at iterations 2 and 3 (the planned 4 and 6), stop at 4."""
+
+    early_stopping = True
+    checkpoint_every = 1
+    plateau_rule = PlateauRule(patience=1, min_delta=100.0, min_fraction=0.0)
+
+
+def test_early_stopping_drops_the_learning_rate_then_stops(env, capsys):
+    train(trainer="EDSRTrainer_tiny_plateau")
+    folder = fold_dir(trainer="EDSRTrainer_tiny_plateau")
+    final = torch.load(folder / "checkpoint_final.pth", weights_only=True)
+    assert final["iteration"] == 4
+    assert final["early_stopping"]["drops"] == [2, 3]
+    assert final["early_stopping"]["stopped_at"] == 4
+    assert "plateau" in final["early_stopping"]["why"]
+    assert final["history"]["val_iteration"] == [1, 2, 3, 4]  # validated at every iteration
+    lr = final["optimisation"]["optimizer"]["param_groups"][0]["lr"]
+    assert lr == pytest.approx(1e-4 * 0.5 * 0.5)
+    log = (folder / "training_log.txt").read_text()
+    assert "(planned at iteration 4)" in log and "(planned at iteration 6)" in log
+    assert "stopping early at 4 of 8 iterations" in log
+    assert "training done: 4 iterations of 8 (stopped early)" in log
+    # --continue: complete as it is; --no-early-stop: the rest of the ceiling
+    assert (
+        train_main(["0", "-c", "gaussian_edsr", "-tr", "EDSRTrainer_tiny_plateau", "--continue"])
+        == 0
+    )
+    assert "training already complete" in capsys.readouterr().err
+    assert (
+        train_main(
+            [
+                "0",
+                "-c",
+                "gaussian_edsr",
+                "-tr",
+                "EDSRTrainer_tiny_plateau",
+                "--continue",
+                "--no-early-stop",
+            ]
+        )
+        == 0
+    )
+    assert torch.load(folder / "checkpoint_final.pth", weights_only=True)["iteration"] == 8
+
+
+def test_early_stopping_resumes_bit_exact(env, monkeypatch):
+    train(trainer="EDSRTrainer_tiny_plateau", num_workers=0)
+    folder = fold_dir(trainer="EDSRTrainer_tiny_plateau")
+    reference = torch.load(folder / "checkpoint_final.pth", weights_only=True)
+    shutil.rmtree(folder)
+
+    def crash(self, iteration, loss):
+        if iteration == 3:
+            raise RuntimeError("crash")
+
+    with monkeypatch.context() as m:
+        m.setattr(EDSRTrainer_tiny_plateau, "on_iteration_end", crash)
+        with pytest.raises(RuntimeError):
+            train(trainer="EDSRTrainer_tiny_plateau", num_workers=0)
+    latest = torch.load(folder / "checkpoint_latest.pth", weights_only=True)
+    assert latest["iteration"] == 2 and latest["early_stopping"]["drops"] == [2]
+    train(trainer="EDSRTrainer_tiny_plateau", num_workers=0, continue_training=True)
+    final = torch.load(folder / "checkpoint_final.pth", weights_only=True)
+    assert final["iteration"] == 4 and final["early_stopping"] == reference["early_stopping"]
+    for k, v in reference["network"].items():
+        assert torch.equal(v, final["network"][k]), k

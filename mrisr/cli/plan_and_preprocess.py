@@ -40,6 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="skip the estimate of each configuration's training time (a few timed steps "
         "of each planned network on this CPU, cached under $mrisr_results)",
     )
+    p.add_argument(
+        "--time-budget",
+        metavar="T",
+        help="fit each configuration's SR training to T per fold on this machine's measured "
+        "speed (e.g. 2h, 90m): the iteration ceiling, and a smaller network where needed",
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -55,6 +61,11 @@ def main(argv: list[str] | None = None) -> int:
             summary_text,
         )
 
+        budget = None
+        if args.time_budget is not None:
+            from mrisr.training.time_budget import parse_duration
+
+            budget = parse_duration(args.time_budget)  # a bad value fails before any work
         for name in dataset_names(args.d):
             t0 = time.time()
             verified, plans = plan_and_preprocess(
@@ -63,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
             if plans is None:
                 print(f"{name}: OK ({len(verified.cases)} cases pass the integrity check)")
             else:
+                if budget is not None:
+                    apply_time_budget(plans, budget)
                 print(summary_text(name, verified, plans))
                 if not args.no_time_estimate:
                     print(training_cost_text(verified, plans))
@@ -70,6 +83,24 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     return run_command("mrisr_plan_and_preprocess", body)
+
+
+def apply_time_budget(plans, budget: float) -> None:
+    """Fit the plans' SR trainings to ``budget`` seconds (measured here) and save them."""
+    import torch
+
+    from mrisr import paths
+    from mrisr.training.precision import CACHE_FILE, probe
+    from mrisr.training.time_budget import fit_time_budget
+
+    cache = paths.machine_cache(CACHE_FILE)
+
+    def step_seconds(args: dict, batch: int, patch: int) -> float:
+        choice = probe(torch.device("cpu"), args, batch, patch, cache)
+        return choice.seconds[choice.precision]
+
+    fit_time_budget(plans, budget, step_seconds)
+    plans.save(plans.path)
 
 
 def training_cost_text(verified, plans) -> str:

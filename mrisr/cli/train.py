@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="arithmetic of the network (auto: the fastest this device computes natively, "
         "measured once per machine and network; weights stay float32)",
     )
+    p.add_argument(
+        "--no-early-stop", action="store_true", help="train the planned iterations in full"
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -104,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             num_workers=args.num_workers,
             tta=False if args.disable_tta else None,
             precision=args.precision,
+            early_stopping=not args.no_early_stop,
         )
         if summary is None:
             return 0

@@ -88,6 +88,23 @@ class Optimisation:
     def learning_rate(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
 
+    def milestones(self) -> list[int]:
+        """The iterations at which the learning rate drops (planned, less those taken early)."""
+        return sorted(int(m) for m in self.scheduler.milestones)
+
+    def drop_learning_rate_now(self) -> int:
+        """Take the next planned learning-rate drop now (early stopping's plateau); returns
+        the planned iteration it replaces. The scheduler's state records it (resumable)."""
+        done = self.scheduler.last_epoch
+        pending = [m for m in self.milestones() if m > done]
+        if not pending:
+            raise ValueError("no planned learning-rate drop left")
+        del self.scheduler.milestones[pending[0]]
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["lr"] * self.settings.lr_gamma
+        self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]
+        return pending[0]
+
     def step(self, lr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
         """One update on a batch; returns the (detached) loss without synchronising."""
         self.optimizer.zero_grad(set_to_none=True)

@@ -123,6 +123,7 @@ def _train_worker(
     val_cases: list[str],
     continue_training: bool,
     precision: str = "auto",
+    early_stopping: bool = True,
 ) -> None:
     """One training process (module level: DDP processes start here through
     torch.multiprocessing.spawn, with no logging configured yet)."""
@@ -140,6 +141,8 @@ def _train_worker(
         progress,
     )
     trainer.precision = precision
+    if not early_stopping:
+        trainer.early_stopping = False
     trainer.run(PreprocessedDataset.for_plans(plans), synthetic, val_cases, continue_training)
 
 
@@ -157,10 +160,12 @@ def run_training(
     tta: bool | None = None,
     progress: bool = True,
     precision: str = "auto",
+    early_stopping: bool = True,
 ) -> dict | None:
     """Train (unless ``val_only`` or nothing to train) and validate one fold; returns the
     validation summary (None on non-main DDP ranks). ``precision``: auto (measured, see
-    :mod:`mrisr.training.precision`), fp32, bf16 or fp16."""
+    :mod:`mrisr.training.precision`), fp32, bf16 or fp16; ``early_stopping``: False keeps
+    the fixed budget (see :mod:`mrisr.training.early_stopping`)."""
     check_device(device)
     check_precision(precision, torch.device(device))
     if num_workers is not None and num_workers < 0:
@@ -192,6 +197,7 @@ def run_training(
             tta,
             progress,
             precision,
+            early_stopping,
         )
     finally:
         if ctx.enabled and torch.distributed.is_initialized():
@@ -201,7 +207,7 @@ def run_training(
 def _train(ctx, trainer_cls, job, output, train_cases, val_cases, num_gpus, continue_training):
     """Synthetic LR for the training cases (main rank), then the training, in this process
     or in ``num_gpus`` DDP processes."""
-    plans, configuration, fold, fold_dir, device, num_workers, progress, precision = job
+    plans, configuration, fold, fold_dir, device, num_workers, progress, precision, stop = job
     probe = trainer_cls(plans, configuration, fold, fold_dir, "cpu", ctx, num_workers, False)
     if continue_training:
         probe.resume_state()  # a foreign or damaged checkpoint fails here, before any write
@@ -223,6 +229,7 @@ def _train(ctx, trainer_cls, job, output, train_cases, val_cases, num_gpus, cont
         val_cases,
         continue_training,
         precision,
+        stop,
     )
     if num_gpus > 1:
         logger.info("starting %d DDP processes (%s)", num_gpus, device)
@@ -271,6 +278,7 @@ def _run(
     tta: bool | None,
     progress: bool,
     precision: str = "auto",
+    early_stopping: bool = True,
 ) -> dict | None:
     name = resolve_preprocessed_dataset(dataset)
     plans = load_plans(name, plans_name)
@@ -293,7 +301,17 @@ def _run(
     if ctx.is_main:
         check_validation_inputs(ds, val_cases)  # a moved raw scan fails now, not after training
     if config.requires_training and not val_only:
-        job = (plans, configuration, fold, fold_dir, device, num_workers, progress, precision)
+        job = (
+            plans,
+            configuration,
+            fold,
+            fold_dir,
+            device,
+            num_workers,
+            progress,
+            precision,
+            early_stopping,
+        )
         _train(ctx, trainer_cls, job, output, train_cases, val_cases, num_gpus, continue_training)
     elif ctx.is_main:
         copy_training_inputs(plans, output)

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -46,6 +47,7 @@ from mrisr.preprocessing.dataset import PreprocessedDataset
 from mrisr.training.checkpointing import BEST, FINAL, LATEST, Checkpointer, plans_identity
 from mrisr.training.data import close_iterator
 from mrisr.training.distributed import DistContext
+from mrisr.training.early_stopping import CONTINUE, DROP, STOP, EarlyStopping, PlateauRule
 from mrisr.training.estimate import FoldClock, format_duration
 from mrisr.training.interrupts import DeferredInterrupt
 from mrisr.training.trainer_pieces import TrainerPieces, default_num_workers
@@ -62,6 +64,7 @@ logger = logging.getLogger(__name__)
 
 #: name -> trainer class (``mrisr_train -tr NAME``)
 TRAINERS: Registry[type] = Registry("trainer")
+DECISIONS = (CONTINUE, DROP, STOP)
 
 
 class SRTrainer(TrainerPieces, TrainerState):
@@ -92,6 +95,10 @@ class SRTrainer(TrainerPieces, TrainerState):
     frequency_loss_weight: float | None = None
     validation_max_slices: int = 16
     final_validation_tta: bool = True
+    # stop when the validation PSNR stops improving (mrisr_train --no-early-stop: False);
+    # the planned iterations are then a ceiling (see mrisr.training.early_stopping)
+    early_stopping: bool = True
+    plateau_rule: PlateauRule = PlateauRule()
 
     def __init__(
         self,
@@ -128,6 +135,7 @@ class SRTrainer(TrainerPieces, TrainerState):
         self.iteration = 0
         self.patch_degradation: PatchDegradation | None = None
         self.best_psnr = float("-inf")
+        self.early_stop = EarlyStopping(self.plateau_rule, enabled=False)
         self._interrupt = DeferredInterrupt(self.ctx.is_main)
 
     @property
@@ -173,6 +181,8 @@ class SRTrainer(TrainerPieces, TrainerState):
 
     def on_train_end(self) -> None:
         msg = f"training done: {self.iteration} iterations"
+        if self.early_stop.stopped_at is not None:
+            msg += f" of {self.settings.iterations} (stopped early)"
         if self.log.history["val_iteration"]:
             msg += f"; best validation PSNR {self.best_psnr:.3f} dB"
         self.log.log(msg)
@@ -194,6 +204,25 @@ class SRTrainer(TrainerPieces, TrainerState):
             self.checkpoints.save(BEST, self.state())
         self.on_validation_end(self.iteration, m)
 
+    def _apply_plateau_rule(self) -> None:
+        """After a validation: go on, take the next learning-rate drop now, or stop (the
+        main rank decides on its validation; DDP ranks receive the decision)."""
+        if not self.early_stop.enabled:
+            return
+        s = self.settings
+        decision, why = CONTINUE, ""
+        if self.ctx.is_main:
+            decision, why = self.early_stop.decision(
+                self.log.history, self.iteration, s.iterations, self.optimisation.milestones()
+            )
+        if self.ctx.enabled:
+            code = torch.tensor([DECISIONS.index(decision)], device=self.device)
+            torch.distributed.broadcast(code, src=0)
+            decision = DECISIONS[int(code.item())]
+        line = self.early_stop.apply(decision, why, self.iteration, s.iterations, self.optimisation)
+        if line:
+            self.log.log(line)
+
     def run(
         self,
         dataset: PreprocessedDataset,
@@ -205,7 +234,7 @@ class SRTrainer(TrainerPieces, TrainerState):
         periodically on ``val_cases``; write the checkpoints of the fold folder."""
         s = self.settings
         volumes, sampler, validator = self._set_up(dataset, synthetic, val_cases, continue_training)
-        if self.iteration >= s.iterations:
+        if self.iteration >= s.iterations or self.early_stop.stopped:
             self.log.log("training already complete")
             if not self.checkpoints.exists(FINAL):
                 self._finish()
@@ -268,12 +297,26 @@ class SRTrainer(TrainerPieces, TrainerState):
             dataset, sorted(synthetic), next(iter(synthetic.values())).parent / "summary.json"
         )
         validator = self.build_validator(dataset, val_cases)
+        self.early_stop.enabled = self.early_stopping and bool(val_cases)
+        if self.early_stop.enabled:
+            every = self.plateau_rule.validate_every(
+                self.settings.validate_every, self.settings.iterations
+            )
+            self.settings = replace(self.settings, validate_every=every)
         self.on_train_start()
         self.log.log(
             f"training on {len(volumes)} HR cases ({sampler.num_slices} slices); "
             f"validating on {len(val_cases)} pairs"
             + ("" if self.iteration == 0 else f"; resuming at iteration {self.iteration}")
         )
+        if self.early_stop.enabled:
+            r = self.plateau_rule
+            self.log.log(
+                f"early stopping: {self.settings.iterations} iterations at most, validation "
+                f"every {self.settings.validate_every}; after {r.min_fraction:.0%} of them a "
+                f"plateau (no gain of {r.min_delta:g} dB over {r.patience} validations) takes "
+                "the next planned learning-rate drop now, and after the last one stops"
+            )
         return volumes, sampler, validator
 
     def _loop(self, batches, bar, validator, clock: FoldClock) -> None:
@@ -281,7 +324,7 @@ class SRTrainer(TrainerPieces, TrainerState):
         s = self.settings
         loss_sum = torch.zeros((), device=self.device)
         n_window, t_window = 0, 0.0  # steps and seconds (data + step) since the last record
-        while self.iteration < s.iterations:
+        while self.iteration < s.iterations and not self.early_stop.stopped:
             t0 = time.perf_counter()
             batch = next(batches)
             if batch["iteration"] != self.iteration:
@@ -315,9 +358,11 @@ class SRTrainer(TrainerPieces, TrainerState):
             self.on_iteration_end(self.iteration, loss)
             if self.iteration % s.validate_every == 0 or last:
                 self._validate(validator)
+                if not last:
+                    self._apply_plateau_rule()
             if self.iteration % s.checkpoint_every == 0 and not last:
                 self.checkpoints.save(LATEST, self.state())
-                self.log.plot(self._title())
+                self.log.plot(self._title(), self.early_stop.marks())
             if self._should_stop():
                 raise KeyboardInterrupt
 
@@ -328,7 +373,7 @@ class SRTrainer(TrainerPieces, TrainerState):
         if not self.log.history["val_iteration"]:
             # no validation pairs: the final network is the best one there is
             self.checkpoints.save(BEST, state)
-        self.log.plot(self._title())
+        self.log.plot(self._title(), self.early_stop.marks())
         self.on_train_end()
         self.ctx.barrier()
 

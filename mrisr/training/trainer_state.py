@@ -49,6 +49,7 @@ class TrainerState:
             "rng": rng_state(),
             "history": self.log.state_dict(),
             "best_psnr": float(self.best_psnr),
+            "early_stopping": self.early_stop.state_dict(),
         }
 
     def load_state(self, state: dict) -> None:
@@ -74,6 +75,7 @@ class TrainerState:
             self.iteration = int(state["iteration"])
             self.best_psnr = float(state.get("best_psnr", float("-inf")))
             self.seed = int(state["seed"])
+            self.early_stop.load_state_dict(state.get("early_stopping"))
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
             raise MrisrError(
                 f"{where}: damaged training state ({type(e).__name__} in the optimiser, RNG or "

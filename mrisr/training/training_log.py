@@ -77,8 +77,9 @@ class TrainingLog:
     def load_state_dict(self, state: dict) -> None:
         self.history = {k: list(state.get(k, [])) for k in HISTORY_KEYS}
 
-    def plot(self, title: str = "") -> None:
-        """Write progress.png: loss, validation PSNR/SSIM, learning rate, s/iteration."""
+    def plot(self, title: str = "", marks: dict[int, str] | None = None) -> None:
+        """Write progress.png: loss, validation PSNR/SSIM, learning rate, s/iteration;
+        ``marks``: iteration -> label of a vertical line (early stopping's decisions)."""
         if not self.enabled or not self.history["iteration"]:
             return
         from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -112,6 +113,19 @@ class TrainingLog:
         ax[2].legend(loc="upper left")
         lr_ax.legend(loc="upper right")
         ax[2].set_xlabel("iteration")
+        for it, label in (marks or {}).items():
+            for a in ax:
+                a.axvline(it, color="0.5", linestyle="--", linewidth=0.8)
+            ax[0].annotate(
+                label,
+                (it, 1),
+                xycoords=("data", "axes fraction"),
+                rotation=90,
+                va="top",
+                ha="right",
+                fontsize=7,
+                color="0.3",
+            )
         if title:
             fig.suptitle(title)
         fig.tight_layout()

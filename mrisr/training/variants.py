@@ -5,14 +5,19 @@ length, see :class:`mrisr.training.trainer.SRTrainer`):
 
 * ``EDSRTrainer_2000iters``, ``EDSRTrainer_5000iters``, ``EDSRTrainer_20000iters``
 * ``EDSRTrainer_5iters``: five iterations of the planned network (smoke test of a setup)
-* ``EDSRTrainer_demo``: the embedded demo (``mrisr_demo``) on a 2-core CPU: EDSR with 8
-  residual blocks x 32 features (1/8 of the planned network's arithmetic), 1200
-  iterations of 16 patches, Adam 2e-4 (halved at 1/2 and 3/4), validation every 400 and
-  checkpoints every 200 iterations. About 65 ms per iteration with bf16 autocast (AMX),
-  ~80 s per configuration; the planned network and budget (16 x 64, tens of thousands of
-  iterations) are what ``EDSRTrainer`` trains.
+* ``EDSRTrainer_quality`` (the quality harness) and ``EDSRTrainer_demo`` (``mrisr_demo``):
+  EDSR with 8 residual blocks x 32 features (1/8 of the planned network's arithmetic),
+  Adam 2e-4 (halved at 1/2 and 3/4); see the classes for their budgets. The planned
+  network and budget (16 x 64, tens of thousands of iterations) are what ``EDSRTrainer``
+  trains.
+* ``EDSRTrainer_quality_long`` / ``EDSRTrainer_quality_long_fixed``: the harness's network
+  for four times its budget, with and without early stopping (its benchmark).
 * ``EDSRTrainer_tiny``: for the test-suite: 2 blocks x 16 features, batch 4, 8 iterations,
   checkpoint and validation every 4; trains nothing useful in well under a second.
+
+Early stopping (:mod:`mrisr.training.early_stopping`) is on for ``EDSRTrainer`` and the
+budget variants; the fixed-budget comparisons (quality harness, demo, tests) keep it off so
+that every configuration trains the same number of iterations.
 
 Precision:
 
@@ -53,6 +58,7 @@ class EDSRTrainer_5iters(EDSRTrainer):
     iterations = 5
     checkpoint_every = 5
     validate_every = 5
+    early_stopping = False
 
 
 @TRAINERS.register
@@ -68,6 +74,27 @@ class EDSRTrainer_quality(EDSRTrainer):
     checkpoint_every = 200
     validate_every = 400
     log_every = 20
+    early_stopping = False  # every configuration of the harness trains the same budget
+
+
+@TRAINERS.register
+class EDSRTrainer_quality_long(EDSRTrainer_quality):
+    """The harness's network for four times its budget (4800 iterations) as a ceiling, with
+    early stopping (``benchmarks/bench_early_stop.py``)."""
+
+    iterations = 4800
+    checkpoint_every = 400
+    validate_every = 400
+    early_stopping = True
+
+
+@TRAINERS.register
+class EDSRTrainer_quality_long_fixed(EDSRTrainer_quality_long):
+    """``EDSRTrainer_quality_long`` without early stopping: the same 4800 iterations in full,
+    validated as often (its benchmark's reference)."""
+
+    early_stopping = False
+    validate_every = 240
 
 
 @TRAINERS.register
@@ -112,6 +139,7 @@ class EDSRTrainer_tiny(EDSRTrainer):
     validate_every = 4
     log_every = 2
     validation_max_slices = 4
+    early_stopping = False
 
 
 @TRAINERS.register

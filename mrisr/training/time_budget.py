@@ -1,0 +1,124 @@
+"""``mrisr_plan_and_preprocess --time-budget 2h``: each configuration's SR training fitted to
+a wall-clock budget per configuration and fold, on this machine's measured speed.
+
+For every configuration that trains, the step time of its planned network is measured
+(:func:`mrisr.training.precision.probe`: a few timed steps in the fastest native precision,
+cached per machine and network). Its iteration ceiling becomes what fits in the budget less a
+reserve for the periodic validations, data loading and the final validation, and at most the
+planned count. Where fewer than :data:`MIN_ITERATIONS` would fit, the next smaller network
+of :data:`NETWORK_LADDER` is measured instead (a smaller EDSR trained longer beats a larger
+one trained for a few hundred steps). The learning-rate milestones and the checkpoint and
+validation intervals scale with the iterations, as for a trainer variant. The decision is
+recorded in the plans (``decisions.time_budget``); ``EDSRTrainer`` trains it, early stopping
+may stop it sooner. The degradation stage (DSGAN kernels, once per dataset) is not part of
+the budget.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import asdict
+
+from mrisr.networks.registry import network_spec
+from mrisr.plans import Plans, SRPlan
+from mrisr.training.estimate import format_duration
+from mrisr.training.settings import TrainingSettings
+from mrisr.utilities.errors import MrisrError
+
+#: (blocks, features), largest first: each about half the arithmetic of the one before
+NETWORK_LADDER = ((16, 64), (8, 64), (8, 32), (4, 32), (4, 16))
+#: below this many iterations the next smaller network is tried
+MIN_ITERATIONS = 2000
+#: the smallest ceiling a budget may give
+MIN_FIT = 100
+#: share of the budget kept for validations, data loading and the final validation
+RESERVE = 0.10
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hours?)\s*$", re.IGNORECASE)
+_UNIT = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hour": 3600, "hours": 3600}
+
+#: (network args, batch size, LR patch) -> seconds per training step
+StepSeconds = Callable[[dict, int, int], float]
+
+
+def parse_duration(text: str) -> float:
+    """'2h', '90m', '45min', '600s', '1.5h' -> seconds (one-line MrisrError otherwise)."""
+    m = _DURATION.match(str(text))
+    if not m:
+        raise MrisrError(f"--time-budget {text!r}: give a number and a unit, e.g. 2h, 90m, 600s")
+    seconds = float(m.group(1)) * _UNIT[m.group(2).lower()]
+    if seconds <= 0:
+        raise MrisrError(f"--time-budget {text!r}: must be more than zero")
+    return seconds
+
+
+def _ladder(blocks: int, features: int) -> list[tuple[int, int]]:
+    """The planned network, then the smaller rungs of the ladder."""
+    size = blocks * features**2
+    return [(blocks, features)] + [
+        (b, f) for b, f in NETWORK_LADDER if b * f**2 < size and (b, f) != (blocks, features)
+    ]
+
+
+def _scaled(sr: dict, blocks: int, features: int, iterations: int) -> dict:
+    ratio = iterations / sr["iterations"]
+    return {
+        **sr,
+        "num_blocks": blocks,
+        "num_features": features,
+        "iterations": iterations,
+        "lr_milestones": [max(1, round(m * ratio)) for m in sr["lr_milestones"]],
+        "checkpoint_every": max(1, round(sr["checkpoint_every"] * ratio)),
+        "validate_every": max(1, round(sr["validate_every"] * ratio)),
+    }
+
+
+def fit_time_budget(plans: Plans, budget: float, step_seconds: StepSeconds) -> list[str]:
+    """Fit every training configuration of ``plans`` (changed in place) to ``budget``
+    seconds per configuration and fold; returns one line per configuration."""
+    lines, fitted = [], {}
+    for name in plans.configuration_names:
+        config = plans.configuration(name)
+        if not config.requires_training:
+            continue
+        sr = dict(config.sr)
+        key = repr(sorted(sr.items()))
+        if key not in fitted:
+            fitted[key] = _fit(sr, plans.scale, budget, step_seconds)
+        new, line = fitted[key]
+        plans.data["configurations"][name]["sr"] = new
+        lines.append(f"{name}: {line}")
+    plans.data.setdefault("decisions", {})["time_budget"] = (
+        f"{format_duration(budget)} per configuration and fold on this machine "
+        f"({100 * RESERVE:.0f} % kept for validation and data loading): " + "; ".join(lines)
+    )
+    return lines
+
+
+def _fit(sr: dict, scale: int, budget: float, step_seconds: StepSeconds) -> tuple[dict, str]:
+    planned = int(sr["iterations"])
+    plan = TrainingSettings(**asdict(SRPlan.from_dict(sr)), scale=scale)
+    rungs = _ladder(plan.num_blocks, plan.num_features)
+    for i, (blocks, features) in enumerate(rungs):
+        args = network_spec(plan.network).init_args(
+            {"num_blocks": blocks, "num_features": features, "res_scale": plan.res_scale}, scale
+        )
+        t = step_seconds(args, plan.batch_size, plan.lr_patch)
+        fits = int(budget * (1 - RESERVE) / t)
+        if fits >= min(MIN_ITERATIONS, planned) or i == len(rungs) - 1:
+            break
+    if fits < MIN_FIT:
+        raise MrisrError(
+            f"--time-budget {format_duration(budget)}: even a {blocks} x {features} EDSR fits "
+            f"only {fits} iterations at {t:.3g} s on this machine; give at least "
+            f"{format_duration(MIN_FIT * t / (1 - RESERVE))}"
+        )
+    its = min(planned, fits)
+    line = (
+        f"{blocks} x {features} EDSR, {its} of {planned} planned iterations at {t:.3g} s "
+        f"= {format_duration(its * t)}"
+    )
+    if (blocks, features) != rungs[0]:
+        line += f" (the planned {rungs[0][0]} x {rungs[0][1]} would fit too few iterations)"
+    return _scaled(sr, blocks, features, its), line
