@@ -61,6 +61,7 @@ def test_the_ceiling_is_what_fits_and_the_schedule_scales(plans):
     ratio = want / sr["iterations"]
     assert new["lr_milestones"] == [round(m * ratio) for m in sr["lr_milestones"]]
     assert any(f"{want} of {sr['iterations']} planned iterations" in ln for ln in lines)
+    assert not any(f"{want} of {want} planned" in ln for ln in lines)  # inherited sr: as planned
     plans.save(plans.path)
     Plans.load(plans.path)  # still valid plans
 

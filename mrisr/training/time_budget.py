@@ -76,19 +76,22 @@ def _scaled(sr: dict, blocks: int, features: int, iterations: int) -> dict:
 
 def fit_time_budget(plans: Plans, budget: float, step_seconds: StepSeconds) -> list[str]:
     """Fit every training configuration of ``plans`` (changed in place) to ``budget``
-    seconds per configuration and fold; returns one line per configuration."""
-    lines, fitted = [], {}
-    for name in plans.configuration_names:
-        config = plans.configuration(name)
-        if not config.requires_training:
-            continue
-        sr = dict(config.sr)
+    seconds per configuration and fold; returns one line per distinct fit."""
+    planned = {  # resolved before any is changed (children inherit their parent's sr)
+        name: dict(plans.configuration(name).sr)
+        for name in plans.configuration_names
+        if plans.configuration(name).requires_training
+    }
+    fits: dict[str, tuple[dict, str]] = {}
+    users: dict[str, list[str]] = {}
+    for name, sr in planned.items():
         key = repr(sorted(sr.items()))
-        if key not in fitted:
-            fitted[key] = _fit(sr, plans.scale, budget, step_seconds)
-        new, line = fitted[key]
-        plans.data["configurations"][name]["sr"] = new
-        lines.append(f"{name}: {line}")
+        if key not in fits:
+            fits[key] = _fit(sr, plans.scale, budget, step_seconds)
+        users.setdefault(key, []).append(name)
+    for name, sr in planned.items():
+        plans.data["configurations"][name]["sr"] = fits[repr(sorted(sr.items()))][0]
+    lines = [f"{', '.join(users[k])}: {fits[k][1]}" for k in fits]
     plans.data.setdefault("decisions", {})["time_budget"] = (
         f"{format_duration(budget)} per configuration and fold on this machine "
         f"({100 * RESERVE:.0f} % kept for validation and data loading): " + "; ".join(lines)
