@@ -37,7 +37,7 @@ from mrisr.networks.checkpoint_io import network_from_state
 from mrisr.paths import DATASET_RE
 from mrisr.plans import Plans, plans_identity
 from mrisr.utilities.errors import MrisrError
-from mrisr.utilities.file_io import parse_json, write_error
+from mrisr.utilities.file_io import make_dirs, parse_json, write_error
 from mrisr.utilities.safety import SAFE_NAME
 
 logger = logging.getLogger(__name__)
@@ -267,7 +267,7 @@ def install_model(zip_path: Path, overwrite: bool = False) -> Path:
             raise MrisrError(
                 f"{zip_path}: members differ from the manifest ({', '.join(extra[:3])})"
             )
-        make_root(root)
+        make_dirs(root)
         _check_sizes(members, kinds, zip_path, root)
         try:
             tmp = Path(tempfile.mkdtemp(prefix=".install_", dir=root))
@@ -289,13 +289,6 @@ def install_model(zip_path: Path, overwrite: bool = False) -> Path:
             return _validate_and_move(tmp, root, manifest, zip_path, overwrite)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-
-
-def make_root(root: Path) -> None:
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise write_error(root, e) from None
 
 
 def _validate_and_move(

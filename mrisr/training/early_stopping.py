@@ -23,6 +23,8 @@ import math
 from dataclasses import dataclass
 
 CONTINUE, DROP, STOP = "continue", "drop", "stop"
+#: the decisions in a fixed order (DDP ranks receive rank 0's as an index)
+DECISIONS = (CONTINUE, DROP, STOP)
 
 
 @dataclass(frozen=True)
@@ -70,8 +72,9 @@ class PlateauRule:
 
 class EarlyStopping:
     """A trainer's early stopping: the rule, its decisions so far (checkpointed) and their
-    effect on the optimisation (a collaborator of :class:`~mrisr.training.trainer.SRTrainer`,
-    which calls :meth:`after_validation` on every rank after each periodic validation)."""
+    effect on the optimisation (a collaborator of :class:`~mrisr.training.trainer.SRTrainer`:
+    after each periodic validation the main rank asks for a :meth:`decision`, and every rank
+    carries it out with :meth:`apply`)."""
 
     def __init__(self, rule: PlateauRule, enabled: bool):
         self.rule = rule

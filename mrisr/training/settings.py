@@ -8,6 +8,12 @@ from mrisr.networks.registry import network_spec
 from mrisr.plans import SRPlan
 
 
+def rescaled(value: int, ratio: float) -> int:
+    """An iteration count of the schedule (a milestone, an interval) for a budget ``ratio``
+    times the planned one: a trainer variant's length, a time budget's ceiling."""
+    return max(1, int(round(value * ratio)))
+
+
 @dataclass(frozen=True)
 class TrainingSettings(SRPlan):
     """Everything the loop needs: the plans' ``sr`` section (:class:`~mrisr.plans.SRPlan`,

@@ -23,7 +23,7 @@ from dataclasses import asdict
 from mrisr.networks.registry import network_spec
 from mrisr.plans import Plans, SRPlan
 from mrisr.training.estimate import format_duration
-from mrisr.training.settings import TrainingSettings
+from mrisr.training.settings import TrainingSettings, rescaled
 from mrisr.utilities.errors import MrisrError
 
 #: (blocks, features), largest first: each about half the arithmetic of the one before
@@ -68,9 +68,9 @@ def _scaled(sr: dict, blocks: int, features: int, iterations: int) -> dict:
         "num_blocks": blocks,
         "num_features": features,
         "iterations": iterations,
-        "lr_milestones": [max(1, round(m * ratio)) for m in sr["lr_milestones"]],
-        "checkpoint_every": max(1, round(sr["checkpoint_every"] * ratio)),
-        "validate_every": max(1, round(sr["validate_every"] * ratio)),
+        "lr_milestones": [rescaled(m, ratio) for m in sr["lr_milestones"]],
+        "checkpoint_every": rescaled(sr["checkpoint_every"], ratio),
+        "validate_every": rescaled(sr["validate_every"], ratio),
     }
 
 

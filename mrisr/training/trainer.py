@@ -47,7 +47,7 @@ from mrisr.preprocessing.dataset import PreprocessedDataset
 from mrisr.training.checkpointing import BEST, FINAL, LATEST, Checkpointer, plans_identity
 from mrisr.training.data import close_iterator
 from mrisr.training.distributed import DistContext
-from mrisr.training.early_stopping import CONTINUE, DROP, STOP, EarlyStopping, PlateauRule
+from mrisr.training.early_stopping import CONTINUE, DECISIONS, EarlyStopping, PlateauRule
 from mrisr.training.estimate import FoldClock, format_duration
 from mrisr.training.interrupts import DeferredInterrupt
 from mrisr.training.trainer_pieces import TrainerPieces, default_num_workers
@@ -64,7 +64,6 @@ logger = logging.getLogger(__name__)
 
 #: name -> trainer class (``mrisr_train -tr NAME``)
 TRAINERS: Registry[type] = Registry("trainer")
-DECISIONS = (CONTINUE, DROP, STOP)
 
 
 class SRTrainer(TrainerPieces, TrainerState):

@@ -22,7 +22,7 @@ from mrisr.training.data import PatchSampler, SRPatchLoader, TrainingVolume, bat
 from mrisr.training.estimate import FoldClock
 from mrisr.training.optimisation import Optimisation, OptimisationSettings
 from mrisr.training.precision import PrecisionChoice, choose
-from mrisr.training.settings import TrainingSettings
+from mrisr.training.settings import TrainingSettings, rescaled
 from mrisr.training.validation import PairValidator
 from mrisr.utilities.errors import MrisrError
 from mrisr.utilities.file_io import load_json
@@ -45,13 +45,9 @@ class TrainerPieces:
         sr = self.config.sr_plan
         it = int(self.iterations or sr.iterations)
         ratio = it / sr.iterations
-
-        def rescaled(value: int) -> int:
-            return max(1, int(round(value * ratio)))
-
         milestones = self.lr_milestones
         if milestones is None:
-            milestones = tuple(rescaled(m) for m in sr.lr_milestones)
+            milestones = tuple(rescaled(m, ratio) for m in sr.lr_milestones)
         s = TrainingSettings(
             scale=self.plans.scale,
             lr_patch=int(self.lr_patch or sr.lr_patch),
@@ -67,8 +63,8 @@ class TrainerPieces:
             lr_gamma=sr.lr_gamma,
             grad_clip_norm=sr.grad_clip_norm,
             augmentation=sr.augmentation,
-            checkpoint_every=int(self.checkpoint_every or rescaled(sr.checkpoint_every)),
-            validate_every=int(self.validate_every or rescaled(sr.validate_every)),
+            checkpoint_every=int(self.checkpoint_every or rescaled(sr.checkpoint_every, ratio)),
+            validate_every=int(self.validate_every or rescaled(sr.validate_every, ratio)),
         )
         if self.ctx.enabled:
             per_rank = max(1, s.batch_size // self.ctx.world_size)
