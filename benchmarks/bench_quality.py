@@ -17,6 +17,12 @@ the real LR of the registered pairs (SSIM, PSNR).
     python benchmarks/bench_quality.py                       # both protocols, fold 0
     python benchmarks/bench_quality.py --protocols default --configs bicubic,dsgan_edsr
     python benchmarks/bench_quality.py --folds 0 1 2 3 4     # all folds (ensemble)
+    python benchmarks/bench_quality.py --protocols random:1000-1007 --configs bicubic,dsgan_edsr
+
+``random:A-B`` runs the demo's protocol family (:mod:`mrisr.dataset.demo_protocol_family`);
+with several protocols the report starts with each configuration's gain over bicubic per
+protocol and its distribution. Each protocol's result is written to
+``<workdir>/results/`` as soon as it is done: a re-run resumes where it stopped.
 
 Everything lives under ``--workdir`` (default ``quality_work``); finished stages are reused.
 """
@@ -33,6 +39,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
+from mrisr.dataset.demo_protocol_family import expand
 from mrisr.degradation.base import DEGRADATIONS, Degradation, as_slice_stack
 from mrisr.degradation.kernel_analysis import fwhm_of_profile, kernel_statistics
 from mrisr.degradation.kspace_acquisition import _lr_band_spectrum
@@ -61,8 +68,9 @@ class DemoOracle(Degradation):
         from mrisr.dataset.demo_acquisition import window_1d as _window_1d
 
         p = AcquisitionProtocol(**self.params["protocol"])
-        # LR-grid bin j is j / FOV cycles/mm; the acquisition holds |f| < 1 / (2 spacing)
-        uy = np.fft.fftfreq(h, 1.0 / h) / hr_fov[0] * 2 * p.spacing
+        # LR-grid bin j is j / FOV cycles/mm; the acquisition holds |f| < 1 / (2 spacing),
+        # along y the phase resolution's fraction of it
+        uy = np.fft.fftfreq(h, 1.0 / h) / hr_fov[0] * 2 * p.spacing / p.phase_resolution
         ux = np.fft.fftfreq(w, 1.0 / w) / hr_fov[1] * 2 * p.spacing
         if p.window == "fermi":
             r = np.sqrt(uy[:, None] ** 2 + ux[None] ** 2)
@@ -71,7 +79,7 @@ class DemoOracle(Degradation):
         else:
             win = np.outer(_window_1d(p, uy * p.matrix / 2), _window_1d(p, ux * p.matrix / 2))
         inside = (np.abs(uy)[:, None] < 1) & (np.abs(ux)[None] < 1)
-        acquired = uy < 2 * (p.partial_fourier - 0.5)
+        acquired = uy < 2 * p.partial_fourier - 1
         return (win * inside * acquired[:, None]).astype(np.float32)
 
     def degrade(self, hr: np.ndarray) -> np.ndarray:
@@ -141,17 +149,26 @@ def _paired(values: dict, config: str, key: str) -> tuple[float, float | None]:
 
 
 def _truth(raw: Path) -> dict:
-    from mrisr.dataset.demo_acquisition import LR_PROTOCOLS, load_template
+    """The simulated LR acquisition and each LR scan's noise sigma: per channel
+    (``noise_sigma``) and its mean over the tissue (``noise_sigma_tissue``: g-factor maps)."""
+    from mrisr.dataset.demo_acquisition import AcquisitionProtocol, load_template
 
     acq = json.loads((raw / "demo_acquisition.json").read_text())
-    proto = LR_PROTOCOLS[acq.get("lr_protocol", "default")]
-    median = load_template().median
-    sig = {
-        c: proto.noise * median * v["intensity_scale"]["LR"]
-        for c, v in acq["cases"].items()
-        if "LR" in v["intensity_scale"]
+    proto = AcquisitionProtocol(**acq["protocols"]["LR"])
+    truth = {}
+    for c, v in acq["cases"].items():
+        if "LR" not in v["intensity_scale"]:
+            continue
+        if "truth" in v:
+            truth[c] = v["truth"]["LR"]
+        else:  # built before the truth was recorded: no g-factor map then
+            sigma = proto.noise * load_template().median * v["intensity_scale"]["LR"]
+            truth[c] = {"noise_sigma": sigma, "noise_sigma_tissue": sigma}
+    return {
+        "protocol": proto,
+        "noise_sigma": {c: t["noise_sigma"] for c, t in truth.items()},
+        "noise_sigma_tissue": {c: t["noise_sigma_tissue"] for c, t in truth.items()},
     }
-    return {"protocol": proto, "noise_sigma": sig}
 
 
 def run_protocol(protocol: str, args, configs: list[str]) -> dict:
@@ -163,7 +180,7 @@ def run_protocol(protocol: str, args, configs: list[str]) -> dict:
     from mrisr.training.train_api import fold_folder, results_folder, run_training
     from mrisr.utilities.file_io import load_json, save_json
 
-    work = Path(args.workdir).resolve() / protocol
+    work = Path(args.workdir).resolve() / slug(protocol)
     for k in ("mrisr_raw", "mrisr_preprocessed", "mrisr_results"):
         (work / k).mkdir(parents=True, exist_ok=True)
         os.environ[k] = str(work / k)
@@ -235,17 +252,20 @@ def run_protocol(protocol: str, args, configs: list[str]) -> dict:
 
     # estimates against the truth
     fp = load_json(work / "mrisr_preprocessed" / dataset / "dataset_fingerprint.json")
-    noise = []
+    noise, noise_tissue = [], []
     for c in fp["cases"]:
         if (
             c.get("lr")
             and c["name"] in truth["noise_sigma"]
             and c["lr"].get("noise_sigma_background")
         ):
-            noise.append(c["lr"]["noise_sigma_background"] / truth["noise_sigma"][c["name"]] - 1)
+            est = c["lr"]["noise_sigma_background"]
+            noise.append(est / truth["noise_sigma"][c["name"]] - 1)
+            noise_tissue.append(est / truth["noise_sigma_tissue"][c["name"]] - 1)
     oracle = DemoOracle(plans.configuration("oracle_edsr").degradation, plans.scale)
     estimates = {
         "noise_sigma_rel_error": noise,
+        "noise_sigma_tissue_rel_error": noise_tissue,
         "psf_fwhm_truth_hr": oracle.psf_fwhm_hr(),
         "psf_fwhm_truth_central_hr": oracle.psf_fwhm_hr(central=True),
         "psf_width_truth_hr": oracle.psf_width_hr(),
@@ -338,7 +358,9 @@ def report(result: dict) -> str:
     lines += [
         "",
         "- LR noise sigma (native grid, background Rayleigh) relative error: "
-        + ", ".join(f"{100 * e:+.1f}%" for e in est["noise_sigma_rel_error"]),
+        + ", ".join(f"{100 * e:+.1f}%" for e in est["noise_sigma_rel_error"])
+        + "; against the in-tissue truth: "
+        + ", ".join(f"{100 * e:+.1f}%" for e in est.get("noise_sigma_tissue_rel_error", [])),
     ]
     t, tc = est["psf_fwhm_truth_hr"], est.get("psf_fwhm_truth_central_hr") or [np.nan] * 2
     lines.append(
@@ -436,15 +458,82 @@ def main(argv=None) -> int:
     configs = [c for c in args.configs.split(",") if c]
     if "bicubic" not in configs:
         configs.insert(0, "bicubic")
-    out = []
-    for protocol in args.protocols.split(","):
-        r = run_protocol(protocol, args, configs)
+    out, results = [], []
+    for protocol in expand(args.protocols):
+        r = _run_or_reuse(protocol, args, configs)
+        results.append(r)
         text = report(r)
         print(text, flush=True)
         out.append(text)
+    if len(results) > 1:
+        out.insert(0, distribution(results, configs))
+        print(out[0], flush=True)
     Path(args.workdir, "quality_report.md").write_text("\n\n".join(out) + "\n")
     print(f"report: {Path(args.workdir, 'quality_report.md')}")
     return 0
+
+
+def slug(protocol: str) -> str:
+    """A folder name for a protocol (``random:1000`` -> ``random_1000``)."""
+    return protocol.replace(":", "_")
+
+
+def _run_or_reuse(protocol: str, args, configs: list[str]) -> dict:
+    """One protocol's result, written to ``<workdir>/results/<protocol>.json`` when done; a
+    re-run reuses it (and, inside a protocol, every finished stage), so the harness resumes
+    where it stopped."""
+    path = Path(args.workdir, "results", f"{slug(protocol)}__{TRAINER}.json")
+    if path.is_file():
+        r = json.loads(path.read_text())
+        if all(c in r["evals"] for c in configs):
+            r["evals"] = {c: r["evals"][c] for c in configs}
+            return r
+    r = run_protocol(protocol, args, configs)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(r, indent=1))
+    os.replace(tmp, path)
+    return r
+
+
+def gains(result: dict, config: str, key: str = "psnr") -> float:
+    """Mean held-out gain of ``config`` over bicubic on one protocol."""
+    return _paired(result["evals"], config, key)[0]
+
+
+def distribution(results: list[dict], configs: list[str]) -> str:
+    """The per-protocol gains over bicubic and, per configuration, their distribution."""
+    trained = [c for c in configs if c != "bicubic"]
+    lines = [
+        f"### gain over bicubic (held-out PSNR dB / SSIM), {len(results)} protocols",
+        "",
+        "| protocol | bicubic PSNR | " + " | ".join(trained) + " | best |",
+        "|---|---|" + "---|" * len(trained) + "---|",
+    ]
+    for r in results:
+        g = {c: (gains(r, c), gains(r, c, "ssim")) for c in trained}
+        bic = np.mean([v["psnr"] for v in r["evals"]["bicubic"].values()])
+        best = max(g, key=lambda c: g[c][0]) if g else "—"
+        lines.append(
+            f"| {r['protocol']} | {bic:.2f} | "
+            + " | ".join(f"{g[c][0]:+.2f} / {g[c][1]:+.3f}" for c in trained)
+            + f" | {best} |"
+        )
+    lines += [
+        "",
+        "| configuration | median | min | max | >= +1 dB and +0.03 SSIM | < 0 dB | best or within 0.3 dB |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for c in trained:
+        d = np.array([gains(r, c) for r in results])
+        ds = np.array([gains(r, c, "ssim") for r in results])
+        best = np.array([max(gains(r, o) for o in trained) for r in results])
+        lines.append(
+            f"| {c} | {np.median(d):+.2f} | {d.min():+.2f} | {d.max():+.2f} | "
+            f"{int(((d >= 1.0) & (ds >= 0.03)).sum())} / {len(d)} | {int((d < 0).sum())} | "
+            f"{int((d >= best - 0.3).sum())} |"
+        )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

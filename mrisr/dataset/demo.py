@@ -53,7 +53,11 @@ The physics of one scan is :mod:`mrisr.dataset.demo_acquisition`, the sessions (
 poses, motion) :mod:`mrisr.dataset.demo_cases`; this module builds, reuses or replaces the
 dataset.
 
-Command line: ``python -m mrisr.dataset.demo OUTDIR [--seed N] [--num-cases N]``.
+``--protocol`` picks the LR acquisition: the two fixed ones, or ``random:SEED``, one drawn
+from the protocol family (:mod:`mrisr.dataset.demo_protocol_family`: other filters,
+contrasts, noise maps, grids, anatomy).
+
+Command line: ``python -m mrisr.dataset.demo OUTDIR [--seed N] [--num-cases N] [--protocol P]``.
 """
 
 from __future__ import annotations
@@ -78,7 +82,6 @@ from mrisr.dataset.demo_acquisition import (
     FILE_ENDING,
     GENERATOR_VERSION,
     HR_PROTOCOL,
-    LR_PROTOCOLS,
     NUM_SLICES,
     PARAMS_FILE,
     SLICE_THICKNESS_MM,
@@ -87,6 +90,8 @@ from mrisr.dataset.demo_acquisition import (
     template_path,
 )
 from mrisr.dataset.demo_cases import case_folders, plan_cases, simulate_case, slab_centres
+from mrisr.dataset.demo_protocol_family import describe as describe_acquisition
+from mrisr.dataset.demo_protocol_family import resolve as resolve_protocol
 from mrisr.utilities.errors import MrisrError
 from mrisr.utilities.file_io import atomic_path, load_json, save_json
 
@@ -210,10 +215,7 @@ def _check_arguments(
         raise MrisrError(f"num_test_pairs must be >= 0, got {num_test_pairs}")
     if seed < 0:
         raise MrisrError(f"seed must be >= 0, got {seed}")
-    if protocol not in LR_PROTOCOLS:
-        raise MrisrError(
-            f"unknown demo protocol '{protocol}'; choose one of {', '.join(LR_PROTOCOLS)}"
-        )
+    resolve_protocol(protocol)
 
 
 def _check_id_free(raw_root: Path, dataset_id: int, folder_name: str) -> None:
@@ -249,8 +251,9 @@ def _swap_into_place(tmp: Path, final: Path, replace: bool) -> None:
 def _build_into(folder: Path, params: dict) -> None:
     t0 = time.perf_counter()
     seed = params["seed"]
-    lr_protocol = LR_PROTOCOLS[params.get("protocol", "default")]
-    template = load_template()
+    acquisition = resolve_protocol(params.get("protocol", "default"))
+    lr_protocol = acquisition.protocol
+    template = load_template(anatomy=acquisition.anatomy)
     cases = plan_cases(params["num_pairs"], params["num_test_pairs"])
     for case, z in zip(cases, slab_centres(template, len(cases), seed)):
         case.slab_centre_z = z
@@ -273,10 +276,8 @@ def _build_into(folder: Path, params: dict) -> None:
             "description": (
                 "mrisr demo: 2D multi-slice T1 brain MRI simulated from the MNI152 template "
                 "(nilearn). Each session has an HR scan (1.25 x 1.25 x 2.7 mm) and a real-like "
-                f"LR scan ({lr_protocol.spacing:g} x {lr_protocol.spacing:g} x 2.7 mm, k-space "
-                f"truncation, {lr_protocol.window} filter"
-                + (", partial Fourier" if lr_protocol.partial_fourier < 1 else "")
-                + ", more noise, larger FOV, rigid motion between the two). See "
+                f"LR scan ({describe_acquisition(acquisition)}, x 2.7 mm, k-space "
+                "truncation, more noise, rigid motion between the two). See "
                 "documentation/demo_dataset.md."
             ),
             "modality": "T1",
@@ -291,6 +292,7 @@ def _build_into(folder: Path, params: dict) -> None:
             "template": TEMPLATE_FILE,
             "protocols": {p.name: asdict(p) for p in (HR_PROTOCOL, lr_protocol)},
             "lr_protocol": params.get("protocol", "default"),
+            "anatomy": acquisition.anatomy,
             "num_slices": NUM_SLICES,
             "slice_thickness_mm": SLICE_THICKNESS_MM,
             "cases": infos,
@@ -327,9 +329,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--protocol",
         default="default",
-        choices=sorted(LR_PROTOCOLS),
         help="the LR acquisition (default: 2.7 mm, Hamming; fermi_pf: 3 mm, Fermi filter, "
-        "5/8 partial Fourier, less noise)",
+        "5/8 partial Fourier, less noise; random:SEED: one drawn from the protocol family, "
+        "see mrisr.dataset.demo_protocol_family)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     args = parser.parse_args(argv)

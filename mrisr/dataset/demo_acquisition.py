@@ -18,6 +18,7 @@ from acvl_utils.cropping_and_padding.bounding_boxes import (
     get_bbox_from_mask,
     pad_bbox,
 )
+from scipy import ndimage
 
 from mrisr.utilities.errors import MrisrError
 
@@ -74,12 +75,48 @@ class AcquisitionProtocol:
     fine_spacing: float = 1.0
     window_width: float = 0.05  # fermi: transition width (normalised radius)
     partial_fourier: float = 1.0  # fraction of the phase-encoding (y) lines acquired
+    # The protocol family's effects (:mod:`mrisr.dataset.demo_protocol_family`); the
+    # defaults are the fixed demo protocols' acquisition, unchanged.
+    phase_resolution: float = 1.0  # fraction of the matrix's y frequencies acquired (zero-filled)
+    intensity_gamma: float = (
+        1.0  # contrast: f(x) = (1 + c) x^gamma / (1 + c x^gamma), x = obj / median
+    )
+    intensity_saturation: float = 0.0  # c of that relation (0 and gamma 1: the object as is)
+    bias_strength: float = BIAS_STRENGTH  # of the smooth multiplicative bias field
+    gfactor_max: float = 1.0  # noise amplification at the FOV's centre (parallel imaging)
+    background: str = "noise"  # "noise", or "masked": zero outside the (dilated) head
+    storage_factor: float = 1.0  # stored on a grid this much finer (zero-filled interpolation)
+    motion_scale: float = 1.0  # the LR's motion against the HR, times the demo's ranges
 
     @property
     def acquired_lines(self) -> np.ndarray:
-        """Integer phase-encoding frequencies acquired (partial Fourier: one side short)."""
+        """Integer phase-encoding frequencies acquired (phase resolution: the outer lines
+        are not; partial Fourier: one side short)."""
         f = np.fft.fftfreq(self.matrix, 1.0 / self.matrix).round()
-        return f < (self.partial_fourier - 0.5) * self.matrix
+        half = self.phase_resolution * self.matrix / 2.0
+        return (f >= -half) & (f < (2 * self.partial_fourier - 1) * half)
+
+    @property
+    def stored_matrix(self) -> int:
+        """Matrix of the stored image (``storage_factor`` x finer, the same field of view)."""
+        return int(round(self.matrix * self.storage_factor))
+
+    @property
+    def stored_spacing(self) -> float:
+        """The spacing the header states: the acquired one unless stored on a finer grid."""
+        return self.fov / self.stored_matrix
+
+    @property
+    def has_contrast_relation(self) -> bool:
+        return self.intensity_gamma != 1.0 or self.intensity_saturation != 0.0
+
+    def intensity_relation(self, x: np.ndarray) -> np.ndarray:
+        """The series' contrast against the object (monotonic, f(0) = 0, f(1) = 1)."""
+        if not self.has_contrast_relation:
+            return x
+        c = self.intensity_saturation
+        xg = np.power(np.maximum(x, 0.0), self.intensity_gamma)
+        return (1.0 + c) * xg / (1.0 + c * xg)
 
     @property
     def fov(self) -> float:
@@ -137,14 +174,14 @@ LR_PROTOCOLS = {
 def window_2d(protocol: AcquisitionProtocol, freqs: np.ndarray) -> np.ndarray:
     """The raw-data filter on the kept ``matrix x matrix`` k-space (FFT order), with the
     lines partial Fourier does not acquire set to zero."""
+    fy = freqs / protocol.phase_resolution  # the filter spans the acquired y extent
     if protocol.window == "fermi":
         u = freqs / (protocol.matrix / 2.0)
-        r = np.sqrt(u[:, None] ** 2 + u[None, :] ** 2)
+        r = np.sqrt((u / protocol.phase_resolution)[:, None] ** 2 + u[None, :] ** 2)
         z = np.clip((r - protocol.window_param) / protocol.window_width, -60, 60)
         window = 1.0 / (1.0 + np.exp(z))
     else:
-        w1 = window_1d(protocol, freqs)
-        window = np.outer(w1, w1)
+        window = np.outer(window_1d(protocol, fy), window_1d(protocol, freqs))
     return window * protocol.acquired_lines[:, None]
 
 
@@ -199,8 +236,20 @@ class Template:
     median: float  # median brain intensity
 
 
-def load_template(margin: int = 6) -> Template:
+#: the sections a scan shows of the template: its axial slices, or coronal ones (the
+#: template's anterior-posterior axis becomes the slice axis: other anatomy in-plane)
+ANATOMIES = ("axial", "coronal")
+
+
+def load_template(margin: int = 6, anatomy: str = "axial") -> Template:
     img = sitk.ReadImage(str(template_path()), sitk.sitkFloat32)
+    if anatomy == "coronal":  # (z, y, x) -> (y, z, x): slices along anterior-posterior
+        arr = np.ascontiguousarray(np.swapaxes(sitk.GetArrayViewFromImage(img), 0, 1)[::-1])
+        sp = img.GetSpacing()
+        img = sitk.GetImageFromArray(arr)
+        img.SetSpacing((sp[0], sp[2], sp[1]))
+    elif anatomy != "axial":
+        raise ValueError(f"unknown demo anatomy '{anatomy}'; choose one of {ANATOMIES}")
     arr = sitk.GetArrayViewFromImage(img)  # (z, y, x)
     mask = arr > 0
     idx = np.nonzero(mask)
@@ -259,10 +308,15 @@ def rotation(rx: float, ry: float, rz: float) -> np.ndarray:
 
 
 def grid_origin(
-    protocol: AcquisitionProtocol, centre_xy: np.ndarray, z0: float, direction: np.ndarray
+    protocol: AcquisitionProtocol,
+    centre_xy: np.ndarray,
+    z0: float,
+    direction: np.ndarray,
+    spacing: float,
 ) -> np.ndarray:
-    """Origin of a ``matrix x matrix`` grid whose centre is ``centre_xy``; first slice z0."""
-    half = (protocol.matrix - 1) / 2.0 * protocol.spacing
+    """Origin of the protocol's field of view sampled at ``spacing``, centred on
+    ``centre_xy``; first slice z0."""
+    half = (round(protocol.fov / spacing) - 1) / 2.0 * spacing
     offset = direction @ np.array([half, half, 0.0])
     return np.array([centre_xy[0] - offset[0], centre_xy[1] - offset[1], z0])
 
@@ -299,15 +353,17 @@ def acquire(
     translation: np.ndarray,
     rng: np.random.Generator,
     scale: float,
-) -> sitk.Image:
+) -> tuple[sitk.Image, dict]:
     """Simulate one scan; the object point shown at scanner point q is ``matrix @ q + t``.
 
     Draws, in this order, the bias field, the phase map and the noise from ``rng``.
+    Returns the image and its truth: the noise sigma per channel (``noise_sigma``) and its
+    mean over the tissue (``noise_sigma_tissue``, the g-factor map's gain included).
     """
     direction = np.array(template.image.GetDirection()).reshape(3, 3)
     m_fine = protocol.fine_matrix
     n = protocol.matrix
-    origin = grid_origin(protocol, centre, slice_z0, direction)
+    origin = grid_origin(protocol, centre, slice_z0, direction, protocol.spacing)
 
     # 1-2. the object on the fine grid, integrated over each slice's slab
     obj = _slab_object(template, protocol, origin, slice_z0, matrix, translation)
@@ -328,6 +384,11 @@ def acquire(
         + PHASE_LINEAR_RAD * (p[1] * xx + p[2] * yy)
         + PHASE_QUADRATIC_RAD * p[3] * (xx**2 + yy**2)
     )
+    tissue = obj > 0.1 * template.median  # before the contrast: where the object is
+    if protocol.has_contrast_relation:
+        obj = protocol.intensity_relation(obj / template.median) * template.median
+    if protocol.bias_strength != BIAS_STRENGTH:
+        log_bias *= protocol.bias_strength / BIAS_STRENGTH
     cobj = (obj * (scale * np.exp(log_bias))) * np.exp(1j * phase)
 
     # 4. k-space truncation to the central n x n frequencies of the fine grid's FFT
@@ -338,15 +399,75 @@ def acquire(
     # noise std in the final image = sigma_k / n * rms(window); solve for sigma_k
     sigma_img = protocol.noise * template.median * scale
     sigma_k = sigma_img * n / math.sqrt(float(np.mean(window**2)))
-    noise = rng.standard_normal((2, NUM_SLICES, n, n))
-    kspace = kspace + sigma_k * (noise[0] + 1j * noise[1])
+    clean = kspace
+    kspace = kspace + _kspace_noise(protocol, sigma_k, rng)
 
-    # 5. raw-data filter, inverse FFT at the scan's matrix size, magnitude
-    img = np.abs(scipy.fft.ifft2(kspace * window, workers=-1)).astype(np.float32)
+    # 5. raw-data filter, inverse FFT at the scan's (stored) matrix size, magnitude
+    img = np.abs(_to_image(kspace * window, protocol)).astype(np.float32)
+    if protocol.background == "masked":
+        head = np.abs(_to_image(clean * window, protocol)) > 0.05 * template.median * scale
+        img *= _dilated_filled(head)
     out = sitk.GetImageFromArray(img)
-    out.SetSpacing((protocol.spacing, protocol.spacing, SLICE_THICKNESS_MM))
-    out.SetOrigin(tuple(float(v) for v in origin))
+    spacing = protocol.stored_spacing
+    out.SetSpacing((spacing, spacing, SLICE_THICKNESS_MM))
+    out.SetOrigin(
+        tuple(float(v) for v in grid_origin(protocol, centre, slice_z0, direction, spacing))
+    )
     out.SetDirection(template.image.GetDirection())
+    truth = {
+        "noise_sigma": float(sigma_img),
+        "noise_sigma_tissue": float(sigma_img * _mean_gain(protocol, tissue)),
+    }
+    return out, truth
+
+
+def _kspace_noise(
+    protocol: AcquisitionProtocol, sigma_k: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Complex Gaussian noise of the kept k-space samples: white (sigma ``sigma_k`` per
+    channel), or white in the image, amplified by the g-factor map, transformed back."""
+    n = protocol.matrix
+    noise = rng.standard_normal((2, NUM_SLICES, n, n))
+    if protocol.gfactor_max == 1.0:
+        return sigma_k * (noise[0] + 1j * noise[1])
+    g = gfactor_map(protocol)
+    return scipy.fft.fft2(sigma_k * g * (noise[0] + 1j * noise[1]), workers=-1) / n
+
+
+def gfactor_map(protocol: AcquisitionProtocol) -> np.ndarray:
+    """Noise amplification on the ``matrix x matrix`` grid: 1 at the edges of the field of
+    view, ``gfactor_max`` at its centre (a Gaussian bump of width 0.3 FOV), as parallel
+    imaging's g-factor."""
+    u = (np.arange(protocol.matrix) - (protocol.matrix - 1) / 2.0) / protocol.matrix
+    r2 = u[:, None] ** 2 + u[None, :] ** 2
+    return (1.0 + (protocol.gfactor_max - 1.0) * np.exp(-r2 / (2 * 0.3**2))).astype(np.float32)
+
+
+def _mean_gain(protocol: AcquisitionProtocol, tissue: np.ndarray) -> float:
+    """The mean g-factor over the tissue voxels (``tissue`` on the fine grid)."""
+    if protocol.gfactor_max == 1.0 or not tissue.any():
+        return 1.0
+    idx = (np.arange(protocol.fine_matrix) * protocol.matrix) // protocol.fine_matrix
+    g_fine = gfactor_map(protocol)[np.ix_(idx, idx)]
+    return float((tissue * g_fine).sum() / tissue.sum())
+
+
+def _to_image(kspace: np.ndarray, protocol: AcquisitionProtocol) -> np.ndarray:
+    """Inverse FFT at the stored matrix: the acquired k-space zero-filled (interpolation)."""
+    n, m = protocol.matrix, protocol.stored_matrix
+    if m == n:
+        return scipy.fft.ifft2(kspace, workers=-1)
+    freqs = np.fft.fftfreq(n, 1.0 / n).round().astype(int) % m
+    big = np.zeros(kspace.shape[:-2] + (m, m), np.complex128)
+    big[:, freqs[:, None], freqs[None, :]] = kspace
+    return scipy.fft.ifft2(big, workers=-1) * (m * m / (n * n))
+
+
+def _dilated_filled(mask: np.ndarray) -> np.ndarray:
+    """A scanner's background mask: the head, holes filled, grown by 2 pixels per slice."""
+    out = np.empty_like(mask)
+    for i, m in enumerate(mask):
+        out[i] = ndimage.binary_fill_holes(ndimage.binary_dilation(m, iterations=2))
     return out
 
 

@@ -69,12 +69,13 @@ def _draw_session(rng: np.random.Generator, protocols: tuple) -> _Session:
     rot = np.deg2rad(rng.uniform(-1, 1, 3) * np.array(POSE_ROTATION_DEG))
     shift = rng.uniform(-1, 1, 3) * np.array(POSE_SHIFT_MM)
     stretch = 1.0 + rng.uniform(-POSE_SCALE, POSE_SCALE, 3)
-    theta = np.deg2rad(rng.uniform(-MOTION_ROTATION_DEG, MOTION_ROTATION_DEG))
+    k = protocols[-1].motion_scale  # the LR protocol's motion against the HR
+    theta = np.deg2rad(rng.uniform(-MOTION_ROTATION_DEG * k, MOTION_ROTATION_DEG * k))
     t_mot = np.array(
         [
-            rng.uniform(-MOTION_SHIFT_MM, MOTION_SHIFT_MM),
-            rng.uniform(-MOTION_SHIFT_MM, MOTION_SHIFT_MM),
-            rng.uniform(-MOTION_THROUGH_PLANE_MM, MOTION_THROUGH_PLANE_MM),
+            rng.uniform(-MOTION_SHIFT_MM * k, MOTION_SHIFT_MM * k),
+            rng.uniform(-MOTION_SHIFT_MM * k, MOTION_SHIFT_MM * k),
+            rng.uniform(-MOTION_THROUGH_PLANE_MM * k, MOTION_THROUGH_PLANE_MM * k),
         ]
     )
     scales = {
@@ -84,8 +85,10 @@ def _draw_session(rng: np.random.Generator, protocols: tuple) -> _Session:
     return _Session(rot, shift, stretch, theta, t_mot, scales)
 
 
-def _session_info(case: Case, slice_z0: float, s: _Session, c: np.ndarray, kinds) -> dict:
-    """The session's record in ``demo_acquisition.json``."""
+def _session_info(
+    case: Case, slice_z0: float, s: _Session, c: np.ndarray, kinds, truths: dict
+) -> dict:
+    """The session's record in ``demo_acquisition.json`` (with each scan's noise truth)."""
     r_mot = rotation(0.0, 0.0, s.theta)
     return {
         "role": case.role,
@@ -104,6 +107,7 @@ def _session_info(case: Case, slice_z0: float, s: _Session, c: np.ndarray, kinds
             "lr_to_hr_translation_mm": (c + s.t_mot - r_mot @ c).tolist(),
         },
         "intensity_scale": {k: v for k, v in s.scales.items() if k in kinds},
+        "truth": truths,
     }
 
 
@@ -129,12 +133,13 @@ def simulate_case(
         "LR": (a_case @ r_mot, c + s.shift + a_case @ s.t_mot - a_case @ r_mot @ c),
     }
     images: dict[str, sitk.Image] = {}
+    truths: dict[str, dict] = {}
     folders = case_folders(case.role)
     for protocol in protocols:
         if not any(f.startswith(f"images{protocol.name}") for f in folders):
             continue
         mat, trans = transforms[protocol.name]
-        images[protocol.name] = acquire(
+        images[protocol.name], truths[protocol.name] = acquire(
             template,
             protocol,
             c,
@@ -144,7 +149,7 @@ def simulate_case(
             scan_rngs[protocol.name],
             s.scales[protocol.name],
         )
-    return images, _session_info(case, slice_z0, s, c, images)
+    return images, _session_info(case, slice_z0, s, c, images, truths)
 
 
 def slab_centres(template: Template, n: int, seed: int) -> list[float]:

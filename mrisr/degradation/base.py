@@ -98,7 +98,7 @@ class SynthesisContext:
         )
 
     def pairs(self) -> list[str]:
-        return [c for c in self.cases if self.ds.properties[c]["is_pair"]]
+        return [c for c in self.cases if self.ds.is_registered_pair(c)]
 
 
 def as_slice_stack(hr: np.ndarray, scale: int) -> tuple[np.ndarray, bool]:

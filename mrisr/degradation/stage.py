@@ -126,7 +126,7 @@ def _fall_back_if_worse(plans: Plans, config: str, ds, files: dict[str, Path], i
     if section is None:
         return
     gauss = build_degradation(section, plans.scale)
-    pairs = {c: f for c, f in files.items() if ds.properties[c]["is_pair"]}
+    pairs = {c: f for c, f in files.items() if ds.is_registered_pair(c)}
     tmp = {}
     for c in pairs:
         tmp[c] = gauss.degrade(ds.load(c, "hr"))
@@ -157,10 +157,14 @@ def fidelity_to_real_lr(ds: PreprocessedDataset, files: dict[str, Path]) -> dict
     the noise adds the same error to every model, so the ranking is that of the PSFs).
     SSIM (Gaussian-weighted, per slice) and PSNR on the real LR's foreground; None without
     pairs."""
-    return _fidelity_of_arrays(
+    out = _fidelity_of_arrays(
         ds,
-        {c: storage.load_array(f) for c, f in sorted(files.items()) if ds.properties[c]["is_pair"]},
+        {c: storage.load_array(f) for c, f in sorted(files.items()) if ds.is_registered_pair(c)},
     )
+    left_out = {c: why for c, why in ds.flagged_pairs().items() if c in files}
+    if out is not None and left_out:
+        out["left_out"] = left_out
+    return out
 
 
 def _fidelity_of_arrays(ds: PreprocessedDataset, synthetic: dict[str, np.ndarray]) -> dict | None:

@@ -13,6 +13,7 @@ from mrisr.paths import DATASET_RE, list_datasets, resolve_dataset_name
 from mrisr.planning.fingerprint import FINGERPRINT_FILE, load_or_compute_fingerprint
 from mrisr.planning.planners import PLANNERS
 from mrisr.plans import Plans
+from mrisr.preprocessing.dataset import PreprocessedDataset
 from mrisr.preprocessing.preprocessor import preprocess_dataset
 from mrisr.utilities.errors import MrisrError
 from mrisr.utilities.file_io import load_json, make_dirs, save_json, write_error
@@ -163,8 +164,24 @@ def summary_text(dataset: str, verified: VerifiedDataset, plans: Plans) -> str:
             f"sigma +-{100 * noise['sigma_jitter']:.0f}%, PSF width "
             f"+-{100 * noise['kernel_width_jitter']:.0f}%, bias {noise['bias']:g}"
         )
+    lines += flagged_pairs_lines(plans)
     lines.append("  why:")
     lines += [f"    {k}: {v}" for k, v in plans.data["decisions"].items()]
     out = paths.preprocessed_root() / dataset
     lines.append(f"  wrote {out / FINGERPRINT_FILE}, {plans.path}, {out / plans.data_identifier}/")
     return "\n".join(lines)
+
+
+def flagged_pairs_lines(plans: Plans) -> list[str]:
+    """The pairs preprocessing found unusable for voxel-wise comparison (none: no lines)."""
+    folder = paths.preprocessed_folder(plans.dataset_name, plans.data_identifier)
+    if not folder.is_dir():
+        return []
+    flagged = PreprocessedDataset(folder).flagged_pairs()
+    if not flagged:
+        return []
+    lines = [
+        f"  pairs left out   {len(flagged)} pair(s) left out of validation and of the synthetic "
+        "LR's fidelity (still training cases, unpaired):"
+    ]
+    return lines + [f"    {c}: {why}" for c, why in sorted(flagged.items())]

@@ -68,6 +68,20 @@ class PreprocessedDataset:
     def pairs(self) -> list[str]:
         return [c for c, p in self.properties.items() if p["is_pair"]]
 
+    def flagged_pairs(self) -> dict[str, str]:
+        """Pairs whose LR and HR share no structure (:mod:`mrisr.preprocessing.pair_check`)
+        -> why; they are left out of validation and fidelity."""
+        return {
+            c: p["pair_check"]["reason"]
+            for c, p in self.properties.items()
+            if p["is_pair"] and not p.get("pair_check", {}).get("shares_structure", True)
+        }
+
+    def is_registered_pair(self, case: str) -> bool:
+        """A pair whose two scans can be compared voxel by voxel (not flagged)."""
+        p = self.properties[case]
+        return bool(p["is_pair"]) and p.get("pair_check", {}).get("shares_structure", True)
+
     def lr_noise(self, cases: list[str]) -> list[dict]:
         """The real LR noise measured by preprocessing (working grid, before denoising:
         ``{"sigma", "rho", ...}``) of those ``cases`` that have one."""

@@ -38,6 +38,7 @@ from mrisr.preprocessing import storage
 from mrisr.preprocessing.denoise import denoise_lr
 from mrisr.preprocessing.foreground import foreground_mask
 from mrisr.preprocessing.normalization import normalization_scale
+from mrisr.preprocessing.pair_check import check_pair
 from mrisr.preprocessing.sampling import gradient_weight_map
 from mrisr.utilities.file_io import load_json, save_json
 from mrisr.utilities.parallel import map_progress
@@ -267,6 +268,14 @@ def preprocess_case(args: tuple[Case, dict, str, dict | None]) -> str:
                 "parameters": list(tf.GetParameters()),
             }
         props["lr"]["denoising"] = plans.denoising.get("method", "none")
+        if hr_img is not None:
+            props["pair_check"] = check_pair(lr.raw, lr.mask, hr.array, hr.mask, plans.scale)
+            if not props["pair_check"]["shares_structure"]:
+                logger.warning(
+                    "%s: %s; left out of validation and fidelity",
+                    case.name,
+                    props["pair_check"]["reason"],
+                )
     save_json(props, files["properties"])  # last: marks the case as done
     return case.name
 

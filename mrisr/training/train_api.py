@@ -252,15 +252,21 @@ def _final_network(trainer_cls, plans, configuration, fold, fold_dir):
 
 
 def _fold_split(name: str, ds: PreprocessedDataset, fold: int | str, write: bool) -> tuple:
-    """The fold (parsed), its training cases, validation pairs and whether they are held out
-    (the splits are made, and written by the main process, on first use)."""
+    """The fold (parsed), its training cases, validation pairs, whether they are held out,
+    and the fold's pairs left out of validation (:meth:`PreprocessedDataset.flagged_pairs`
+    -> why). The splits are made, and written by the main process, on first use."""
     cases, pairs = ds.cases, ds.pairs()
     splits = load_or_create_splits(name, cases, pairs, write=write)
     fold = parse_fold(fold, len(splits))
     train_cases, val_cases, held_out = fold_cases(splits, fold, cases, pairs)
     if fold != ALL and set(train_cases) & set(val_cases):
         raise RuntimeError("a validation case is among the training cases")
-    return fold, train_cases, val_cases, held_out
+    flagged = ds.flagged_pairs()
+    left_out = {c: flagged[c] for c in val_cases if c in flagged}
+    for c, why in left_out.items():
+        if write:
+            logger.warning("validation pair %s left out: %s", c, why)
+    return fold, train_cases, [c for c in val_cases if c not in flagged], held_out, left_out
 
 
 def _run(
@@ -285,7 +291,7 @@ def _run(
     config = plans.configuration(configuration)
     trainer_cls = TRAINERS.get(trainer)
     ds = PreprocessedDataset.for_plans(plans)
-    fold, train_cases, val_cases, held_out = _fold_split(name, ds, fold, ctx.is_main)
+    fold, train_cases, val_cases, held_out, left_out = _fold_split(name, ds, fold, ctx.is_main)
     output = results_folder(name, trainer, plans.plans_name, configuration)
     fold_dir = fold_folder(output, fold)
     logger.info(
@@ -319,6 +325,8 @@ def _run(
     if not ctx.is_main:
         return None
     info = {"dataset": name, "trainer": trainer, "plans_name": plans.plans_name, "fold": str(fold)}
+    if left_out:
+        info["left_out_pairs"] = left_out
     job = (plans, configuration, fold, fold_dir, device, ctx, tta, progress)
     return _final_validation(trainer_cls, job, ds, val_cases, held_out, info)
 

@@ -71,7 +71,7 @@ def load_unit_summaries(plans: Plans, config: str) -> list[dict]:
 
 def _units(ds: PreprocessedDataset, mode: str, cases: list[str], mid: str) -> dict[str, tuple]:
     """unit name -> (case or None, slice index or None, cases of the unit)."""
-    pairs = [c for c in cases if ds.properties[c]["is_pair"]]
+    pairs = [c for c in cases if ds.is_registered_pair(c)]
     units: dict[str, tuple] = {}
     if mode == "per_slice":
         for c in pairs:
@@ -295,7 +295,7 @@ class DSGANDegradation(Degradation):
     def _case_kernels(self, ctx, c, n_slices, kernels, mean_kernel) -> np.ndarray:
         """The kernel(s) of case ``c``: one per slice (per_slice pairs), else one."""
         own = {"per_volume": c, "per_dataset": f"dataset_{ctx.mid}"}.get(self.kernel_mode)
-        if self.kernel_mode == "per_slice" and ctx.ds.properties[c]["is_pair"]:
+        if self.kernel_mode == "per_slice" and ctx.ds.is_registered_pair(c):
             names = [f"{c}__z{z:03d}" for z in range(n_slices)]
             return np.stack([kernels[n] if kernels[n] is not None else mean_kernel for n in names])
         if own is not None and kernels.get(own) is not None:
@@ -306,7 +306,7 @@ class DSGANDegradation(Degradation):
         """HR, and (real LR, mask) on the synthetic LR's grid, of the training pairs the
         calibration scores (the first ``MAX_PAIRS``, sorted; no more are loaded)."""
         hr, real = {}, {}
-        for c in sorted(c for c in ctx.cases if ctx.ds.properties[c]["is_pair"]):
+        for c in sorted(c for c in ctx.cases if ctx.ds.is_registered_pair(c)):
             if len(real) == MAX_PAIRS:
                 break
             a, lr = ctx.ds.load(c, "hr"), ctx.ds.load(c, "lr_raw")
