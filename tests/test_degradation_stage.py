@@ -121,7 +121,7 @@ def test_every_degradation_is_checked_against_the_real_lr(plans):
     if "fallback" in s:
         ds = PreprocessedDataset.for_plans(plans)
         gauss = build_degradation(s["fallback"]["used"], plans.scale)
-        expect = gauss.degrade(ds.load("case_000", "hr"))
+        expect = _as_stored(gauss.degrade(ds.load("case_000", "hr")), s)
         assert np.allclose(storage.load_array(files["case_000"]), expect, atol=1e-6)
         assert "fitted Gaussian" in s["fallback"]["reason"]
     # the fixed baselines are checked too
@@ -162,6 +162,7 @@ def test_per_volume_kernel_is_the_median_of_its_seeds(plans):
     """With few units the planner asks for several GANs per unit; the unit's kernel is
     their element-wise median (per-slice plans keep one GAN per unit)."""
     from mrisr.degradation.kernels import degrade_with_kernel
+    from mrisr.degradation.stage import model_id, summary_path
 
     assert plans.data["configurations"]["dsgan_edsr"]["degradation"]["seeds_per_unit"] == 1
     deg = plans.data["configurations"]["dsgan_edsr"]["degradation"]
@@ -178,10 +179,13 @@ def test_per_volume_kernel_is_the_median_of_its_seeds(plans):
     expected = degrade_with_kernel(
         PreprocessedDataset.for_plans(plans).load("case_000", "hr"), med / med.sum(), 2
     )
+    s = json.loads(
+        summary_path(plans, "dsgan_edsr", model_id(plans, "dsgan_edsr", ["case_000"])).read_text()
+    )
+    expected = _as_stored(expected, s)
     np.testing.assert_allclose(storage.load_array(files["case_000"]), expected, atol=1e-5)
     # calibrating the widths on the registered pair reuses the GANs and stretches their
     # median kernel by the factors it reports
-    from mrisr.degradation.stage import model_id, summary_path
     from mrisr.degradation.width_calibration import stretch_kernel
 
     trained = (units / "case_000.json").stat().st_mtime_ns
@@ -198,6 +202,7 @@ def test_per_volume_kernel_is_the_median_of_its_seeds(plans):
         stretch_kernel(med / med.sum(), tuple(f)),
         2,
     )
+    expected = _as_stored(expected, s)
     np.testing.assert_allclose(storage.load_array(files["case_000"]), expected, atol=1e-5)
     assert "kernel_pooling" not in s
     # with two pairs, the pooled kernel is chosen or not by the match to the real LR, and
@@ -220,5 +225,13 @@ def test_per_volume_kernel_is_the_median_of_its_seeds(plans):
             ms = [np.load(units / f"{c}{x}_kernel.npy") for x in ("", "__seed1", "__seed2")]
             med = np.median(np.stack(ms), axis=0)
             k = stretch_kernel(med / med.sum(), f)
-        expected = degrade_with_kernel(ds.load(c, "hr"), k, 2)
+        expected = _as_stored(degrade_with_kernel(ds.load(c, "hr"), k, 2), s)
         np.testing.assert_allclose(storage.load_array(files[c]), expected, atol=1e-5)
+
+
+def _as_stored(expected: np.ndarray, summary: dict) -> np.ndarray:
+    """A model's output as the stage stores it: with the intensity relation it applied."""
+    from mrisr.degradation.intensity_relation import IntensityRelation
+
+    relation = IntensityRelation.applied_in(summary)
+    return relation(expected) if relation is not None else expected

@@ -1,5 +1,6 @@
 """Pairs whose LR and HR share no structure are flagged by preprocessing, named in
-mrisr_plan_and_preprocess's output and left out of validation and fidelity."""
+mrisr_plan_and_preprocess's output and left out of validation and fidelity; the comparison
+says when its cases cannot rank two configurations."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from synthetic import write_dataset
 
 from mrisr.cli.plan_and_preprocess import main as plan_main
 from mrisr.degradation.stage import fidelity_to_real_lr
+from mrisr.evaluation.comparison import comparison_table, table_markdown
 from mrisr.plans import Plans
 from mrisr.preprocessing import storage
 from mrisr.preprocessing.dataset import PreprocessedDataset
@@ -56,7 +58,9 @@ def test_unrelated_or_empty_lr_is_flagged() -> None:
 def test_flagged_pair_named_and_left_out_of_validation_and_fidelity(
     mrisr_env, tmp_path, capsys
 ) -> None:
-    ds_dir = write_dataset(mrisr_env["mrisr_raw"], n_pairs=5, hr_size=(64, 64, 4), lr_size=(32, 32, 4))
+    ds_dir = write_dataset(
+        mrisr_env["mrisr_raw"], n_pairs=5, hr_size=(64, 64, 4), lr_size=(32, 32, 4)
+    )
     bad = ds_dir / "imagesLR" / "case_004.nii.gz"
     img = sitk.ReadImage(str(bad))
     noise = np.random.default_rng(3).rayleigh(4.0, sitk.GetArrayFromImage(img).shape)
@@ -68,9 +72,7 @@ def test_flagged_pair_named_and_left_out_of_validation_and_fidelity(
     text = capsys.readouterr().out
     assert "pairs left out" in text and "case_004" in text and "share no structure" in text
 
-    plans = Plans.load(
-        mrisr_env["mrisr_preprocessed"] / "Dataset001_Synth" / "mrisrPlans.json"
-    )
+    plans = Plans.load(mrisr_env["mrisr_preprocessed"] / "Dataset001_Synth" / "mrisrPlans.json")
     ds = PreprocessedDataset.for_plans(plans)
     assert list(ds.flagged_pairs()) == ["case_004"]
     assert not ds.is_registered_pair("case_004") and ds.is_registered_pair("case_000")
@@ -89,3 +91,26 @@ def test_flagged_pair_named_and_left_out_of_validation_and_fidelity(
     fid = fidelity_to_real_lr(ds, files)
     assert "case_004" not in fid["cases"] and fid["num_pairs"] == 4
     assert "case_004" in fid["left_out"]
+
+
+def test_comparison_says_when_it_cannot_separate_configurations() -> None:
+    rng = np.random.default_rng(0)
+    cases = [f"c{i}" for i in range(6)]
+    base = rng.uniform(20, 24, 6)
+
+    def res(offset, jitter):
+        return {
+            c: {"psnr": float(b + offset + j), "ssim": 0.7, "brisque": 40.0}
+            for c, b, j in zip(cases, base, jitter)
+        }
+
+    results = {
+        "bicubic": res(0.0, np.zeros(6)),
+        "dsgan_edsr": res(1.5, np.array([0.05, -0.05, 0.03, -0.03, 0.0, 0.01])),
+        "gaussian_edsr": res(1.45, np.array([0.6, -0.6, 0.5, -0.5, 0.4, -0.4])),  # level
+    }
+    text = table_markdown(comparison_table(results))
+    assert "DSGAN+EDSR is best, but these 6 cases cannot separate it from GB+EDSR" in text
+    assert "Bicubic" not in text.splitlines()[-1]
+    del results["gaussian_edsr"]
+    assert "separated from every other column" in table_markdown(comparison_table(results))

@@ -63,6 +63,7 @@ def test_draws_cover_the_documented_ranges() -> None:
     ):
         n = sum(map(effect, protocols))
         assert 20 <= n <= 180  # each effect on some, never on all
+    assert MIN_STORED_RATIO >= 1.5  # mrisr's integrity check refuses LR/HR ratios below 1.5
     for p in protocols:  # the stored grid still reads as a downsampling of the HR
         assert p.stored_spacing / HR_PROTOCOL.spacing >= MIN_STORED_RATIO - 1e-9
         assert abs(p.fine_matrix * p.fine_spacing - p.fov) < 1e-6

@@ -44,7 +44,7 @@ RATIO = (1.7, 3.2)
 FOV_MM = (200, 240)
 #: the stored grid may not come closer to the HR spacing than this ratio (the planner's
 #: integer scale is at least 2; the headers' ratio then still reads as a downsampling)
-MIN_STORED_RATIO = 1.3
+MIN_STORED_RATIO = 1.55
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,9 @@ them (:meth:`~mrisr.degradation.base.Degradation.synthesize`): fixed models (``g
 ``zerofill``, ``bicubic``) degrade each HR scan, learned ones (``dsn``, ``acquisition``)
 fit once per case set first, the DSGAN (:mod:`mrisr.degradation.dsgan.model`) trains its
 units. The stage knows no model by name: it only asks whether the synthetic LR depends on
-the case set (the model id), then checks the result against the registered real LR.
+the case set (the model id), gives every synthetic LR the real LR's intensity relation
+where it differs (:mod:`mrisr.degradation.intensity_relation`), then checks the result
+against the registered real LR.
 
 Artefacts (kernels .npy and .json, a PNG of the kernels of each case, DSN weights) live in
 ``$mrisr_results/<dataset>/degradation__<plans>__<config>/``; synthetic LR is stored with
@@ -25,10 +27,12 @@ import numpy as np
 
 from mrisr import paths
 from mrisr.degradation.base import SynthesisContext, build_degradation
+from mrisr.degradation.intensity_relation import IntensityRelation, decide, fit_relation
 from mrisr.metrics.fidelity import psnr, ssim
 from mrisr.plans import Plans, content_hash
 from mrisr.preprocessing import storage
 from mrisr.preprocessing.dataset import PreprocessedDataset
+from mrisr.preprocessing.pair_check import block_mean
 from mrisr.utilities.errors import MrisrError
 from mrisr.utilities.file_io import load_json, save_json
 
@@ -86,12 +90,17 @@ def ensure_synthetic_lr(
         missing = list(files)
     if not missing:
         return files
-    logger.info("%s: making synthetic LR for %d cases (%s)", config, len(missing), deg["name"])
+    # the set is made whole in one go: the intensity relation is fitted on, and applied
+    # to, every file of it once
+    for f in (*files.values(), made):
+        f.unlink(missing_ok=True)
+    logger.info("%s: making synthetic LR for %d cases (%s)", config, len(files), deg["name"])
     model = build_degradation(deg, plans.scale)
     info = model.synthesize(SynthesisContext(plans, config, ds, list(cases), mid, device, progress))
+    relation = _apply_intensity_relation(ds, files, cases, plans.scale, info)
     info["fidelity"] = fidelity_to_real_lr(ds, files)
     if deg.get("fallback") == "fitted_gaussian" and info["fidelity"]:
-        _fall_back_if_worse(plans, config, ds, files, info)
+        _fall_back_if_worse(plans, config, ds, files, info, relation)
     if info["fidelity"]:
         f = info["fidelity"]["mean"]
         logger.info(
@@ -110,7 +119,55 @@ def ensure_synthetic_lr(
 FALLBACK_MARGIN = 0.002
 
 
-def _fall_back_if_worse(plans: Plans, config: str, ds, files: dict[str, Path], info: dict) -> None:
+def _apply_intensity_relation(
+    ds: PreprocessedDataset, files: dict[str, Path], cases: list[str], scale: int, info: dict
+) -> IntensityRelation | None:
+    """Fit the LR series' intensity relation to the synthetic LR
+    (:mod:`mrisr.degradation.intensity_relation`): on the registered pairs' shared
+    foreground, else on each series' own; apply it to every file if it is not identity.
+    Records the fit in ``info["intensity_relation"]``; returns the relation applied."""
+    syn, real = [], []
+    pairs = [c for c in files if ds.is_registered_pair(c)]
+    for c in pairs:
+        s, r = storage.load_array(files[c]), ds.load(c, "lr_raw")
+        if s.shape != r.shape:
+            continue
+        shared = ds.load(c, "lr_mask").astype(bool) & _hr_mask_on(ds, c, s.shape, scale)
+        syn.append(s[shared])
+        real.append(r[shared])
+    method = f"quantile matching on {len(syn)} registered pairs' shared foreground"
+    if not syn:
+        method = "histogram matching of the synthetic and the real LR foreground (no pairs)"
+        for c, f in files.items():
+            s = storage.load_array(f)
+            syn.append(s[_hr_mask_on(ds, c, s.shape, scale)])
+        for c in cases:
+            if ds.properties[c]["has_lr"]:
+                real.append(ds.load(c, "lr_raw")[ds.load(c, "lr_mask").astype(bool)])
+    sigmas = [n["sigma"] for n in ds.lr_noise(cases) if n.get("sigma")]
+    relation = fit_relation(syn, real, float(np.median(sigmas)) if sigmas else 0.0)
+    info["intensity_relation"], apply = decide(relation, method)
+    logger.info("intensity relation of the LR series: %s", info["intensity_relation"]["reason"])
+    if not apply:
+        return None
+    for f in files.values():
+        storage.save_array(f, relation(storage.load_array(f)))
+    return relation
+
+
+def _hr_mask_on(ds: PreprocessedDataset, case: str, shape: tuple, scale: int) -> np.ndarray:
+    """The HR foreground on the synthetic LR's grid."""
+    return block_mean(ds.load(case, "hr_mask").astype(np.float32), shape, scale) > 0.5
+
+
+def _fall_back_if_worse(
+    plans: Plans,
+    config: str,
+    ds,
+    files: dict[str, Path],
+    info: dict,
+    relation: IntensityRelation | None = None,
+) -> None:
     """The last resort of the check against the real LR: a learned degradation that matches
     the registered real LR worse than the Gaussian the planner fitted to it is flagged, and
     the Gaussian is used instead (recorded in the summary)."""
@@ -127,9 +184,12 @@ def _fall_back_if_worse(plans: Plans, config: str, ds, files: dict[str, Path], i
         return
     gauss = build_degradation(section, plans.scale)
     pairs = {c: f for c, f in files.items() if ds.is_registered_pair(c)}
-    tmp = {}
-    for c in pairs:
-        tmp[c] = gauss.degrade(ds.load(c, "hr"))
+
+    def degrade(c: str) -> np.ndarray:  # with the relation the learned model was given
+        out = gauss.degrade(ds.load(c, "hr"))
+        return relation(out) if relation is not None else out
+
+    tmp = {c: degrade(c) for c in pairs}
     ref = _fidelity_of_arrays(ds, tmp)
     mine = info["fidelity"]["mean"]["ssim"]
     info["fitted_gaussian_fidelity"] = ref
@@ -141,7 +201,7 @@ def _fall_back_if_worse(plans: Plans, config: str, ds, files: dict[str, Path], i
     )
     logger.warning("%s: %s: the Gaussian is used instead", config, why)
     for c, f in files.items():
-        storage.save_array(f, tmp[c] if c in tmp else gauss.degrade(ds.load(c, "hr")))
+        storage.save_array(f, tmp[c] if c in tmp else degrade(c))
     info["fallback"] = {"used": section, "reason": why, "replaced": info.pop("psf_sigma_hr", None)}
     info["psf_sigma_hr"] = gauss.psf_info()["psf_sigma_hr"]
     info["fidelity"] = ref

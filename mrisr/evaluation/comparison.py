@@ -242,7 +242,40 @@ def table_markdown(table: dict, cases_are: str = "held-out cases (cross-validati
         "against the best column (bold)."
         + "".join(f" {label}: lower is better." for _, label, up in metric_rows() if not up)
     )
+    lines.append(separation_text(table, names))
     return "\n".join(lines)
+
+
+#: a difference to the best column with a paired p-value at or above this is not resolved
+SEPARATION_P = 0.05
+
+
+def separation_text(table: dict, names: dict | None = None, key: str = "psnr") -> str:
+    """Which configurations the cases cannot tell apart from the best one on ``key``
+    (paired t-test p >= :data:`SEPARATION_P`, or too few cases for a test)."""
+    names = names or {}
+    rows = table["rows"].get(key)
+    if not rows:
+        return ""
+    best = next((c for c, r in rows.items() if r["best"]), None)
+    if best is None:
+        return ""
+    tied = [
+        names.get(c, c)
+        for c, r in rows.items()
+        if not r["best"] and (r["p_vs_best"] is None or r["p_vs_best"] >= SEPARATION_P)
+    ]
+    label = metric(key).label
+    if not tied:
+        return (
+            f"{label}: {names.get(best, best)} is best, separated from every other column "
+            f"(p < {SEPARATION_P})."
+        )
+    return (
+        f"{label}: {names.get(best, best)} is best, but these {len(table['cases'])} cases cannot "
+        f"separate it from {', '.join(tied)} (p >= {SEPARATION_P} or too few cases): "
+        "more folds or cases would."
+    )
 
 
 def fidelity_table(dataset: str, plans_name: str = "mrisrPlans") -> dict:

@@ -20,7 +20,13 @@ from skimage.metrics import structural_similarity
 
 from mrisr.dataset.cases import Case
 from mrisr.degradation.kernels import gaussian_degrade
-from mrisr.imageio.noise import background_mask, rayleigh_sigma, wavelet_sigma
+from mrisr.imageio.noise import (
+    background_mask,
+    noise_correlation,
+    rayleigh_sigma,
+    tissue_sigma,
+    wavelet_sigma,
+)
 from mrisr.imageio.registration import rigid_register, transform_to_json
 from mrisr.imageio.resampling import (
     inplane_axes,
@@ -39,8 +45,9 @@ from mrisr.utilities.parallel import map_progress
 logger = logging.getLogger(__name__)
 
 FINGERPRINT_FILE = "dataset_fingerprint.json"
-FINGERPRINT_VERSION = 4  # 2: the Gaussian fit aligns each pair first; 3: background noise;
-# 4: the Gaussian fit at the dataset's scale (the planner's), not each pair's own
+FINGERPRINT_VERSION = 5  # 2: the Gaussian fit aligns each pair first; 3: background noise;
+# 4: the Gaussian fit at the dataset's scale (the planner's), not each pair's own; 5: the
+# noise inside the tissue
 GAUSSIAN_FIT_SIGMAS = [round(0.3 + 0.1 * i, 2) for i in range(28)]  # 0.3 .. 3.0 HR pixels
 
 
@@ -60,6 +67,11 @@ class ScanFingerprint:
     # LR only: per-channel sigma of the complex noise from the background's Rayleigh
     # statistics on the native grid (raw units; None: too little background)
     noise_sigma_background: float | None = None
+    # LR only: the same sigma measured inside the tissue (local estimates calibrated on the
+    # background's noise colour; :func:`mrisr.imageio.noise.tissue_sigma`), and its ratio
+    # to the background's: the cross-check (g-factor maps, masked backgrounds)
+    noise_sigma_tissue: float | None = None
+    noise_tissue_to_background: float | None = None
 
 
 @dataclass
@@ -181,7 +193,14 @@ def _scan_fingerprint(path: Path, image: sitk.Image, tp_axis: int, is_lr: bool) 
     if is_lr:
         fp.noise_sigma = wavelet_sigma(arr)
         fp.noise_sigma_normalised = fp.noise_sigma / scale
-        fp.noise_sigma_background = rayleigh_sigma(arr, background_mask(arr, mask))
+        bg = background_mask(arr, mask)
+        fp.noise_sigma_background = rayleigh_sigma(arr, bg)
+        rho = noise_correlation(arr, bg) if fp.noise_sigma_background else None
+        fp.noise_sigma_tissue = tissue_sigma(arr, mask, rho)
+        if fp.noise_sigma_tissue and fp.noise_sigma_background:
+            fp.noise_tissue_to_background = round(
+                fp.noise_sigma_tissue / fp.noise_sigma_background, 3
+            )
     return fp, arr, mask, scale
 
 

@@ -21,6 +21,7 @@ from mrisr.imageio.noise import (
     background_mask,
     noise_correlation,
     rayleigh_sigma,
+    tissue_sigma,
     wavelet_sigma,
 )
 from mrisr.imageio.registration import rigid_register, transform_from_json
@@ -124,25 +125,49 @@ def prepare_lr(
     return PreparedScan(out, mask, valid, grid, s, Geometry.of(image), raw=raw, noise=noise)
 
 
+#: a background whose noise reads this many times less than the tissue's is not trusted
+#: (a g-factor map makes the tissue at most ~2x noisier; masked backgrounds read 100x+)
+BACKGROUND_TRUST = 3.0
+
+
 def measure_lr_noise(raw: np.ndarray, mask: np.ndarray, valid: np.ndarray) -> dict | None:
     """Noise sigma (per channel, normalised units) and correlation of a working-grid LR."""
     bg = background_mask(raw, mask, valid)
     sigma = rayleigh_sigma(raw, bg)
     if sigma is None:
         # no usable background (masked by the scanner, or a tight field of view): the
-        # wavelet estimate of the finest scale, which under-reads coloured noise
+        # local estimate inside the tissue (white noise assumed: it under-reads coloured
+        # noise), else the wavelet estimate of the finest scale
+        in_tissue = tissue_sigma(raw, mask)
         return {
-            "sigma": wavelet_sigma(raw),
+            "sigma": in_tissue if in_tissue is not None else wavelet_sigma(raw),
             "rho": None,
             "background_pixels": int(bg.sum()),
-            "method": "wavelet MAD (no background)",
+            "method": "in-tissue local estimate (no background)"
+            if in_tissue is not None
+            else "wavelet MAD (no background)",
         }
     rho = noise_correlation(raw, bg)
+    in_tissue = tissue_sigma(raw, mask, rho)
+    if in_tissue is not None and in_tissue > BACKGROUND_TRUST * sigma:
+        # the background is far quieter than the tissue: it is not the scan's noise
+        # (a masked background after resampling, a zero-filled or filtered one)
+        white = tissue_sigma(raw, mask)
+        return {
+            "sigma": white,
+            "rho": None,
+            "background_pixels": int(bg.sum()),
+            "method": f"in-tissue local estimate (the background reads {in_tissue / sigma:.0f}x "
+            "less: masked or processed)",
+        }
     return {
         "sigma": sigma,
         "rho": rho.round(4).tolist() if rho is not None else None,
         "background_pixels": int(bg.sum()),
         "method": "background Rayleigh fit (median of M^2)",
+        # the cross-check inside the tissue (recorded; the background fit is used)
+        "sigma_tissue": in_tissue,
+        "tissue_to_background": round(in_tissue / sigma, 3) if in_tissue else None,
     }
 
 
