@@ -21,6 +21,9 @@ from mrisr.utilities.errors import MrisrError
 from mrisr.utilities.file_io import load_json, save_json
 
 DEFAULT_CONFIGURATION = "dsgan_edsr"
+#: the plans and the trainer every command uses unless told otherwise (-p, -tr)
+DEFAULT_PLANS = "mrisrPlans"
+DEFAULT_TRAINER = "EDSRTrainer"
 
 
 MAX_SCALE = 16

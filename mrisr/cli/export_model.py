@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mrisr.plans import DEFAULT_PLANS, DEFAULT_TRAINER
 from mrisr.utilities.cli_support import run_command, setup_logging
 
 
@@ -17,8 +18,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("-d", default=None, help="dataset id or name (default: the only trained one)")
     p.add_argument("-c", default="dsgan_edsr", help="configuration (default dsgan_edsr)")
-    p.add_argument("-tr", default="EDSRTrainer", help="trainer (default EDSRTrainer)")
-    p.add_argument("-p", default="mrisrPlans", help="plans identifier (default mrisrPlans)")
+    p.add_argument("-tr", default=DEFAULT_TRAINER, help=f"trainer (default {DEFAULT_TRAINER})")
+    p.add_argument("-p", default=DEFAULT_PLANS, help=f"plans identifier (default {DEFAULT_PLANS})")
     p.add_argument(
         "-f", nargs="+", default=None, help="folds to export (default: every trained fold)"
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from mrisr.plans import DEFAULT_PLANS, DEFAULT_TRAINER
 from mrisr.utilities.cli_support import run_command, setup_logging
 
 
@@ -14,8 +15,8 @@ def main(argv: list[str] | None = None) -> int:
         "(BRISQUE, SSIM, PSNR; paired t-tests) and draw the comparison figures.",
     )
     p.add_argument("-d", default=None, help="dataset id or name (default: the only trained one)")
-    p.add_argument("-tr", default="EDSRTrainer", help="trainer whose results to compare")
-    p.add_argument("-p", default="mrisrPlans", help="plans identifier")
+    p.add_argument("-tr", default=DEFAULT_TRAINER, help="trainer whose results to compare")
+    p.add_argument("-p", default=DEFAULT_PLANS, help="plans identifier")
     args = p.parse_args(argv)
     setup_logging()
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from mrisr.plans import DEFAULT_CONFIGURATION
+from mrisr.plans import DEFAULT_CONFIGURATION, DEFAULT_PLANS, DEFAULT_TRAINER
 from mrisr.utilities.cli_support import int_at_least, run_command, setup_logging
 
 
@@ -38,8 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"configuration in the plans (default {DEFAULT_CONFIGURATION}; bicubic only "
         "validates)",
     )
-    p.add_argument("-tr", default="EDSRTrainer", metavar="TRAINER", help="trainer class")
-    p.add_argument("-p", default="mrisrPlans", metavar="PLANS", help="plans name")
+    p.add_argument("-tr", default=DEFAULT_TRAINER, metavar="TRAINER", help="trainer class")
+    p.add_argument("-p", default=DEFAULT_PLANS, metavar="PLANS", help="plans name")
     p.add_argument(
         "--continue",
         dest="continue_training",

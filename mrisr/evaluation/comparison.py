@@ -26,7 +26,7 @@ from mrisr.imageio.sitk_io import read_scan
 from mrisr.inference.predictor import bicubic_scan
 from mrisr.metrics.registry import Metric, metric
 from mrisr.metrics.registry import metrics as registered_metrics
-from mrisr.plans import Plans
+from mrisr.plans import DEFAULT_PLANS, DEFAULT_TRAINER, Plans
 from mrisr.preprocessing.dataset import PreprocessedDataset
 from mrisr.preprocessing.foreground import foreground_mask
 from mrisr.utilities.errors import MrisrError
@@ -118,7 +118,7 @@ def _load_cache(path: Path, m: Metric) -> dict:
 
 
 def collect_results(
-    dataset: str, trainer: str = "EDSRTrainer", plans_name: str = "mrisrPlans"
+    dataset: str, trainer: str = DEFAULT_TRAINER, plans_name: str = DEFAULT_PLANS
 ) -> dict:
     """config -> case -> {metric name: value, "fold", "sr_file"} over held-out folds."""
     safe_name(trainer, "-tr")
@@ -278,7 +278,7 @@ def separation_text(table: dict, names: dict | None = None, key: str = "psnr") -
     )
 
 
-def fidelity_table(dataset: str, plans_name: str = "mrisrPlans") -> dict:
+def fidelity_table(dataset: str, plans_name: str = DEFAULT_PLANS) -> dict:
     """Each configuration's synthetic LR against the registered real LR of the training
     pairs (the degradation stage's check; mean over the model's case sets): SSIM, PSNR."""
     plans = Plans.load(paths.preprocessed_root() / dataset / f"{plans_name}.json")
@@ -306,7 +306,7 @@ def fidelity_markdown(fidelity: dict) -> str:
 
 
 def find_best_configuration(
-    dataset: str, trainer: str = "EDSRTrainer", plans_name: str = "mrisrPlans"
+    dataset: str, trainer: str = DEFAULT_TRAINER, plans_name: str = DEFAULT_PLANS
 ) -> dict:
     """Write comparison.md / comparison.json and the figures into $mrisr_results/<dataset>/."""
     results = collect_results(dataset, trainer, plans_name)

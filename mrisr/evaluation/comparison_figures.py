@@ -17,7 +17,7 @@ from mrisr.imageio.resampling import resample_to
 from mrisr.imageio.sitk_io import Geometry, read_scan
 from mrisr.inference.predictor import bicubic_scan
 from mrisr.metrics.mscn import mscn_distance, mscn_histograms, save_mscn_figure
-from mrisr.plans import Plans
+from mrisr.plans import DEFAULT_PLANS, Plans
 from mrisr.preprocessing import storage
 from mrisr.preprocessing.dataset import PreprocessedDataset
 from mrisr.preprocessing.foreground import foreground_mask
@@ -28,7 +28,7 @@ UNCERTAINTY = "uncertainty"
 
 
 def comparison_figure(
-    dataset: str, results: dict, path: Path, columns: list, plans_name: str = "mrisrPlans"
+    dataset: str, results: dict, path: Path, columns: list, plans_name: str = DEFAULT_PLANS
 ) -> Path | None:
     """Fig. 4-like: real LR, bicubic, each configuration, HR, and the uncertainty map of the
     first configuration (when validation wrote one); same slice and zoom."""
@@ -90,7 +90,7 @@ def comparison_figure(
 
 
 def mscn_figure(
-    dataset: str, path: Path, columns: list, plans_name: str = "mrisrPlans"
+    dataset: str, path: Path, columns: list, plans_name: str = DEFAULT_PLANS
 ) -> dict | None:
     """Fig. 5-like: MSCN statistics of each configuration's synthetic LR vs the real LR."""
     plans = Plans.load(paths.preprocessed_root() / dataset / f"{plans_name}.json")

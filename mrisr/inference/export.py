@@ -35,7 +35,7 @@ from mrisr import paths
 from mrisr.networks.checkpoint_io import read_checkpoint
 from mrisr.paths import DATASET_RE
 from mrisr.planning.fingerprint import FINGERPRINT_FILE
-from mrisr.plans import Plans
+from mrisr.plans import DEFAULT_PLANS, DEFAULT_TRAINER, Plans
 from mrisr.utilities.errors import MrisrError
 from mrisr.utilities.file_io import atomic_path, load_json_or_error
 
@@ -180,8 +180,8 @@ def export_model(
     dataset: str,
     configuration: str,
     output: Path,
-    trainer: str = "EDSRTrainer",
-    plans_name: str = "mrisrPlans",
+    trainer: str = DEFAULT_TRAINER,
+    plans_name: str = DEFAULT_PLANS,
     folds: list[str] | None = None,
     checkpoint: str = "final",
 ) -> Path:

@@ -16,7 +16,7 @@ from mrisr.degradation.gaussian import PAPER_SIGMA
 from mrisr.degradation.kernels import KERNEL_SIZE, lr_crop_size
 from mrisr.planning.fingerprint import DatasetFingerprint, integer_scale
 from mrisr.planning.real_lr_decisions import PAPER_DSGAN, RealLRDecisions
-from mrisr.plans import Plans
+from mrisr.plans import DEFAULT_PLANS, Plans
 from mrisr.utilities.registry import Registry
 
 PLANNERS: Registry[type] = Registry("planner")
@@ -29,7 +29,7 @@ KERNELGAN_RANGE = 2.0  # KernelGAN's thresholds are on a [-1, 1] intensity scale
 class DefaultPlanner(RealLRDecisions):
     """The planner of the paper's method, adapted to each dataset by its fingerprint."""
 
-    plans_name = "mrisrPlans"
+    plans_name = DEFAULT_PLANS
     hr_crop = 64
     edsr_lr_patch = 48
     dsgan_iterations = 3000

@@ -30,7 +30,7 @@ from mrisr import paths
 from mrisr.degradation.stage import ensure_synthetic_lr, model_id, synthetic_path
 from mrisr.paths import fold_folder, resolve_preprocessed_dataset, results_folder
 from mrisr.planning.fingerprint import FINGERPRINT_FILE
-from mrisr.plans import DEFAULT_CONFIGURATION, Plans
+from mrisr.plans import DEFAULT_CONFIGURATION, DEFAULT_PLANS, DEFAULT_TRAINER, Plans
 from mrisr.preprocessing.dataset import PreprocessedDataset
 from mrisr.training import distributed
 from mrisr.training.checkpointing import FINAL, Checkpointer, network_from_state
@@ -45,9 +45,6 @@ from mrisr.utilities.file_io import load_json, write_bytes_atomic
 from mrisr.utilities.safety import safe_name
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_TRAINER = "EDSRTrainer"
-DEFAULT_PLANS = "mrisrPlans"
 
 
 def load_plans(dataset: str, plans_name: str = DEFAULT_PLANS) -> Plans:
