@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mrisr.plans import DEFAULT_PLANS, DEFAULT_TRAINER
+from mrisr.plans import DEFAULT_CONFIGURATION, DEFAULT_PLANS, DEFAULT_TRAINER
 from mrisr.utilities.cli_support import run_command, setup_logging
 
 
@@ -17,7 +17,9 @@ def main(argv: list[str] | None = None) -> int:
         "a zip that mrisr_install_model installs on another machine.",
     )
     p.add_argument("-d", default=None, help="dataset id or name (default: the only trained one)")
-    p.add_argument("-c", default="dsgan_edsr", help="configuration (default dsgan_edsr)")
+    p.add_argument(
+        "-c", default=DEFAULT_CONFIGURATION, help=f"configuration (default {DEFAULT_CONFIGURATION})"
+    )
     p.add_argument("-tr", default=DEFAULT_TRAINER, help=f"trainer (default {DEFAULT_TRAINER})")
     p.add_argument("-p", default=DEFAULT_PLANS, help=f"plans identifier (default {DEFAULT_PLANS})")
     p.add_argument(

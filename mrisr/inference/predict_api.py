@@ -29,7 +29,7 @@ from mrisr.inference.scan_files import (
 from mrisr.networks.checkpoint_io import check_network_scale, load_network
 from mrisr.paths import FOLD_NAMES, resolve_results_dataset
 from mrisr.planning.fingerprint import FINGERPRINT_FILE
-from mrisr.plans import DEFAULT_PLANS, DEFAULT_TRAINER, Plans
+from mrisr.plans import DEFAULT_CONFIGURATION, DEFAULT_PLANS, DEFAULT_TRAINER, Plans
 from mrisr.utilities.errors import IntegrityError, MrisrError
 from mrisr.utilities.file_io import load_json, make_dirs, save_json
 from mrisr.utilities.safety import (
@@ -224,7 +224,7 @@ def predict_folder(
     input_folder: Path,
     output_folder: Path,
     dataset: str | None = None,
-    configuration: str = "dsgan_edsr",
+    configuration: str = DEFAULT_CONFIGURATION,
     trainer: str = DEFAULT_TRAINER,
     plans_name: str = DEFAULT_PLANS,
     folds: list[str] | None = None,
