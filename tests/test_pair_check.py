@@ -114,3 +114,27 @@ def test_comparison_says_when_it_cannot_separate_configurations() -> None:
     assert "Bicubic" not in text.splitlines()[-1]
     del results["gaussian_edsr"]
     assert "separated from every other column" in table_markdown(comparison_table(results))
+
+
+def test_summary_describes_whatever_configurations_a_planner_made(mrisr_env) -> None:
+    """No configuration name is assumed: plans without dsgan_edsr or gaussian_edsr (a
+    planner of one's own) still get their summary."""
+    from mrisr.dataset.integrity import verify_dataset
+    from mrisr.planning.plan_and_preprocess_api import summary_text
+
+    raw = write_dataset(mrisr_env["mrisr_raw"], n_pairs=2, hr_size=(64, 64, 4), lr_size=(32, 32, 4))
+    assert plan_main(["-d", "1", "-np", "1", "--no-time-estimate"]) == 0
+    path = mrisr_env["mrisr_preprocessed"] / "Dataset001_Synth" / "mrisrPlans.json"
+    plans = Plans.load(path)
+    verified = verify_dataset(raw)
+    full = summary_text("Dataset001_Synth", verified, plans)
+    assert "DSGAN" in full and "Gaussian sigma" in full
+    for name in ("dsgan_edsr", "gaussian_edsr", "dsgan_paper_edsr"):
+        children = [
+            c for c, v in plans.data["configurations"].items() if v.get("inherits_from") == name
+        ]
+        for c in [name, *children]:
+            plans.data["configurations"].pop(c, None)
+    text = summary_text("Dataset001_Synth", verified, plans)
+    assert "DSGAN " not in text and "Gaussian sigma" not in text
+    assert "configurations   " + ", ".join(plans.configuration_names) in text

@@ -12,7 +12,7 @@ from mrisr.imageio.resampling import through_plane_axis_single
 from mrisr.paths import DATASET_RE, list_datasets, resolve_dataset_name
 from mrisr.planning.fingerprint import FINGERPRINT_FILE, load_or_compute_fingerprint
 from mrisr.planning.planners import PLANNERS
-from mrisr.plans import Plans
+from mrisr.plans import DEFAULT_CONFIGURATION, Plans
 from mrisr.preprocessing.dataset import PreprocessedDataset
 from mrisr.preprocessing.preprocessor import preprocess_dataset
 from mrisr.utilities.errors import MrisrError
@@ -129,36 +129,54 @@ def summary_text(dataset: str, verified: VerifiedDataset, plans: Plans) -> str:
     n_pairs = sum(c.is_pair for c in verified.cases)
     n_hr = sum(c.hr is not None for c in verified.cases)
     n_lr = sum(c.lr is not None for c in verified.cases)
-    dsgan = plans.configuration("dsgan_edsr").degradation
-    edsr = plans.configuration("dsgan_edsr").sr
-    gauss = plans.configuration("gaussian_edsr").degradation
     den = plans.denoising
     lines = [
         f"{dataset}: {len(verified.cases)} cases ({n_pairs} pairs, {n_hr} HR, {n_lr} LR scans)",
         f"  scale            x{plans.scale}  (HR in-plane {plans.hr_spacing:.4g} mm, "
         f"LR working {plans.lr_spacing:.4g} mm)",
-        f"  DSGAN            kernel mode {dsgan['kernel_mode']}, crops HR {dsgan['hr_crop']} / "
-        f"LR {dsgan['lr_crop']}, {dsgan['iterations']} iterations",
-        f"  EDSR             patches LR {edsr['lr_patch']} / HR {edsr['hr_patch']}, "
-        f"{edsr['num_blocks']} blocks x {edsr['num_features']} features, "
-        f"{edsr['iterations']} iterations, batch {edsr['batch_size']}",
-        f"  Gaussian sigma   {gauss['sigma']:g} HR px ({'fitted to real LR' if gauss.get('fitted') else 'paper default'})",
+        f"  configurations   {', '.join(plans.configuration_names)}",
+    ]
+    dsgan = _first_section(plans, lambda c: (c.degradation or {}).get("name") == "dsgan")
+    if dsgan:
+        d = dsgan.degradation
+        lines.append(
+            f"  DSGAN            kernel mode {d['kernel_mode']}, crops HR {d['hr_crop']} / "
+            f"LR {d['lr_crop']}, {d['iterations']} iterations"
+        )
+    trained = _first_section(plans, lambda c: c.requires_training and bool(c.sr))
+    if trained:
+        edsr = trained.sr
+        lines.append(
+            f"  EDSR             patches LR {edsr['lr_patch']} / HR {edsr['hr_patch']}, "
+            f"{edsr['num_blocks']} blocks x {edsr['num_features']} features, "
+            f"{edsr['iterations']} iterations, batch {edsr['batch_size']}"
+        )
+    gauss = _first_section(plans, lambda c: (c.degradation or {}).get("name") == "gaussian")
+    if gauss:
+        g = gauss.degradation
+        lines.append(
+            f"  Gaussian sigma   {g['sigma']:g} HR px "
+            f"({'fitted to real LR' if g.get('fitted') else 'paper default'})"
+        )
+    lines.append(
         f"  LR denoising     {den['method']}"
         + (
             f", h = {den['h']:.3g} (noise sigma {den['sigma']:.3g})"
             if den["method"] != "none"
             else ""
         )
-        + " (paper configurations; dsgan_edsr and kspace_edsr see the raw LR)",
-    ]
-    if "kspace_edsr" in plans.configuration_names:
-        band = plans.configuration("kspace_edsr").degradation["band"]
+        + " (configurations with a denoised input; the others see the raw LR)"
+    )
+    kspace = _first_section(plans, lambda c: "band" in (c.degradation or {}))
+    if kspace:
+        k = kspace.degradation
         lines.append(
-            f"  k-space band     {band[0]:.3f} x {band[1]:.3f} of the LR grid's (exact ratio), "
-            f"window {plans.configuration('kspace_edsr').degradation['window']['type']}"
+            f"  k-space band     {k['band'][0]:.3f} x {k['band'][1]:.3f} of the LR grid's "
+            f"(exact ratio), window {k['window']['type']}"
         )
-    noise = plans.configuration("dsgan_edsr").training_noise
-    if noise:
+    noisy = _first_section(plans, lambda c: bool(c.training_noise))
+    if noisy:
+        noise = noisy.training_noise
         lines.append(
             f"  training noise   {noise['model']}, level and colour of the real LR's background, "
             f"sigma +-{100 * noise['sigma_jitter']:.0f}%, PSF width "
@@ -170,6 +188,13 @@ def summary_text(dataset: str, verified: VerifiedDataset, plans: Plans) -> str:
     out = paths.preprocessed_root() / dataset
     lines.append(f"  wrote {out / FINGERPRINT_FILE}, {plans.path}, {out / plans.data_identifier}/")
     return "\n".join(lines)
+
+
+def _first_section(plans: Plans, wanted):
+    """The first configuration (the default one first) for which ``wanted`` holds, or None:
+    the summary describes what the plans hold, whichever configurations a planner made."""
+    names = sorted(plans.configuration_names, key=lambda n: n != DEFAULT_CONFIGURATION)
+    return next((c for c in map(plans.configuration, names) if wanted(c)), None)
 
 
 def flagged_pairs_lines(plans: Plans) -> list[str]:
