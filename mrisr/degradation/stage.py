@@ -32,7 +32,7 @@ from mrisr.metrics.fidelity import psnr, ssim
 from mrisr.plans import Plans, content_hash
 from mrisr.preprocessing import storage
 from mrisr.preprocessing.dataset import PreprocessedDataset
-from mrisr.preprocessing.pair_check import block_mean
+from mrisr.preprocessing.pair_check import mask_on_lr_grid
 from mrisr.utilities.errors import MrisrError
 from mrisr.utilities.file_io import load_json, save_json
 
@@ -68,7 +68,8 @@ def ensure_synthetic_lr(
 ) -> dict[str, Path]:
     """Synthetic training LR of every HR case in ``cases`` for ``config``; returns case -> file.
 
-    Trains only what these cases need and reuses what exists.
+    Trains only what these cases need and reuses a complete set made under the same
+    section; a partial set is made again whole.
     """
     deg = plans.configuration(config).degradation
     if deg is None:
@@ -83,15 +84,13 @@ def ensure_synthetic_lr(
     missing = [c for c, f in files.items() if not f.is_file()]
     key = content_hash(deg)  # synthetic LR made under another section is made again
     made = summary_path(plans, config, mid)
-    if made.is_file() and load_json(made).get("section_key") != key:
+    stale = made.is_file() and load_json(made).get("section_key") != key
+    if stale:
         logger.info("%s: its degradation section changed: synthetic LR made again", config)
-        for f in (*files.values(), made):  # derived data of the old section
-            f.unlink(missing_ok=True)
-        missing = list(files)
-    if not missing:
+    elif not missing:
         return files
-    # the set is made whole in one go: the intensity relation is fitted on, and applied
-    # to, every file of it once
+    # the set is made whole in one go (a stale or partial one is removed first): the
+    # intensity relation is fitted on, and applied to, every file of it once
     for f in (*files.values(), made):
         f.unlink(missing_ok=True)
     logger.info("%s: making synthetic LR for %d cases (%s)", config, len(files), deg["name"])
@@ -157,7 +156,7 @@ def _apply_intensity_relation(
 
 def _hr_mask_on(ds: PreprocessedDataset, case: str, shape: tuple, scale: int) -> np.ndarray:
     """The HR foreground on the synthetic LR's grid."""
-    return block_mean(ds.load(case, "hr_mask").astype(np.float32), shape, scale) > 0.5
+    return mask_on_lr_grid(ds.load(case, "hr_mask"), shape, scale)
 
 
 def _fall_back_if_worse(

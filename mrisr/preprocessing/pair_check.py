@@ -33,6 +33,11 @@ def block_mean(hr: np.ndarray, shape: tuple[int, ...], scale: int) -> np.ndarray
     return small[tuple(slice(0, t) for t in shape)]
 
 
+def mask_on_lr_grid(hr_mask: np.ndarray, shape: tuple[int, ...], scale: int) -> np.ndarray:
+    """An HR foreground mask on the LR working grid: blocks at least half foreground."""
+    return block_mean(hr_mask.astype(np.float32), shape, scale) > 0.5
+
+
 def check_pair(
     lr: np.ndarray,
     lr_mask: np.ndarray,
@@ -45,8 +50,7 @@ def check_pair(
     if lr.shape[0] != hr.shape[0] or min(hr.shape[1:]) < scale:
         return {"rank_correlation": None, "shares_structure": True, "reason": "not comparable"}
     hr_small = block_mean(hr.astype(np.float32), lr.shape, scale)
-    mask_small = block_mean(hr_mask.astype(np.float32), lr.shape, scale) > 0.5
-    fg = lr_mask.astype(bool) | mask_small
+    fg = lr_mask.astype(bool) | mask_on_lr_grid(hr_mask, lr.shape, scale)
     n = int(fg.sum())
     rho = float(stats.spearmanr(lr[fg], hr_small[fg]).statistic) if n >= MIN_VOXELS else 0.0
     rho = 0.0 if not np.isfinite(rho) else rho

@@ -260,8 +260,8 @@ def _fold_split(name: str, ds: PreprocessedDataset, fold: int | str, write: bool
         raise RuntimeError("a validation case is among the training cases")
     flagged = ds.flagged_pairs()
     left_out = {c: flagged[c] for c in val_cases if c in flagged}
-    for c, why in left_out.items():
-        if write:
+    if write:  # the main process says it once
+        for c, why in left_out.items():
             logger.warning("validation pair %s left out: %s", c, why)
     return fold, train_cases, [c for c in val_cases if c not in flagged], held_out, left_out
 
