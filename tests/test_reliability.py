@@ -509,7 +509,8 @@ def test_ctrl_c_in_workers_is_one_line_and_130(tmp_path):
         pytest.skip("finished before the interrupt")
     # a shell reports 130 either way: the command returns 130 or, about once in 40 runs
     # (seen when the interrupt lands as the workers finish and torch is being imported),
-    # the interpreter ends by SIGINT after the command has said its line
+    # the interpreter ends by SIGINT after the command has said its line; an interrupt
+    # wrapped by that import is still recognised (run_command follows the cause chain)
     assert p.returncode in (130, -signal.SIGINT), err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
     # one line says so (a library's own exit log may follow it)
@@ -661,6 +662,29 @@ def test_predict_ctrl_c_message_names_continue(capsys):
 
     assert run_command("mrisr_predict", body) == 130
     assert "--continue" in capsys.readouterr().err
+
+
+def test_ctrl_c_wrapped_by_an_import_is_still_one_line_and_130(capsys):
+    """Ctrl-C while a module is being imported can surface as another exception whose
+    cause is the KeyboardInterrupt (functools' __set_name__ during ``import torch``)."""
+
+    def body():
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as e:
+            raise RuntimeError("Error calling __set_name__") from e
+
+    assert run_command("mrisr_plan_and_preprocess", body) == 130
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [
+        "mrisr_plan_and_preprocess: interrupted; re-run the same command to resume"
+    ]
+
+    def other():
+        raise RuntimeError("a real bug")
+
+    with pytest.raises(RuntimeError, match="a real bug"):
+        run_command("mrisr_plan_and_preprocess", other)
 
 
 def test_demo_foreign_dataset_hint_names_no_missing_option(tmp_path):

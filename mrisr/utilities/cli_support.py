@@ -71,10 +71,32 @@ def run_command(prog: str, body: Callable[[], int | None]) -> int:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        _close_progress_bars()
-        hint = RESUME_HINTS.get(prog, "re-run the same command to resume")
-        print(f"{prog}: interrupted; {hint}", file=sys.stderr)
-        return 130
+        return _interrupted(prog)
+    except Exception as e:
+        # Ctrl-C during an import surfaces wrapped (e.g. a RuntimeError from
+        # __set_name__ whose cause is the KeyboardInterrupt): still an interrupt
+        if not _caused_by_interrupt(e):
+            raise
+        return _interrupted(prog)
+
+
+def _interrupted(prog: str) -> int:
+    _close_progress_bars()
+    hint = RESUME_HINTS.get(prog, "re-run the same command to resume")
+    print(f"{prog}: interrupted; {hint}", file=sys.stderr)
+    return 130
+
+
+def _caused_by_interrupt(e: BaseException) -> bool:
+    """Whether a KeyboardInterrupt is in the exception's cause or context chain."""
+    seen: set[int] = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, KeyboardInterrupt):
+            return True
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return False
 
 
 def _close_progress_bars() -> None:
