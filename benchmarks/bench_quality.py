@@ -208,6 +208,16 @@ def run_protocol(protocol: str, args, configs: list[str]) -> dict:
     }
     save_json(data, plans_path)
     plans = Plans.load(plans_path)
+    selected = None
+    if args.select:  # the selection rule, as mrisr_plan_and_preprocess runs it
+        from mrisr.training.selection import candidates_of, select_configuration
+
+        t = time.time()
+        cands = [n for n in candidates_of(plans) if n != "oracle_edsr"]
+        selected = select_configuration(plans, cands, device=args.device)
+        selected["seconds"] = time.time() - t
+        print(f"  {protocol}: selection ({selected['seconds']:.0f} s): {selected['reason']}")
+        configs = resolve_configs(configs, selected, cands)
 
     evals: dict[str, dict] = {}
     timings = {}
@@ -332,6 +342,7 @@ def run_protocol(protocol: str, args, configs: list[str]) -> dict:
         }
     return {
         "protocol": protocol,
+        "selection": selected,
         "evals": evals,
         "estimates": estimates,
         "seconds": time.time() - t0,
@@ -469,12 +480,19 @@ def main(argv=None) -> int:
     p.add_argument("--workdir", default="quality_work")
     p.add_argument("--device", default="cpu")
     p.add_argument("--trainer", default=TRAINER, help="trainer class for every configuration")
+    p.add_argument(
+        "--select",
+        action="store_true",
+        help="run the selection rule per protocol (implied by the names 'default', "
+        "'runner_up' and 'all' in --configs) and report how well it predicts the outcome",
+    )
     args = p.parse_args(argv)
     TRAINER = args.trainer
     import logging
 
     logging.basicConfig(level=logging.WARNING)
     configs = [c for c in args.configs.split(",") if c]
+    args.select = args.select or bool(set(configs) & set(ALIASES))
     if "bicubic" not in configs:
         configs.insert(0, "bicubic")
     out, results = [], []
@@ -491,6 +509,9 @@ def main(argv=None) -> int:
         out.append(text)
     if len(results) > 1:
         out.insert(0, distribution(results, configs))
+        print(out[0], flush=True)
+    if any(r.get("selection") for r in results):
+        out.insert(0, rule_study(results))
         print(out[0], flush=True)
     Path(args.workdir, "quality_report.md").write_text("\n\n".join(out) + "\n")
     print(f"report: {Path(args.workdir, 'quality_report.md')}")
@@ -509,7 +530,9 @@ def _run_or_reuse(protocol: str, args, configs: list[str]) -> dict:
     path = Path(args.workdir, "results", f"{slug(protocol)}__{TRAINER}.json")
     if path.is_file():
         r = json.loads(path.read_text())
-        if all(c in r["evals"] for c in configs):
+        if r.get("selection"):
+            configs = resolve_configs(configs, r["selection"], r["selection"]["candidates"])
+        if (r.get("selection") or not args.select) and all(c in r["evals"] for c in configs):
             r["evals"] = {c: r["evals"][c] for c in configs}
             return r
     r = run_protocol(protocol, args, configs)
@@ -520,14 +543,84 @@ def _run_or_reuse(protocol: str, args, configs: list[str]) -> dict:
     return r
 
 
+#: --configs names resolved per protocol from its selection
+ALIASES = ("default", "runner_up", "all")
+
+
+def resolve_configs(configs: list[str], selected: dict, candidates: list[str]) -> list[str]:
+    """``default`` / ``runner_up`` / ``all`` -> the protocol's configurations (in order, once)."""
+    out: list[str] = []
+    for c in configs:
+        names = {"default": [selected["default"]], "runner_up": [selected.get("runner_up")]}
+        names["all"] = list(candidates)
+        out += [n for n in names.get(c, [c]) if n]
+    return list(dict.fromkeys(out))
+
+
+def rule_study(results: list[dict]) -> str:
+    """How well each selection rule predicts the held-out outcome, over the protocols: per
+    protocol the rank correlation of the rule's score with the held-out gain over bicubic
+    (candidates with a held-out result), and whether its pick is the best or within 0.3 dB.
+    Rules: the screen (its mean validation PSNR; the plans' default is its pick) and the
+    in-sample fidelity of the synthetic LR (SSIM to the registered real LR)."""
+    lines = [
+        "### selection rules against the held-out outcome",
+        "",
+        "| protocol | selected default (gain) | best in hindsight (gain) | screen rho | "
+        "fidelity pick (gain) | fidelity rho |",
+        "|---|---|---|---|---|---|",
+    ]
+    hits = {"screen": [], "fidelity": []}
+    for r in results:
+        sel = r.get("selection")
+        if not sel or not sel.get("scores"):
+            continue
+        scored = [c for c in sel["scores"] if c in r["evals"]]
+        g = {c: gains(r, c) for c in scored}
+        best = max(g, key=g.get)
+        screen_rho = _rho([sel["scores"][c]["psnr"] for c in scored], [g[c] for c in scored])
+        fid = {c: sel["scores"][c].get("fidelity_ssim") for c in scored}
+        fid = {c: v for c, v in fid.items() if v is not None}
+        fid_pick = max(fid, key=fid.get) if fid else None
+        fid_rho = _rho([fid[c] for c in fid], [g[c] for c in fid]) if fid else float("nan")
+        chosen = sel["default"]
+        if chosen in g:
+            hits["screen"].append(g[chosen] >= g[best] - 0.3)
+        if fid_pick:
+            hits["fidelity"].append(g[fid_pick] >= g[best] - 0.3)
+        lines.append(
+            f"| {r['protocol']} | {chosen} ({g.get(chosen, float('nan')):+.2f}) | {best} "
+            f"({g[best]:+.2f}) | {screen_rho:+.2f} | "
+            + (f"{fid_pick} ({g[fid_pick]:+.2f})" if fid_pick else "—")
+            + f" | {fid_rho:+.2f} |"
+        )
+    lines.append("")
+    for rule, h in hits.items():
+        lines.append(f"- {rule} rule: pick best or within 0.3 dB on {sum(h)} / {len(h)} protocols")
+    return "\n".join(lines)
+
+
+def _rho(a: list[float], b: list[float]) -> float:
+    """Spearman rank correlation (nan with fewer than 3 values)."""
+    if len(a) < 3:
+        return float("nan")
+    return float(stats.spearmanr(a, b)[0])
+
+
 def gains(result: dict, config: str, key: str = "psnr") -> float:
-    """Mean held-out gain of ``config`` over bicubic on one protocol."""
+    """Mean held-out gain of ``config`` (or the protocol's ``default`` / ``runner_up``)
+    over bicubic on one protocol."""
+    sel = result.get("selection") or {}
+    config = sel.get(config) or config if config in ALIASES else config
     return _paired(result["evals"], config, key)[0]
 
 
 def distribution(results: list[dict], configs: list[str]) -> str:
     """The per-protocol gains over bicubic and, per configuration, their distribution."""
-    trained = [c for c in configs if c != "bicubic"]
+    trained = [c for c in configs if c not in ("bicubic", "all")]
+    if "all" in configs:  # every candidate evaluated everywhere
+        trained += sorted(set.intersection(*(set(r["evals"]) for r in results)) - {"bicubic"})
+    trained = list(dict.fromkeys(trained))
     lines = [
         f"### gain over bicubic (held-out PSNR dB / SSIM), {len(results)} protocols",
         "",

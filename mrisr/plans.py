@@ -67,6 +67,12 @@ def plans_problem(data: object) -> str | None:
         for sec in ("sr", "degradation"):
             if c.get(sec) is not None and not isinstance(c[sec], dict):
                 return f"'configurations.{name}.{sec}' must be an object or null"
+    for key in ("default_configuration",):
+        if key in data and data[key] not in configs:
+            return f"'{key}' {data[key]!r} is not one of the configurations"
+    worth = data.get("worth_training", [])
+    if not isinstance(worth, list) or any(w not in configs for w in worth):
+        return f"'worth_training' must list configurations, not {worth!r}"
     return _sections_problem(configs)
 
 
@@ -360,6 +366,25 @@ class Plans:
     @property
     def configuration_names(self) -> list[str]:
         return list(self.data["configurations"])
+
+    @property
+    def default_configuration(self) -> str:
+        """The configuration commands use without ``-c``: the selection rule's choice
+        (``"default_configuration"``, :mod:`mrisr.training.selection`), else
+        :data:`DEFAULT_CONFIGURATION` where the plans hold it, else the first one."""
+        names = self.configuration_names
+        chosen = self.data.get("default_configuration")
+        if chosen in names:
+            return chosen
+        return DEFAULT_CONFIGURATION if DEFAULT_CONFIGURATION in names else names[0]
+
+    @property
+    def worth_training(self) -> list[str]:
+        """The configurations the selection rule found worth a full training (the default
+        and those within its margin of the best); every trainable one when not selected."""
+        if "worth_training" in self.data:
+            return list(self.data["worth_training"])
+        return [n for n in self.configuration_names if self.configuration(n).requires_training]
 
     def configuration(self, name: str) -> ConfigurationPlans:
         configs = self.data["configurations"]

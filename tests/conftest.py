@@ -40,7 +40,7 @@ def exported_model(tmp_path_factory):
             (root / k).mkdir()
             mp.setenv(k, str(root / k))
         ds = write_dataset(root / "mrisr_raw", n_pairs=3, hr_size=(80, 80, 3), lr_size=(40, 40, 3))
-        assert plan_main(["-d", "1", "-np", "1"]) == 0
+        assert plan_main(["-d", "1", "-np", "1", "--no-select"]) == 0
         run_training(0, "1", "gaussian_edsr", "EDSRTrainer_tiny", progress=False)
         # degradation artefacts as a learned model leaves them (the fixed Gaussian has none)
         deg = root / "mrisr_results" / "Dataset001_Synth" / "degradation__mrisrPlans__gaussian_edsr"
@@ -80,7 +80,7 @@ def base(tmp_path_factory):
         (root / k).mkdir()
         mp.setenv(k, str(root / k))
     write_dataset(root / "mrisr_raw", n_pairs=3)
-    assert plan_cli.main(["-d", "1", "-np", "1"]) == 0
+    assert plan_cli.main(["-d", "1", "-np", "1", "--no-select"]) == 0
     plans = json.loads((root / "mrisr_preprocessed" / DS / "mrisrPlans.json").read_text())
     model = root / "mrisr_results" / DS / MODEL
     (model / "fold_0").mkdir(parents=True)

@@ -45,7 +45,7 @@ TRAINERS.register(DDPProbeTrainer)
 
 def test_two_cpu_processes_agree_and_rank0_writes(mrisr_env, tmp_path, monkeypatch):
     write_dataset(mrisr_env["mrisr_raw"], n_pairs=3, hr_size=(48, 48, 3), lr_size=(24, 24, 3))
-    assert plan_main(["-d", "1", "-np", "1"]) == 0
+    assert plan_main(["-d", "1", "-np", "1", "--no-select"]) == 0
     probe = tmp_path / "probe"
     probe.mkdir()
     monkeypatch.setenv("MRISR_TEST_DDP_PROBE", str(probe))

@@ -24,7 +24,7 @@ def plans(mrisr_env):
         hr_size=(80, 80, 3),
         lr_size=(40, 40, 3),
     )
-    assert plan_main(["-d", "1", "-np", "1"]) == 0
+    assert plan_main(["-d", "1", "-np", "1", "--no-select"]) == 0
     p = Plans.load(mrisr_env["mrisr_preprocessed"] / "Dataset001_Synth" / "mrisrPlans.json")
     deg = p.data["configurations"]["dsgan_edsr"]["degradation"]
     deg["iterations"] = 12

@@ -149,7 +149,7 @@ def test_write_series_without_source_invents_no_patient(tmp_path):
 @pytest.fixture
 def planned(mrisr_env):
     ds = write_dataset(mrisr_env["mrisr_raw"], n_pairs=2, lr_size=(36, 32, 4))
-    assert plan_main(["-d", "1", "-np", "1"]) == 0
+    assert plan_main(["-d", "1", "-np", "1", "--no-select"]) == 0
     (mrisr_env["mrisr_results"] / ds.name).mkdir()  # 'bicubic' predicts from the plans alone
     return mrisr_env, ds
 
@@ -208,7 +208,7 @@ def test_raw_dataset_case_as_dicom_folder(mrisr_env, capsys):
     img = sitk.ReadImage(str(lr_file))
     lr_file.unlink()
     write_source_series(img, ds / "imagesLR" / "case_001")
-    assert plan_main(["-d", "1", "-np", "1"]) == 0
+    assert plan_main(["-d", "1", "-np", "1", "--no-select"]) == 0
     props = json.loads(
         (
             mrisr_env["mrisr_preprocessed"]

@@ -230,7 +230,7 @@ def test_re_running_preprocessing_repairs_a_damaged_case(env, damage):
         line = one_line(err, "mrisr_train", "case_002.json", "re-run mrisr_plan_and_preprocess")
         assert "--clean" not in line
     kept = (pre / "case_000.json").stat().st_mtime_ns
-    code, _, err = run(plan_cli, "-d", "1", "-np", "1")
+    code, _, err = run(plan_cli, "-d", "1", "-np", "1", "--no-select")
     assert code == 0, err
     assert "case_002" in err and "redoing the case" in err
     assert np.array_equal(storage.load_array(pre / "case_002_hr.b2nd"), good)
@@ -325,7 +325,7 @@ def test_deeply_nested_json_is_one_line(env, file):
     path = (env["raw"] if file == "dataset.json" else env["mrisr_preprocessed"] / DS) / file
     path.write_text("[" * 100_000 + "]" * 100_000)
     cli, args = (
-        (plan_cli, ("-d", "1", "-np", "1"))
+        (plan_cli, ("-d", "1", "-np", "1", "--no-select"))
         if file == "dataset.json"
         else (train_cli, ("0", "-d", "1", "-c", "gaussian_edsr"))
     )

@@ -64,7 +64,7 @@ def test_stage_gives_synthetic_lr_the_real_lr_contrast(mrisr_env, contrast: bool
             out = sitk.GetImageFromArray((_relation(a / 100.0) * 100.0).astype(np.float32))
             out.CopyInformation(img)
             sitk.WriteImage(out, str(f))
-    assert plan_main(["-d", "1", "-np", "1", "--no-time-estimate"]) == 0
+    assert plan_main(["-d", "1", "-np", "1", "--no-select", "--no-time-estimate"]) == 0
     plans = Plans.load(mrisr_env["mrisr_preprocessed"] / "Dataset001_Synth" / "mrisrPlans.json")
     ds = PreprocessedDataset.for_plans(plans)
     files = ensure_synthetic_lr(plans, "gaussian_edsr", ds.cases, progress=False)

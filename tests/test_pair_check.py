@@ -68,7 +68,7 @@ def test_flagged_pair_named_and_left_out_of_validation_and_fidelity(
     out.CopyInformation(img)
     sitk.WriteImage(out, str(bad))
 
-    assert plan_main(["-d", "1", "-np", "1", "--no-time-estimate"]) == 0
+    assert plan_main(["-d", "1", "-np", "1", "--no-select", "--no-time-estimate"]) == 0
     text = capsys.readouterr().out
     assert "pairs left out" in text and "case_004" in text and "share no structure" in text
 
@@ -123,7 +123,7 @@ def test_summary_describes_whatever_configurations_a_planner_made(mrisr_env) -> 
     from mrisr.planning.plan_and_preprocess_api import summary_text
 
     raw = write_dataset(mrisr_env["mrisr_raw"], n_pairs=2, hr_size=(64, 64, 4), lr_size=(32, 32, 4))
-    assert plan_main(["-d", "1", "-np", "1", "--no-time-estimate"]) == 0
+    assert plan_main(["-d", "1", "-np", "1", "--no-select", "--no-time-estimate"]) == 0
     path = mrisr_env["mrisr_preprocessed"] / "Dataset001_Synth" / "mrisrPlans.json"
     plans = Plans.load(path)
     verified = verify_dataset(raw)

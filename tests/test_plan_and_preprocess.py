@@ -24,7 +24,7 @@ def pre_dir(env):
 @pytest.fixture
 def planned(mrisr_env, capsys):
     write_dataset(mrisr_env["mrisr_raw"], n_pairs=3, hr_only=1, lr_only=1)
-    assert main(["-d", "1", "-np", "1"]) == 0
+    assert main(["-d", "1", "-np", "1", "--no-select"]) == 0
     out = capsys.readouterr().out
     return mrisr_env, out
 
@@ -112,10 +112,10 @@ def test_one_registration_per_pair(planned, monkeypatch):
         assert used["center"] == reg["fixed_parameters"][:3]
     # preprocessing again from the kept fingerprint registers nothing
     monkeypatch.setattr(preprocessor, "rigid_register", lambda *a: pytest.fail("registered"))
-    assert main(["-d", "1", "-np", "1", "--no-time-estimate"]) == 0
+    assert main(["-d", "1", "-np", "1", "--no-select", "--no-time-estimate"]) == 0
     for f in (pre_dir(env) / "mrisrPlans_preprocessed").glob("*.json"):
         f.unlink()  # the case is redone
-    assert main(["-d", "1", "-np", "1", "--no-time-estimate"]) == 0
+    assert main(["-d", "1", "-np", "1", "--no-select", "--no-time-estimate"]) == 0
 
 
 def test_kernel_mode_follows_the_data(mrisr_env, capsys):
@@ -127,14 +127,14 @@ def test_kernel_mode_follows_the_data(mrisr_env, capsys):
         o[2] += 1.35
         img.SetOrigin(o)
         sitk.WriteImage(img, str(f))
-    assert main(["-d", "Dataset001_Synth", "-np", "1"]) == 0
+    assert main(["-d", "Dataset001_Synth", "-np", "1", "--no-select"]) == 0
     plans = Plans.load(pre_dir(mrisr_env) / "mrisrPlans.json")
     assert plans.configuration("dsgan_edsr").degradation["kernel_mode"] == "per_volume"
 
 
 def test_unpaired_dataset_plans_per_dataset(mrisr_env, capsys):
     write_dataset(mrisr_env["mrisr_raw"], n_pairs=0, hr_only=2, lr_only=2)
-    assert main(["-d", "1", "-np", "1"]) == 0
+    assert main(["-d", "1", "-np", "1", "--no-select"]) == 0
     plans = Plans.load(pre_dir(mrisr_env) / "mrisrPlans.json")
     assert plans.configuration("dsgan_edsr").degradation["kernel_mode"] == "per_dataset"
     assert plans.scale == 2
@@ -178,7 +178,7 @@ def test_landmark_lands_at_the_same_physical_point(mrisr_env, capsys, monkeypatc
     # the LR slices coincide with the HR slices (the method is 2D)
     assert hr.GetOrigin()[2] == pytest.approx(out.GetOrigin()[2])
 
-    assert main(["-d", "1", "-np", "1"]) == 0
+    assert main(["-d", "1", "-np", "1", "--no-select"]) == 0
     folder = pre_dir(mrisr_env) / "mrisrPlans_preprocessed"
     props = load_json(folder / "case_000.json")
     lr_work = Geometry.from_json(props["lr"]["working_geometry"])
@@ -215,7 +215,7 @@ def test_rerun_is_idempotent(planned, capsys, caplog):
     env, _ = planned
     before = _digest(pre_dir(env))
     time.sleep(0.01)
-    assert main(["-d", "1", "-np", "1"]) == 0
+    assert main(["-d", "1", "-np", "1", "--no-select"]) == 0
     after = _digest(pre_dir(env))
     # same files, same content; preprocessed cases and the fingerprint are not rewritten
     assert before.keys() == after.keys()
@@ -230,7 +230,7 @@ def test_clean_recomputes(planned, capsys):
     env, _ = planned
     fp = pre_dir(env) / "dataset_fingerprint.json"
     m = fp.stat().st_mtime_ns
-    assert main(["-d", "1", "-np", "1", "--clean"]) == 0
+    assert main(["-d", "1", "-np", "1", "--no-select", "--clean"]) == 0
     assert fp.stat().st_mtime_ns != m
 
 
@@ -246,14 +246,14 @@ def test_failure_leaves_nothing_half_written_and_resumes(mrisr_env, capsys, monk
         return real(files, key, scan, sampling)
 
     monkeypatch.setattr(preprocessor, "_save_scan", flaky)
-    assert main(["-d", "1", "-np", "1"]) == 130
+    assert main(["-d", "1", "-np", "1", "--no-select"]) == 130
     folder = pre_dir(mrisr_env) / "mrisrPlans_preprocessed"
     assert (folder / "case_000.json").is_file()
     assert not (folder / "case_001.json").exists()  # interrupted case is not marked done
     assert not list(folder.glob(".*tmp*"))  # no temporary leftovers
     monkeypatch.setattr(preprocessor, "_save_scan", real)
     m0 = (folder / "case_000_hr.b2nd").stat().st_mtime_ns
-    assert main(["-d", "1", "-np", "1"]) == 0
+    assert main(["-d", "1", "-np", "1", "--no-select"]) == 0
     assert all((folder / f"case_00{i}.json").is_file() for i in range(3))
     assert (folder / "case_000_hr.b2nd").stat().st_mtime_ns == m0  # done case reused
 
@@ -279,7 +279,7 @@ def test_2d_images_are_one_slice_volumes(mrisr_env, capsys):
             img3 = make_scan(size, sp, seed=i)
             img2 = img3[:, :, 0]
             sitk.WriteImage(img2, str(ds / sub / f"case_00{i}.nii.gz"))
-    assert main(["-d", "1", "-np", "1"]) == 0
+    assert main(["-d", "1", "-np", "1", "--no-select"]) == 0
     folder = pre_dir(mrisr_env) / "mrisrPlans_preprocessed"
     assert storage.load_array(folder / "case_000_lr.b2nd").shape[0] == 1
     assert storage.load_array(folder / "case_000_hr.b2nd").shape[1:] == (64, 72)

@@ -24,7 +24,7 @@ def trained(tmp_path_factory):
         (root / k).mkdir()
         mp.setenv(k, str(root / k))
     ds = write_dataset(root / "mrisr_raw", n_pairs=5, hr_size=(80, 80, 3), lr_size=(40, 40, 3))
-    assert plan_main(["-d", "1", "-np", "1"]) == 0
+    assert plan_main(["-d", "1", "-np", "1", "--no-select"]) == 0
     for fold in (0, 1):
         run_training(fold, "1", "gaussian_edsr", "EDSRTrainer_tiny", progress=False)
         run_training(fold, "1", "bicubic", "EDSRTrainer_tiny", progress=False)

@@ -78,7 +78,7 @@ def registered(monkeypatch):
 
 def test_a_new_degradation_model_and_trainer_variant_plug_in(mrisr_env, registered):
     write_dataset(mrisr_env["mrisr_raw"], n_pairs=3, hr_size=(80, 80, 3), lr_size=(40, 40, 3))
-    assert plan_main(["-d", "1", "-np", "1"]) == 0
+    assert plan_main(["-d", "1", "-np", "1", "--no-select"]) == 0
     plans_file = mrisr_env["mrisr_preprocessed"] / "Dataset001_Synth" / "mrisrPlans.json"
     plans = Plans.load(plans_file)
     # the planner method's output: one configuration using the new model

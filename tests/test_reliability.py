@@ -142,7 +142,7 @@ def test_overlapping_roots_are_refused(tmp_path, monkeypatch, layout):
     for k, v in zip(ROOTS, (raw, pre, res)):
         monkeypatch.setenv(k, str(v))
     before = tree_state(raw)
-    code, _, err = run(plan_cli, "-d", "1", "-np", "1", "--clean")
+    code, _, err = run(plan_cli, "-d", "1", "-np", "1", "--no-select", "--clean")
     assert code == 2
     one_line(err, "mrisr_plan_and_preprocess", "must be separate folders")
     assert tree_state(raw) == before
@@ -154,7 +154,7 @@ def test_a_root_that_is_a_file(env, monkeypatch, var):
     f = env["root"] / "afile"
     f.write_text("not a folder")
     monkeypatch.setenv(var, str(f))
-    code, _, err = run(plan_cli, "-d", "1", "-np", "1")
+    code, _, err = run(plan_cli, "-d", "1", "-np", "1", "--no-select")
     assert code == 2
     one_line(err, "mrisr_plan_and_preprocess", f"{var}=", "is a file")
     assert f.read_text() == "not a folder"
@@ -207,14 +207,14 @@ def test_changed_raw_scan_is_preprocessed_again(env):
     """5. Cases are keyed on their raw files' content hash: a changed scan is redone."""
     pre = env["mrisr_preprocessed"] / DS / "mrisrPlans_preprocessed"
     times = {p.name: p.stat().st_mtime_ns for p in pre.iterdir()}
-    code, _, err = run(plan_cli, "-d", "1", "-np", "1")
+    code, _, err = run(plan_cli, "-d", "1", "-np", "1", "--no-select")
     assert code == 0, err
     assert {p.name: p.stat().st_mtime_ns for p in pre.iterdir()} == times  # nothing changed
     lr = env["raw"] / "imagesLR" / "case_001.nii.gz"
     old = storage.load_array(pre / "case_001_lr.b2nd")
     img = make_scan((36, 32, 6), (2.7, 2.7, 2.7), seed=17, noise=4.0, blur_mm=1.5)
     sitk.WriteImage(img, str(lr))
-    code, _, err = run(plan_cli, "-d", "1", "-np", "1")
+    code, _, err = run(plan_cli, "-d", "1", "-np", "1", "--no-select")
     assert code == 0, err
     assert "case_001: raw scan(s) changed since preprocessing" in err
     after = {p.name: p.stat().st_mtime_ns for p in pre.iterdir()}
@@ -478,7 +478,7 @@ def test_bad_headers_are_refused_before_anything_is_written(env, damage, msg):
     else:
         _nifti_patch(f, damage)
     before = tree_state(env["raw"])
-    code, _, err = run(plan_cli, "-d", "1", "-np", "1")
+    code, _, err = run(plan_cli, "-d", "1", "-np", "1", "--no-select")
     assert code == 2
     one_line(err, "mrisr_plan_and_preprocess", "imagesLR/case_002.nii.gz", msg)
     assert tree_state(env["raw"]) == before
@@ -495,7 +495,16 @@ def test_ctrl_c_in_workers_is_one_line_and_130(tmp_path):
     (tmp_path / "pre").mkdir()
     (tmp_path / "res").mkdir()
     p = subprocess.Popen(
-        [sys.executable, "-m", "mrisr.cli.plan_and_preprocess", "-d", "1", "-np", "2"],
+        [
+            sys.executable,
+            "-m",
+            "mrisr.cli.plan_and_preprocess",
+            "-d",
+            "1",
+            "-np",
+            "2",
+            "--no-select",
+        ],
         env=envv,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -542,7 +551,7 @@ def test_read_only_or_full_folders_are_one_line(env, mode, kind, where, monkeypa
             prog = "mrisr_predict"
         elif where == "preprocessed":
             extra = ["--clean"] if kind == "read-only" else []  # --clean must not half-delete
-            code, _, err = run(plan_cli, "-d", "1", "-np", "1", *extra)
+            code, _, err = run(plan_cli, "-d", "1", "-np", "1", "--no-select", *extra)
             prog = "mrisr_plan_and_preprocess"
         else:
             code, _, err = run(train_cli, "0", "-d", "1", "-c", "bicubic")
@@ -587,7 +596,7 @@ def test_negative_intensities_warn(env):
     f = env["raw"] / "imagesHR" / "case_001.nii.gz"
     img = sitk.ReadImage(str(f)) - 50.0
     sitk.WriteImage(img, str(f))
-    code, out, err = run(plan_cli, "-d", "1", "-np", "1", "--verify-only")
+    code, out, err = run(plan_cli, "-d", "1", "-np", "1", "--no-select", "--verify-only")
     assert code == 0, err
     assert "case_001.nii.gz: negative intensities" in err and "OK" in out
 
@@ -597,7 +606,7 @@ def test_too_small_scan_is_left_out_of_planning(env):
     before = json.loads(plans_file.read_text())["configurations"]["dsgan_edsr"]["sr"]
     lr = env["raw"] / "imagesLR" / "case_009.nii.gz"
     sitk.WriteImage(make_scan((6, 6, 6), (2.7, 2.7, 2.7), noise=4.0), str(lr))
-    code, _, err = run(plan_cli, "-d", "1", "-np", "1")
+    code, _, err = run(plan_cli, "-d", "1", "-np", "1", "--no-select")
     assert code == 0, err
     assert "left out of planning" in err and "case_009 (LR 6x6)" in err
     after = json.loads(plans_file.read_text())["configurations"]["dsgan_edsr"]["sr"]

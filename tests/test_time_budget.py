@@ -82,7 +82,7 @@ def test_a_budget_too_small_for_any_network_is_one_line(plans):
 
 
 def test_plan_and_preprocess_with_a_time_budget(env):
-    code, out, err = run(plan_cli, "-d", "1", "-np", "1", "--time-budget", "20s")
+    code, out, err = run(plan_cli, "-d", "1", "-np", "1", "--no-select", "--time-budget", "20s")
     assert code == 0, err
     plans = json.loads((env["mrisr_preprocessed"] / DS / "mrisrPlans.json").read_text())
     assert "time_budget" in plans["decisions"] and "time_budget" in out

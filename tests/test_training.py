@@ -52,7 +52,7 @@ def prepared(tmp_path_factory):
             hr_size=(48, 48, 3),
             lr_size=(24, 24, 3),
         )
-        assert plan_main(["-d", "1", "-np", "1"]) == 0
+        assert plan_main(["-d", "1", "-np", "1", "--no-select"]) == 0
         f = base / "mrisr_preprocessed" / DS / "mrisrPlans.json"
         plans = Plans.load(f)
         deg = plans.data["configurations"]["dsgan_edsr"]["degradation"]

@@ -18,7 +18,7 @@ from mrisr.plans import Plans
 @pytest.fixture
 def plans(mrisr_env):
     write_dataset(mrisr_env["mrisr_raw"], n_pairs=2)
-    assert plan_main(["-d", "1", "-np", "1"]) == 0
+    assert plan_main(["-d", "1", "-np", "1", "--no-select"]) == 0
     return Plans.load(mrisr_env["mrisr_preprocessed"] / "Dataset001_Synth" / "mrisrPlans.json")
 
 

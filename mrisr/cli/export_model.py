@@ -18,7 +18,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("-d", default=None, help="dataset id or name (default: the only trained one)")
     p.add_argument(
-        "-c", default=DEFAULT_CONFIGURATION, help=f"configuration (default {DEFAULT_CONFIGURATION})"
+        "-c",
+        default=None,
+        help="configuration (default: the plans' default_configuration, chosen by the "
+        f"selection rule, else {DEFAULT_CONFIGURATION})",
     )
     p.add_argument("-tr", default=DEFAULT_TRAINER, help=f"trainer (default {DEFAULT_TRAINER})")
     p.add_argument("-p", default=DEFAULT_PLANS, help=f"plans identifier (default {DEFAULT_PLANS})")

@@ -46,6 +46,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="fit each configuration's SR training to T per fold on this machine's measured "
         "speed (e.g. 2h, 90m): the iteration ceiling, and a smaller network where needed",
     )
+    p.add_argument(
+        "--no-select",
+        action="store_true",
+        help="skip the selection rule (a short screening training of every configuration on "
+        "fold 0, validated on its real LR pairs) that names the plans' default configuration "
+        "and those worth training",
+    )
+    p.add_argument(
+        "--device", default="cpu", choices=["cpu", "cuda", "mps"], help="device of the screen"
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -76,6 +86,10 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 if budget is not None:
                     apply_time_budget(plans, budget)
+                if not args.no_select:
+                    from mrisr.training.selection import select_configuration
+
+                    select_configuration(plans, device=args.device, progress=args.verbose)
                 print(summary_text(name, verified, plans))
                 if not args.no_time_estimate:
                     print(training_cost_text(verified, plans))
@@ -111,8 +125,12 @@ def training_cost_text(verified, plans) -> str:
 
     pairs = sum(c.is_pair for c in verified.cases)
     folds = max(1, min(5, pairs))
-    lines = plan_cost_lines(plans, folds, paths.machine_cache(CACHE_FILE))  # None: no cache
-    head = "  training time    (EDSR, measured on this CPU; mrisr_train prints its own estimate)"
+    names = plans.worth_training
+    lines = plan_cost_lines(plans, folds, paths.machine_cache(CACHE_FILE), names)
+    head = (
+        "  training time    (EDSR, measured on this CPU; mrisr_train prints its own estimate; "
+        + ("the configurations worth training)" if "selection" in plans.data else "all)")
+    )
     return "\n".join([head, *lines])
 
 

@@ -33,10 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-d", metavar="ID", help="dataset id or name (default: the only one)")
     p.add_argument(
         "-c",
-        default=DEFAULT_CONFIGURATION,
+        default=None,
         metavar="CONFIG",
-        help=f"configuration in the plans (default {DEFAULT_CONFIGURATION}; bicubic only "
-        "validates)",
+        help="configuration in the plans (default: the plans' default_configuration, chosen "
+        f"by mrisr_plan_and_preprocess's selection rule, else {DEFAULT_CONFIGURATION}; "
+        "bicubic only validates)",
     )
     p.add_argument("-tr", default=DEFAULT_TRAINER, metavar="TRAINER", help="trainer class")
     p.add_argument("-p", default=DEFAULT_PLANS, metavar="PLANS", help="plans name")

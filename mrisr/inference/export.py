@@ -32,6 +32,7 @@ from pathlib import Path, PurePosixPath
 import torch
 
 from mrisr import paths
+from mrisr.inference.predict_api import default_configuration
 from mrisr.networks.checkpoint_io import read_checkpoint
 from mrisr.paths import DATASET_RE
 from mrisr.planning.fingerprint import FINGERPRINT_FILE
@@ -177,16 +178,19 @@ def _add_fold_members(
 
 
 def export_model(
-    dataset: str,
-    configuration: str,
+    dataset: str | None,
+    configuration: str | None,
     output: Path,
     trainer: str = DEFAULT_TRAINER,
     plans_name: str = DEFAULT_PLANS,
     folds: list[str] | None = None,
     checkpoint: str = "final",
 ) -> Path:
-    """Write the model zip of a trained configuration; returns its path."""
+    """Write the model zip of a trained configuration (None: the plans' default); returns
+    its path."""
     dataset = paths.resolve_results_dataset(dataset)
+    if configuration is None:
+        configuration = default_configuration(dataset, trainer, plans_name)
     folder = paths.results_folder(
         dataset, trainer, plans_name, configuration, labels=("-tr", "-p", "-c")
     )

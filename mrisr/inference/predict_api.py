@@ -139,6 +139,18 @@ def _check_options(
         )
 
 
+def default_configuration(dataset: str, trainer: str, plans_name: str) -> str:
+    """The configuration used without ``-c``: the plans' ``default_configuration`` (the
+    selection rule's choice), read from the dataset's preprocessed plans, else from the plans
+    a trained or installed model of ``trainer`` was trained with."""
+    pre = paths.preprocessed_root() / dataset / f"{plans_name}.json"
+    found = [pre] if pre.is_file() else []
+    found += sorted((paths.results_root() / dataset).glob(f"{trainer}__{plans_name}__*/plans.json"))
+    chosen = Plans.load(found[0]).default_configuration if found else DEFAULT_CONFIGURATION
+    logger.info("configuration %s: the plans' default (-c chooses another)", chosen)
+    return chosen
+
+
 def _model_plans(dataset: str, trainer: str, plans_name: str, configuration: str):
     """The model folder and the plans it was trained with (``bicubic``: the preprocessed
     plans when nothing was trained)."""
@@ -224,7 +236,7 @@ def predict_folder(
     input_folder: Path,
     output_folder: Path,
     dataset: str | None = None,
-    configuration: str = DEFAULT_CONFIGURATION,
+    configuration: str | None = None,
     trainer: str = DEFAULT_TRAINER,
     plans_name: str = DEFAULT_PLANS,
     folds: list[str] | None = None,
@@ -240,6 +252,8 @@ def predict_folder(
 ) -> list[Path]:
     """Super-resolve every scan of ``input_folder`` into ``output_folder`` (same names).
 
+    ``configuration`` None: the plans' default (:func:`default_configuration`).
+
     ``output_format``: ``same`` (DICOM in -> DICOM out), ``nifti`` or ``dicom``
     (:mod:`mrisr.inference.scan_files`). ``save_uncertainty``: also write the per-voxel
     standard deviation over the ensemble members (TTA transforms x folds). ``tile_size``:
@@ -252,6 +266,8 @@ def predict_folder(
     files = _input_files(inp)
     _check_inputs(files)
     dataset = resolve_results_dataset(dataset, bicubic=configuration == "bicubic")
+    if configuration is None:
+        configuration = default_configuration(dataset, trainer, plans_name)
     folder, plans = _model_plans(dataset, trainer, plans_name, configuration)
     networks: list = []
     used_folds: list[str] = []

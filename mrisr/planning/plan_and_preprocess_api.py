@@ -12,7 +12,7 @@ from mrisr.imageio.resampling import through_plane_axis_single
 from mrisr.paths import DATASET_RE, list_datasets, resolve_dataset_name
 from mrisr.planning.fingerprint import FINGERPRINT_FILE, load_or_compute_fingerprint
 from mrisr.planning.planners import PLANNERS
-from mrisr.plans import DEFAULT_CONFIGURATION, Plans
+from mrisr.plans import Plans
 from mrisr.preprocessing.dataset import PreprocessedDataset
 from mrisr.preprocessing.preprocessor import preprocess_dataset
 from mrisr.utilities.errors import MrisrError
@@ -135,6 +135,7 @@ def summary_text(dataset: str, verified: VerifiedDataset, plans: Plans) -> str:
         f"  scale            x{plans.scale}  (HR in-plane {plans.hr_spacing:.4g} mm, "
         f"LR working {plans.lr_spacing:.4g} mm)",
         f"  configurations   {', '.join(plans.configuration_names)}",
+        *selection_lines(plans),
     ]
     dsgan = _first_section(plans, lambda c: (c.degradation or {}).get("name") == "dsgan")
     if dsgan:
@@ -193,8 +194,28 @@ def summary_text(dataset: str, verified: VerifiedDataset, plans: Plans) -> str:
 def _first_section(plans: Plans, wanted):
     """The first configuration (the default one first) for which ``wanted`` holds, or None:
     the summary describes what the plans hold, whichever configurations a planner made."""
-    names = sorted(plans.configuration_names, key=lambda n: n != DEFAULT_CONFIGURATION)
+    names = sorted(plans.configuration_names, key=lambda n: n != plans.default_configuration)
     return next((c for c in map(plans.configuration, names) if wanted(c)), None)
+
+
+def selection_lines(plans: Plans) -> list[str]:
+    """The default configuration, the ones worth training and the screen's evidence."""
+    sel = plans.data.get("selection")
+    if not sel:
+        return [f"  default          {plans.default_configuration} (the planner's; not screened)"]
+    lines = [
+        f"  default          {sel['reason']}",
+        f"  worth training   {', '.join(plans.worth_training)}  (the others: on request, -c)",
+    ]
+    scores = sel.get("scores") or {}
+    for name in sorted(scores, key=lambda n: -scores[n]["psnr"]):
+        s = scores[name]
+        fid = s.get("fidelity_ssim")
+        lines.append(
+            f"    screen {name:<18} PSNR {s['psnr']:.2f} dB ({s['gain_psnr']:+.2f} vs bicubic), "
+            f"SSIM {s['ssim']:.4f}" + (f"; synthetic LR fidelity {fid:.4f}" if fid else "")
+        )
+    return lines
 
 
 def flagged_pairs_lines(plans: Plans) -> list[str]:

@@ -167,13 +167,14 @@ class FoldClock:
         return msg
 
 
-def plan_cost_lines(plans, folds: int, results_cache=None) -> list[str]:
-    """The plan's estimated CPU training cost per configuration: a few probed steps of each
-    planned network (fastest native precision, :func:`mrisr.training.precision.probe`) x its
-    iterations x ``folds``. DSGAN's kernel estimation and validation come on top."""
+def plan_cost_lines(plans, folds: int, results_cache=None, names=None) -> list[str]:
+    """The plan's estimated CPU training cost per configuration (``names``, default all): a
+    few probed steps of each planned network (fastest native precision,
+    :func:`mrisr.training.precision.probe`) x its iterations x ``folds``. DSGAN's kernel
+    estimation and validation come on top."""
     device = torch.device("cpu")
     lines, probed, total = [], {}, 0.0
-    for name in plans.configuration_names:
+    for name in names if names is not None else plans.configuration_names:
         config = plans.configuration(name)
         if not config.requires_training:
             continue
@@ -193,5 +194,6 @@ def plan_cost_lines(plans, folds: int, results_cache=None) -> list[str]:
             f"(a CUDA GPU: ~{format_duration(gpu)})"
         )
     if len(lines) > 1:
-        lines.append(f"    {'all of them':<18} {format_duration(total)} on this CPU")
+        label = "all of them" if names is None else "together"
+        lines.append(f"    {label:<18} {format_duration(total)} on this CPU")
     return lines

@@ -30,7 +30,7 @@ from mrisr import paths
 from mrisr.degradation.stage import ensure_synthetic_lr, model_id, synthetic_path
 from mrisr.paths import fold_folder, resolve_preprocessed_dataset, results_folder
 from mrisr.planning.fingerprint import FINGERPRINT_FILE
-from mrisr.plans import DEFAULT_CONFIGURATION, DEFAULT_PLANS, DEFAULT_TRAINER, Plans
+from mrisr.plans import DEFAULT_PLANS, DEFAULT_TRAINER, Plans
 from mrisr.preprocessing.dataset import PreprocessedDataset
 from mrisr.training import distributed
 from mrisr.training.checkpointing import FINAL, Checkpointer, network_from_state
@@ -146,7 +146,7 @@ def _train_worker(
 def run_training(
     fold: int | str,
     dataset: str | int | None = None,
-    configuration: str = DEFAULT_CONFIGURATION,
+    configuration: str | None = None,
     trainer: str = DEFAULT_TRAINER,
     plans_name: str = DEFAULT_PLANS,
     continue_training: bool = False,
@@ -160,7 +160,8 @@ def run_training(
     early_stopping: bool = True,
 ) -> dict | None:
     """Train (unless ``val_only`` or nothing to train) and validate one fold; returns the
-    validation summary (None on non-main DDP ranks). ``precision``: auto (measured, see
+    validation summary (None on non-main DDP ranks). ``configuration`` None: the plans'
+    default (:attr:`mrisr.plans.Plans.default_configuration`, the selection rule's choice). ``precision``: auto (measured, see
     :mod:`mrisr.training.precision`), fp32, bf16 or fp16; ``early_stopping``: False keeps
     the fixed budget (see :mod:`mrisr.training.early_stopping`)."""
     check_device(device)
@@ -270,7 +271,7 @@ def _run(
     ctx: distributed.DistContext,
     fold: int | str,
     dataset: str | int | None,
-    configuration: str,
+    configuration: str | None,
     trainer: str,
     plans_name: str,
     continue_training: bool,
@@ -285,6 +286,9 @@ def _run(
 ) -> dict | None:
     name = resolve_preprocessed_dataset(dataset)
     plans = load_plans(name, plans_name)
+    if configuration is None:
+        configuration = plans.default_configuration
+        logger.info("configuration %s: the plans' default (-c chooses another)", configuration)
     config = plans.configuration(configuration)
     trainer_cls = TRAINERS.get(trainer)
     ds = PreprocessedDataset.for_plans(plans)

@@ -10,6 +10,8 @@ length, see :class:`mrisr.training.trainer.SRTrainer`):
   Adam 2e-4 (halved at 1/2 and 3/4); see the classes for their budgets. The planned
   network and budget (16 x 64, tens of thousands of iterations) are what ``EDSRTrainer``
   trains.
+* ``EDSRTrainer_screening``: the harness's network for 300 iterations, the selection rule's
+  short training of every candidate (:mod:`mrisr.training.selection`).
 * ``EDSRTrainer_quality_long`` / ``EDSRTrainer_quality_long_fixed``: the harness's network
   for four times its budget, with and without early stopping (its benchmark).
 * ``EDSRTrainer_tiny``: for the test-suite: 2 blocks x 16 features, batch 4, 8 iterations,
@@ -125,6 +127,17 @@ class EDSRTrainer_demo(EDSRTrainer_quality):
 
     iterations = 600
     validate_every = 200
+
+
+@TRAINERS.register
+class EDSRTrainer_screening(EDSRTrainer_quality):
+    """The selection rule's screen (:mod:`mrisr.training.selection`): the harness's network
+    for a quarter of its budget (300 iterations), the same for every candidate, validated
+    once at the end."""
+
+    iterations = 300
+    checkpoint_every = 100
+    validate_every = 300
 
 
 @TRAINERS.register
