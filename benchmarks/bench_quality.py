@@ -199,6 +199,7 @@ def run_protocol(protocol: str, args, configs: list[str]) -> dict:
 
     data["configurations"]["oracle_edsr"] = {
         "inherits_from": "dsgan_edsr",
+        "label": "oracle+EDSR",
         "description": "benchmark only: EDSR on HR through the demo simulator's LR acquisition",
         "degradation": {
             "name": "demo_oracle",

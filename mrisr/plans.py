@@ -2,7 +2,7 @@
 
 Plans are data: plain JSON on disk, validated on load. Configurations may inherit from
 another one (``"inherits_from": "dsgan_edsr"``): the child's top-level keys replace the
-parent's, the rest is inherited. Inheritance is resolved here and nowhere else (and cached).
+parent's, the rest is inherited (but its ``label``). Inheritance is resolved here and nowhere else (and cached).
 The ``sr`` and ``degradation`` sections have typed views (:class:`SRPlan`,
 :class:`DegradationPlan`); the raw dicts stay available for code that forwards them.
 """
@@ -212,8 +212,9 @@ def _resolve(configs_json: str, name: str) -> str:
             raise MrisrError(f"configuration '{chain[-1]}' inherits from unknown '{cur}'")
         chain.append(cur)
         cur = configs[cur].get("inherits_from")
-    for c in reversed(chain):
-        resolved.update({k: v for k, v in configs[c].items() if k != "inherits_from"})
+    for c in reversed(chain):  # a label names one configuration: it is not inherited
+        own = {k: v for k, v in configs[c].items() if k != "inherits_from"}
+        resolved.update({k: v for k, v in own.items() if k != "label" or c == name})
     return json.dumps(resolved)
 
 
@@ -271,6 +272,11 @@ class ConfigurationPlans:
     @property
     def description(self) -> str:
         return self.data.get("description", "")
+
+    @property
+    def label(self) -> str:
+        """The configuration's name in tables and figures (``"label"``; else its name)."""
+        return str(self.data.get("label") or self.name)
 
 
 class Plans:
@@ -394,13 +400,10 @@ class Plans:
 
 
 def plans_identity(plans: Plans, configuration: str) -> str:
-    """Hash of everything in the plans that changes what a configuration trains on/with."""
-    return content_hash(
-        {
-            "preprocessing": plans.preprocessing_identity(),
-            "configuration": plans.configuration(configuration).data,
-        }
-    )
+    """Hash of everything in the plans that changes what a configuration trains on/with
+    (not its ``label``, a name for tables)."""
+    data = {k: v for k, v in plans.configuration(configuration).data.items() if k != "label"}
+    return content_hash({"preprocessing": plans.preprocessing_identity(), "configuration": data})
 
 
 def content_hash(data) -> str:

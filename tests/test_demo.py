@@ -8,8 +8,9 @@ import json
 import pytest
 
 from mrisr.cli import demo
-from mrisr.evaluation.comparison import COLUMNS
+from mrisr.evaluation.comparison import columns_of
 from mrisr.planning.planners import DemoPlanner
+from mrisr.plans import Plans
 
 
 @pytest.fixture
@@ -34,7 +35,8 @@ def test_demo_runs_every_stage_and_reuses_them(tmp_path, tiny_demo, capsys, monk
         assert f"[{i}/{demo.N_STAGES}]" in out
     report = (work / "demo_report.md").read_text()
     assert "## Held-out test scans" in report and "## Cross-validation" in report
-    labels = dict(COLUMNS)
+    demo_plans = Plans.load(work / "mrisr_preprocessed/Dataset001_MNIDemo/mrisrDemoPlans.json")
+    labels = dict(columns_of(demo_plans))
     for config in demo.CONFIGURATIONS:  # a column for every configuration the demo trains
         assert f" {labels[config]} |" in report.split("## Cross-validation")[0]
     assert "| PSNR ↑ |" in report and "| SSIM ↑ |" in report and "| BRISQUE ↓ |" in report

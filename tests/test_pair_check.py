@@ -109,7 +109,8 @@ def test_comparison_says_when_it_cannot_separate_configurations() -> None:
         "dsgan_edsr": res(1.5, np.array([0.05, -0.05, 0.03, -0.03, 0.0, 0.01])),
         "gaussian_edsr": res(1.45, np.array([0.6, -0.6, 0.5, -0.5, 0.4, -0.4])),  # level
     }
-    text = table_markdown(comparison_table(results))
+    labels = [("bicubic", "Bicubic"), ("dsgan_edsr", "DSGAN+EDSR"), ("gaussian_edsr", "GB+EDSR")]
+    text = table_markdown(comparison_table(results, labels))
     assert "DSGAN+EDSR is best, but these 6 cases cannot separate it from GB+EDSR" in text
     assert "Bicubic" not in text.splitlines()[-1]
     del results["gaussian_edsr"]

@@ -9,6 +9,7 @@ from synthetic import write_dataset
 from mrisr.cli.plan_and_preprocess import main as plan_main
 from mrisr.cli.predict import main as predict_main
 from mrisr.cli.train import main as train_main
+from mrisr.evaluation.comparison import columns_of
 from mrisr.plans import Plans
 from mrisr.training import selection
 from mrisr.training.train_api import load_plans
@@ -130,3 +131,16 @@ def test_plan_and_preprocess_selects_by_default_and_prints_it(mrisr_env, monkeyp
     assert plans.default_configuration == "gaussian_edsr"
     assert "default          gaussian_edsr: +3.00 dB over bicubic" in out
     assert "worth training   gaussian_edsr" in out
+
+
+def test_the_comparison_columns_follow_the_plans_and_their_default(planned):
+    plans = load_plans(DS)
+    cols = columns_of(plans)
+    assert cols[0] == ("bicubic", "Bicubic") and cols[-1] == ("dsgan_edsr", "DSGAN+EDSR")
+    assert {n for n, _ in cols} == set(plans.configuration_names)
+    # a configuration a user adds is a column under its name (a label is not inherited)
+    plans.data["configurations"]["mine_edsr"] = {"inherits_from": "gaussian_edsr"}
+    plans.data["default_configuration"] = "gaussian_edsr"
+    cols = dict(columns_of(plans))
+    assert cols["mine_edsr"] == "mine_edsr" and cols["gaussian_edsr"] == "GB+EDSR"
+    assert columns_of(plans)[-1][0] == "gaussian_edsr"

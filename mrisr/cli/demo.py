@@ -172,6 +172,7 @@ def _run(args: argparse.Namespace) -> int:
     """The demo's stages, one after another."""
     from mrisr.dataset.demo import build_demo_dataset
     from mrisr.evaluation.comparison import (
+        columns_of,
         comparison_table,
         find_best_configuration,
         table_markdown,
@@ -213,7 +214,7 @@ def _run(args: argparse.Namespace) -> int:
         f"mrisr_evaluate -ref {raw / 'imagesHRTs'} -pred {predictions}/CONFIG "
         f"-o {predictions}/CONFIG/evaluation.json"
     )
-    test = comparison_table(_evaluate_all(raw, predictions))
+    test = comparison_table(_evaluate_all(raw, predictions), columns_of(plans))
     test_md = table_markdown(test, "held-out test scans (imagesLRTs vs imagesHRTs)")
 
     stage(f"mrisr_find_best_configuration -d {DATASET_ID} -tr {TRAINER} -p {PLANS}")

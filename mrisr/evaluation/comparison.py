@@ -1,8 +1,8 @@
 """The paper's Table 2 from cross-validation results (the figures: :mod:`.comparison_figures`).
 
 Rows: the registered metrics (:mod:`mrisr.metrics.registry`: BRISQUE / SSIM / PSNR);
-columns Bicubic, ZF+EDSR, GB+EDSR, DSN+EDSR, the paper's DSGAN+EDSR, the learned k-space
-acquisition + EDSR and mrisr's DSGAN+EDSR (:data:`COLUMNS`); each cell mean +- sd over
+columns: the plans' configurations (:func:`columns_of`: those without training first, the
+plans' default last, each under its ``label``); each cell mean +- sd over
 every held-out validation case of the trained folds, and the p-value of a paired t-test
 (same cases) against the best column of the row. Full-reference
 metrics come from the folds' validation summaries (bicubic: the baseline every fold's
@@ -42,15 +42,28 @@ from mrisr.utilities.safety import safe_name
 
 logger = logging.getLogger(__name__)
 
-COLUMNS = [
-    ("bicubic", "Bicubic"),
-    ("zerofill_edsr", "ZF+EDSR"),
-    ("gaussian_edsr", "GB+EDSR"),
-    ("dsn_edsr", "DSN+EDSR"),
-    ("dsgan_paper_edsr", "DSGAN+EDSR (paper)"),
-    ("kspace_edsr", "k-space+EDSR"),
-    ("dsgan_edsr", "DSGAN+EDSR"),
-]
+
+def columns_of(plans: Plans) -> list[tuple[str, str]]:
+    """(configuration, label) in table order: every configuration of the plans, those that
+    train nothing (interpolation) first, the plans' default last (the method's column, as
+    in the paper's table)."""
+    names = plans.configuration_names
+    default = plans.default_configuration
+    order = sorted(
+        names, key=lambda n: (plans.configuration(n).requires_training, n == default)
+    )  # stable: the plans' order within each group
+    return [(n, plans.configuration(n).label) for n in order]
+
+
+def plans_of(dataset: str, plans_name: str = DEFAULT_PLANS) -> Plans:
+    """The dataset's plans: the preprocessed ones, else a trained model's copy."""
+    pre = paths.preprocessed_root() / dataset / f"{plans_name}.json"
+    if pre.is_file():
+        return Plans.load(pre)
+    copies = sorted((paths.results_root() / dataset).glob(f"*__{plans_name}__*/plans.json"))
+    if not copies:
+        raise MrisrError(f"{pre}: plans not found; run mrisr_plan_and_preprocess first")
+    return Plans.load(copies[0])
 
 
 def metric_rows() -> list[tuple[str, str, bool]]:
@@ -118,15 +131,19 @@ def _load_cache(path: Path, m: Metric) -> dict:
 
 
 def collect_results(
-    dataset: str, trainer: str = DEFAULT_TRAINER, plans_name: str = DEFAULT_PLANS
+    dataset: str,
+    trainer: str = DEFAULT_TRAINER,
+    plans_name: str = DEFAULT_PLANS,
+    columns: list[tuple[str, str]] | None = None,
 ) -> dict:
-    """config -> case -> {metric name: value, "fold", "sr_file"} over held-out folds."""
+    """config -> case -> {metric name: value, "fold", "sr_file"} over held-out folds, for
+    the configurations of ``columns`` (default: :func:`columns_of` the dataset's plans)."""
     safe_name(trainer, "-tr")
     safe_name(plans_name, "-p")
     root = paths.results_root() / dataset
     results: dict[str, dict[str, dict]] = {}
     no_reference = registered_metrics(reference=False)
-    for config, _ in COLUMNS:
+    for config, _ in columns or columns_of(plans_of(dataset, plans_name)):
         folder = root / paths.model_folder_name(trainer, plans_name, config)
         for fold in FOLDS:
             vdir = paths.fold_folder(folder, fold) / "validation"
@@ -181,13 +198,16 @@ def _bicubic_no_reference(dataset: str, results: dict, plans_name: str) -> None:
                 results["bicubic"][c][m.name] = m.compute(arr, foreground_mask(arr))
 
 
-def comparison_table(results: dict) -> dict:
-    """Mean, sd and paired t-test p-value against the best column, per metric row."""
-    configs = [c for c, _ in COLUMNS if results.get(c)]
+def comparison_table(results: dict, columns: list[tuple[str, str]] | None = None) -> dict:
+    """Mean, sd and paired t-test p-value against the best column, per metric row;
+    ``columns``: (configuration, label) in table order (default: ``results``' order)."""
+    columns = columns or [(c, c) for c in results]
+    configs = [c for c, _ in columns if results.get(c)]
     if not configs:
         raise MrisrError("no cross-validation results found: train folds with mrisr_train first")
     common = sorted(set.intersection(*(set(results[c]) for c in configs)))
-    table = {"cases": common, "columns": configs, "rows": {}}
+    labels = {c: label for c, label in columns if c in configs}
+    table = {"cases": common, "columns": configs, "labels": labels, "rows": {}}
     for key, _, _ in metric_rows():
         vals = {
             c: np.array([results[c][k].get(key, np.nan) for k in common], float) for c in configs
@@ -218,9 +238,8 @@ def comparison_table(results: dict) -> dict:
 
 
 def table_markdown(table: dict, cases_are: str = "held-out cases (cross-validation)") -> str:
-    names = dict(COLUMNS)
     cols = table["columns"]
-    names.update({c: c for c in cols if c not in names})
+    names = {c: table.get("labels", {}).get(c, c) for c in cols}
     lines = [
         "| metric | " + " | ".join(names[c] for c in cols) + " |",
         "|---|" + "---|" * len(cols),
@@ -284,7 +303,7 @@ def fidelity_table(dataset: str, plans_name: str = DEFAULT_PLANS) -> dict:
     plans = Plans.load(paths.preprocessed_root() / dataset / f"{plans_name}.json")
     base = paths.preprocessed_root() / dataset / plans.data_identifier / "synthetic"
     out = {}
-    for config, label in COLUMNS:
+    for config, label in columns_of(plans):
         vals = []
         for f in sorted((base / config).glob("*/summary.json")):
             try:
@@ -309,10 +328,12 @@ def find_best_configuration(
     dataset: str, trainer: str = DEFAULT_TRAINER, plans_name: str = DEFAULT_PLANS
 ) -> dict:
     """Write comparison.md / comparison.json and the figures into $mrisr_results/<dataset>/."""
-    results = collect_results(dataset, trainer, plans_name)
+    plans = plans_of(dataset, plans_name)
+    columns = columns_of(plans)
+    results = collect_results(dataset, trainer, plans_name, columns)
     if "bicubic" in results:
         _bicubic_no_reference(dataset, results, plans_name)
-    table = comparison_table(results)
+    table = comparison_table(results, columns)
     out = paths.results_root() / dataset
     md = table_markdown(table)
     fidelity = fidelity_table(dataset, plans_name)
@@ -324,8 +345,11 @@ def find_best_configuration(
         )
     with atomic_path(out / "comparison.md") as tmp:
         tmp.write_text(f"# {dataset}: cross-validation comparison\n\n{md}\n", encoding="utf-8")
-    fig4 = comparison_figure(dataset, results, out / "comparison_fig4.png", COLUMNS, plans_name)
-    mscn = mscn_figure(dataset, out / "mscn_fig5.png", COLUMNS, plans_name)
+    # the figure's uncertainty map: of the configuration the plans recommend
+    default = plans.default_configuration
+    fig_columns = sorted(columns, key=lambda c: c[0] != default)
+    fig4 = comparison_figure(dataset, results, out / "comparison_fig4.png", fig_columns, plans_name)
+    mscn = mscn_figure(dataset, out / "mscn_fig5.png", columns, plans_name)
     psnr_row = table["rows"]["psnr"]
     finite = [c for c in psnr_row if np.isfinite(psnr_row[c]["mean"])]
     best = max(finite, key=lambda c: psnr_row[c]["mean"]) if finite else None

@@ -1,7 +1,7 @@
 """The comparison's figures (:func:`mrisr.evaluation.comparison.find_best_configuration`):
 Fig. 4-like panels of one validation case and Fig. 5-like MSCN statistics of each
 configuration's synthetic LR against the real LR; ``columns``: (configuration, label) in
-the table's order (:data:`mrisr.evaluation.comparison.COLUMNS`)."""
+the panels' order (:func:`mrisr.evaluation.comparison.columns_of`)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,8 @@ def comparison_figure(
     dataset: str, results: dict, path: Path, columns: list, plans_name: str = DEFAULT_PLANS
 ) -> Path | None:
     """Fig. 4-like: real LR, bicubic, each configuration, HR, and the uncertainty map of the
-    first configuration (when validation wrote one); same slice and zoom."""
+    first configuration of ``columns`` (the plans' default; when validation wrote one);
+    same slice and zoom."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

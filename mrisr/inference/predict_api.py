@@ -152,21 +152,21 @@ def default_configuration(dataset: str, trainer: str, plans_name: str) -> str:
 
 
 def _model_plans(dataset: str, trainer: str, plans_name: str, configuration: str):
-    """The model folder and the plans it was trained with (``bicubic``: the preprocessed
-    plans when nothing was trained)."""
+    """The model folder and the plans it was trained with (a configuration that trains
+    nothing, e.g. ``bicubic``: the preprocessed plans when nothing was run)."""
     folder = paths.results_folder(
         dataset, trainer, plans_name, configuration, labels=("-tr", "-p", "-c")
     )
-    plans_file = folder / "plans.json"
-    if not plans_file.is_file():
+    if (folder / "plans.json").is_file():
+        plans = Plans.load(folder / "plans.json")
+    else:
         pre = paths.preprocessed_root() / dataset / f"{plans_name}.json"
-        if configuration != "bicubic" or not pre.is_file():
+        plans = Plans.load(pre) if pre.is_file() else None
+        if plans is None or plans.configuration(configuration).requires_training:
             raise MrisrError(
                 f"no trained model for configuration '{configuration}' in {folder}: "
                 f"train it with mrisr_train FOLD -d {dataset} -c {configuration} -tr {trainer}"
             )
-        plans_file = pre
-    plans = Plans.load(plans_file)
     plans.configuration(configuration)  # unknown configuration -> one-line error
     return folder, plans
 
@@ -271,7 +271,8 @@ def predict_folder(
     folder, plans = _model_plans(dataset, trainer, plans_name, configuration)
     networks: list = []
     used_folds: list[str] = []
-    if configuration != "bicubic":
+    trains = plans.configuration(configuration).requires_training
+    if trains:
         hint = f"-d {dataset} -c {configuration} -tr {trainer}"
         networks, used_folds = _load_folds(folder, plans, folds, checkpoint, device, hint)
     run_args = {
@@ -279,7 +280,7 @@ def predict_folder(
         "output": str(out),
         "dataset": dataset,
         "configuration": configuration,
-        "trainer": "none" if configuration == "bicubic" else trainer,
+        "trainer": trainer if trains else "none",
         "plans": plans_name,
         "folds": used_folds,
         "checkpoint": checkpoint,

@@ -287,6 +287,7 @@ class DefaultPlanner(RealLRDecisions):
         """The configurations: a degradation model, the SR network and its input each."""
         return {
             "dsgan_edsr": {
+                "label": "DSGAN+EDSR",
                 "description": "EDSR trained on HR degraded by the learned DSGAN kernels "
                 "(signed) plus the real LR's Rician noise; applied to the raw real LR",
                 "degradation": {
@@ -305,6 +306,7 @@ class DefaultPlanner(RealLRDecisions):
             },
             "dsgan_paper_edsr": {
                 "inherits_from": "dsgan_edsr",
+                "label": "DSGAN+EDSR (paper)",
                 "description": "the paper's method: EDSR on HR degraded by the post-processed "
                 "DSGAN kernels (no noise), applied to NLM-denoised real LR",
                 "degradation": {**dsgan, **PAPER_DSGAN},
@@ -314,26 +316,31 @@ class DefaultPlanner(RealLRDecisions):
             },
             "kspace_edsr": {
                 "inherits_from": "dsgan_edsr",
+                "label": "k-space+EDSR",
                 "description": "EDSR trained on HR through the real LR's k-space band and "
                 "learned raw-data filter plus its Rician noise; applied to the raw real LR",
                 "degradation": self.plan_kspace_acquisition(s),
             },
             "gaussian_edsr": {
                 "inherits_from": "dsgan_paper_edsr",
+                "label": "GB+EDSR",
                 "description": "EDSR trained on Gaussian-blurred, decimated HR (GB+EDSR)",
                 "degradation": self.plan_gaussian(s),
             },
             "zerofill_edsr": {
                 "inherits_from": "dsgan_paper_edsr",
+                "label": "ZF+EDSR",
                 "description": "EDSR trained on k-space zero-filled HR (ZF+EDSR)",
                 "degradation": self.plan_zerofill(s),
             },
             "dsn_edsr": {
                 "inherits_from": "dsgan_paper_edsr",
+                "label": "DSN+EDSR",
                 "description": "EDSR trained on HR downsampled by a CNN fit to real LR (DSN+EDSR)",
                 "degradation": self.plan_dsn(s),
             },
             "bicubic": {
+                "label": "Bicubic",
                 "description": "bicubic interpolation of real LR (no training)",
                 "degradation": None,
                 "sr": None,
