@@ -38,6 +38,7 @@ setup(
             "mrisr_train=mrisr.cli.train:main",
             "mrisr_export_model=mrisr.cli.export_model:main",
             "mrisr_install_model=mrisr.cli.install_model:main",
+            "mrisr_throughplane=mrisr.cli.throughplane:main",
         ]
     },
 )

@@ -24,6 +24,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("networks",),
     ("preprocessing",),
     ("metrics",),
+    ("throughplane",),
     ("degradation",),
     ("planning",),
     ("inference",),

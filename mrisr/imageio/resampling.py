@@ -10,6 +10,8 @@ position ``s*i + (s-1)/2``, which is the pixel-shuffle convention of EDSR.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import SimpleITK as sitk
 
@@ -199,3 +201,9 @@ def overlap_fraction(a: Geometry, b: Geometry) -> float:
     inter = np.clip(np.minimum(hi_a, hi_b) - np.maximum(lo_a, lo_b), 0, None)
     vol_a = np.prod(np.maximum(hi_a - lo_a, 1e-9))
     return float(np.prod(inter) / vol_a)
+
+
+def output_slices(n: int, ratio: float) -> int:
+    """Output samples from the first slice centre to the last, one in-plane pixel apart
+    (spacings stored in float32 may fall a hair short of the stated ratio)."""
+    return int(math.floor((n - 1) * ratio + 1e-3)) + 1

@@ -1,0 +1,310 @@
+"""``mrisr_throughplane``: thick-slice scans to isotropic volumes, self-supervised.
+
+Without ``model`` it trains one network on the in-plane slices of the given scans (one
+scan: self-supervised on itself; several scans of one protocol: one model for all, which
+``save_model`` keeps) and super-resolves each; with ``model`` it applies a saved one (a new
+scan of a trained protocol takes seconds). Every scan must share the model's slice
+spacing ratio and thickness within ``MATCH_TOLERANCE``.
+
+Outputs: ``OUT/<name>.nii.gz`` on :func:`~mrisr.throughplane.geometry.output_geometry`
+(written atomically) and ``OUT/throughplane.json`` (per scan: geometry, thickness and
+where it came from, noise; the profile and its FWHM; the training record; timings).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from mrisr.imageio.dicom import is_dicom_folder, read_series
+from mrisr.imageio.noise import wavelet_sigma
+from mrisr.imageio.resampling import output_slices
+from mrisr.imageio.sitk_io import as_checked_volume, image_from_array, read_scan, write_scan
+from mrisr.networks.checkpoint_io import save_checkpoint
+from mrisr.preprocessing.normalization import foreground_percentile
+from mrisr.throughplane.geometry import (
+    ThickSliceGeometry,
+    dicom_thickness,
+    output_geometry,
+    slice_geometry,
+)
+from mrisr.throughplane.model import NETWORK, ThroughPlaneNet, predict_volume, train_network
+from mrisr.throughplane.pairs import TrainingPairs
+from mrisr.throughplane.profile import SliceProfile, gaussian_profile, rect_profile
+from mrisr.throughplane.profile_gan import learn_profile
+from mrisr.utilities.errors import MrisrError
+from mrisr.utilities.file_io import load_json, make_dirs, save_json
+
+logger = logging.getLogger(__name__)
+
+PROFILES = ("learned", "rect", "gaussian")
+MATCH_TOLERANCE = 0.02
+DEFAULT_ITERATIONS = 4000
+MODEL_FORMAT = "mrisr-throughplane-1"
+SCAN_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+
+
+class Scan:
+    """One thick-slice scan: the image, its geometry, its normalised thick-axis-first array."""
+
+    def __init__(self, path: Path, thickness: float | None):
+        self.path = path
+        if path.is_dir():
+            series = read_series(path)
+            image = as_checked_volume(path, series.image, True)
+            tag = dicom_thickness(series.tags, max(image.GetSpacing()), str(path))
+            self.name = path.name + ".nii.gz"
+        else:
+            image, tag = read_scan(path), None
+            self.name = _stem(path) + ".nii.gz"
+        self.image = image
+        if thickness is not None:
+            self.geometry = slice_geometry(image, str(path), thickness, "argument")
+        elif tag is not None:
+            self.geometry = slice_geometry(image, str(path), tag, "dicom")
+        else:
+            t = _dataset_json_thickness(path)
+            self.geometry = slice_geometry(image, str(path), t, "dataset.json")
+            if t is None:
+                logger.warning(
+                    "%s: slice thickness unknown (NIfTI stores only the spacing); assuming it "
+                    "equals the spacing, %.3g mm: give --slice-thickness or dataset.json's "
+                    '"slice_thickness" if the slices have gaps',
+                    path,
+                    self.geometry.slice_spacing,
+                )
+        arr = np.moveaxis(sitk.GetArrayFromImage(image), self.geometry.numpy_axis, 0)
+        self.scale = _intensity_scale(arr, path)
+        self.volume = np.ascontiguousarray(arr / self.scale, dtype=np.float32)
+        self.sigma = wavelet_sigma(self.volume)
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for e in SCAN_ENDINGS:
+        if name.lower().endswith(e):
+            return name[: -len(e)]
+    return path.stem
+
+
+def _dataset_json_thickness(path: Path) -> float | None:
+    """``"slice_thickness"`` of the dataset.json beside the scan or one folder up."""
+    for folder in (path.parent, path.parent.parent):
+        f = folder / "dataset.json"
+        if f.is_file():
+            t = load_json(f).get("slice_thickness")
+            if t is not None:
+                try:
+                    return float(t)
+                except (TypeError, ValueError):
+                    raise MrisrError(f'{f}: "slice_thickness" must be a number in mm') from None
+    return None
+
+
+def _intensity_scale(arr: np.ndarray, path: Path) -> float:
+    """mrisr's normalisation (the foreground 99.5th percentile), foreground: above 10 % of
+    the 99th percentile (thick-slice scans are not preprocessed: no stored mask)."""
+    hi = float(np.percentile(arr, 99))
+    if not hi > 0:
+        raise MrisrError(f"{path}: no foreground (the scan is empty or negative)")
+    return foreground_percentile(arr, arr > 0.1 * hi)
+
+
+#: a reference counts as isotropic when its largest spacing is within this factor of its smallest
+ISOTROPIC = 1.25
+
+
+def reference_volume(path: Path, spacing: float) -> tuple[np.ndarray, float]:
+    """An isotropic HR scan on a ``spacing`` mm grid (B-spline resampled where its own
+    differs by > 5 %), normalised as the scans are, with its noise sigma."""
+    image = read_scan(path)
+    sp = np.asarray(image.GetSpacing())
+    if sp.max() > ISOTROPIC * sp.min():
+        raise MrisrError(
+            f"{path}: an HR reference must be isotropic; its spacing is "
+            f"{tuple(round(float(v), 3) for v in sp)} mm"
+        )
+    if np.any(np.abs(sp / spacing - 1) > 0.05):
+        size = [max(1, int(round(n * s / spacing))) for n, s in zip(image.GetSize(), sp)]
+        image = sitk.Resample(image, size, sitk.Transform(), sitk.sitkBSpline, image.GetOrigin(),
+                              [spacing] * 3, image.GetDirection(), 0.0, sitk.sitkFloat32)  # fmt: skip
+    arr = sitk.GetArrayFromImage(image)
+    vol = np.ascontiguousarray(arr / _intensity_scale(arr, path), dtype=np.float32)
+    return vol, wavelet_sigma(vol)
+
+
+def scan_paths(inputs: list[str | Path]) -> list[Path]:
+    """Files and DICOM folders given directly, and the scan files inside plain folders."""
+    out: list[Path] = []
+    for i in map(Path, inputs):
+        if not i.exists():
+            raise MrisrError(f"{i}: no such file or folder")
+        if i.is_dir() and not is_dicom_folder(i):
+            found = sorted(f for f in i.iterdir() if f.name.lower().endswith(SCAN_ENDINGS))
+            if not found:
+                raise MrisrError(f"{i}: holds no scan ({', '.join(SCAN_ENDINGS)}) and no DICOM")
+            out += found
+        else:
+            out.append(i)
+    return out
+
+
+def _check_match(scans: list[Scan], ratio: float, thickness_px: float, what: str) -> None:
+    for s in scans:
+        g = s.geometry
+        if (
+            abs(g.ratio / ratio - 1) > MATCH_TOLERANCE
+            or abs(g.thickness_px / thickness_px - 1) > MATCH_TOLERANCE
+        ):
+            raise MrisrError(
+                f"{s.path}: slice spacing / thickness {g.ratio:.3g} / {g.thickness_px:.3g} "
+                f"in-plane pixels differ from {what}'s {ratio:.3g} / {thickness_px:.3g}; "
+                "run it separately"
+            )
+
+
+def fixed_profile(kind: str, g: ThickSliceGeometry) -> SliceProfile:
+    if kind == "rect":
+        return rect_profile(g.thickness_px)
+    if kind == "gaussian":
+        return gaussian_profile(g.thickness_px)
+    raise ValueError(f"not a fixed profile: {kind}")
+
+
+def save_model(path: Path, net: ThroughPlaneNet, meta: dict) -> None:
+    import json
+
+    state = {
+        "format": MODEL_FORMAT,
+        "weights": net.state_dict(),
+        "meta": json.dumps(meta),
+    }
+    save_checkpoint(state, path)
+
+
+def load_model(path: Path) -> tuple[ThroughPlaneNet, dict]:
+    import json
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise MrisrError(f"{path}: model not found") from None
+    except Exception as e:
+        raise MrisrError(f"{path}: unreadable model ({type(e).__name__})") from None
+    if not isinstance(state, dict) or state.get("format") != MODEL_FORMAT:
+        raise MrisrError(f"{path}: not an mrisr through-plane model ({MODEL_FORMAT})")
+    meta = json.loads(state["meta"])
+    net = ThroughPlaneNet(**meta["network"])
+    net.load_state_dict(state["weights"])
+    return net.eval(), meta
+
+
+def super_resolve(
+    inputs: list[str | Path],
+    out_dir: str | Path,
+    thickness: float | None = None,
+    profile: str = "learned",
+    model: str | Path | None = None,
+    save_model_to: str | Path | None = None,
+    iterations: int = DEFAULT_ITERATIONS,
+    seconds: float | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    references: list[str | Path] = (),
+) -> dict:
+    """Train (or load) a through-plane model and write each scan's isotropic volume
+    (``references``: isotropic HR scans of the same contrast that join the training)."""
+    t0 = time.perf_counter()
+    scans = [Scan(p, thickness) for p in scan_paths(inputs)]
+    out_dir = make_dirs(out_dir)
+    record: dict = {"scans": {}, "network": NETWORK}
+    if model is not None:
+        net, meta = load_model(Path(model))
+        for s in scans:  # an unstated thickness is the model's protocol's
+            g = s.geometry
+            if g.thickness_source == "assumed":
+                t = meta["thickness_px"] * g.inplane_spacing
+                s.geometry = slice_geometry(s.image, str(s.path), t, "model")
+        _check_match(scans, meta["ratio"], meta["thickness_px"], str(model))
+        record.update(profile=meta["profile"], training=meta["training"], model=str(model))
+    else:
+        g0 = scans[0].geometry
+        _check_match(scans, g0.ratio, g0.thickness_px, str(scans[0].path))
+        prof, prof_log = _profile(profile, scans, seed, progress)
+        refs = (
+            [reference_volume(p, g0.inplane_spacing) for p in scan_paths(references)]
+            if references
+            else []
+        )
+        pairs = TrainingPairs(
+            [s.volume for s in scans], g0.ratio, prof.values, [s.sigma for s in scans], seed, refs
+        )
+        bar = _bar(progress, "through-plane training")
+        net, log = train_network(pairs, iterations, seconds, seed, progress=bar)
+        if bar:
+            bar.close()
+        log.update(slices=pairs.slices, profile_fit=prof_log)
+        meta = {
+            "ratio": g0.ratio,
+            "thickness_px": g0.thickness_px,
+            "inplane_spacing": g0.inplane_spacing,
+            "network": net.args,
+            "profile": prof.to_json(g0.inplane_spacing),
+            "training": log,
+            "scans": [str(s.path) for s in scans],
+            "references": [str(p) for p in scan_paths(references)] if references else [],
+        }
+        record.update(profile=meta["profile"], training=log)
+        if save_model_to is not None:
+            save_model(Path(save_model_to), net, meta)
+            record["model"] = str(save_model_to)
+    for s in scans:
+        t = time.perf_counter()
+        g = s.geometry
+        n_out = output_slices(s.volume.shape[0], g.ratio)
+        out = predict_volume(net, s.volume, g.ratio, n_out) * s.scale
+        arr = np.moveaxis(out.astype(np.float32), 0, g.numpy_axis)
+        write_scan(image_from_array(arr, output_geometry(s.image, g)), out_dir / s.name)
+        record["scans"][s.name] = {
+            "input": str(s.path),
+            "geometry": g.to_json(),
+            "noise_sigma": s.sigma * s.scale,
+            "predict_seconds": time.perf_counter() - t,
+        }
+        logger.info("%s -> %s (%.1f s)", s.path, out_dir / s.name, time.perf_counter() - t)
+    record["seconds"] = time.perf_counter() - t0
+    save_json(record, out_dir / "throughplane.json")
+    return record
+
+
+def _profile(kind: str, scans: list[Scan], seed: int, progress: bool) -> tuple[SliceProfile, dict]:
+    g = scans[0].geometry
+    if kind == "learned":
+        return learn_profile([s.volume for s in scans], g, [s.sigma for s in scans], seed, progress)
+    if kind not in PROFILES:
+        raise MrisrError(f"unknown slice profile '{kind}'; choose one of {', '.join(PROFILES)}")
+    return fixed_profile(kind, g), {}
+
+
+def _bar(progress: bool, desc: str):
+    if not progress:
+        return None
+    from tqdm import tqdm
+
+    state = {"bar": None}
+
+    def update(it: int, total: int, loss: float, seconds: float) -> None:
+        if state["bar"] is None:
+            state["bar"] = tqdm(total=total, desc=desc, unit="it")
+        b = state["bar"]
+        b.total = total
+        b.update(it - b.n)
+        b.set_postfix(loss=f"{loss:.4f}", refresh=False)
+
+    update.close = lambda: state["bar"] and state["bar"].close()  # type: ignore[attr-defined]
+    return update
