@@ -23,6 +23,7 @@ def tiny_demo(monkeypatch):
         return {**plan_dsn(self, scale), "iterations": 6, "batch_size": 2}
 
     monkeypatch.setattr(DemoPlanner, "plan_dsn", small_dsn)
+    monkeypatch.setattr(demo, "THROUGHPLANE_SECONDS", 0.5)
 
 
 def test_demo_runs_every_stage_and_reuses_them(tmp_path, tiny_demo, capsys, monkeypatch):
@@ -52,6 +53,11 @@ def test_demo_runs_every_stage_and_reuses_them(tmp_path, tiny_demo, capsys, monk
     results = work / "mrisr_results" / "Dataset001_MNIDemo"
     assert (results / "comparison_fig4.png").stat().st_size > 1000
     assert (results / "mscn_fig5.png").stat().st_size > 1000
+    # the through-plane stage: a thick-slice scan to 1 mm, scored against its truth
+    tp = report.split("## Through-plane SR")[1]
+    assert "thickness from dataset.json" in tp and "| B-spline |" in tp
+    assert "| mrisr_throughplane |" in tp
+    assert (work / "throughplane" / "throughplane.png").stat().st_size > 1000
     mtimes = {p: p.stat().st_mtime for p in results.rglob("checkpoint_final.pth")}
     assert len(mtimes) == len(demo.CONFIGURATIONS) - 1  # every configuration but bicubic
 

@@ -128,6 +128,14 @@ def test_dicom_thickness_with_a_gap(tmp_path):
     assert scan.geometry.thickness_source == "dicom"
     assert scan.geometry.slice_thickness == pytest.approx(3.0)
     assert scan.geometry.slice_spacing == pytest.approx(3.6, abs=1e-3)
+    # DICOM in -> a derived DICOM series out, on the output grid
+    super_resolve([folder], tmp_path / "out", iterations=3, progress=False)
+    out = sitk.ReadImage(series_files(tmp_path / "out" / "series"))
+    expect = output_geometry(scan.image, scan.geometry)
+    assert out.GetSize() == expect.size
+    np.testing.assert_allclose(out.GetSpacing(), expect.spacing, atol=1e-3)
+    np.testing.assert_allclose(out.GetOrigin(), expect.origin, atol=1e-3)
+    np.testing.assert_allclose(out.GetDirection(), expect.direction, atol=1e-5)
 
 
 def test_thickness_from_dataset_json(tmp_path):

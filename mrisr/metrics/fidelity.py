@@ -125,3 +125,16 @@ def compare_in_physical_space(
         "foreground_voxels": int(mask.sum()),
         "registration": list(tf.GetParameters()) if tf is not None else None,
     }
+
+
+def through_plane_metrics(reference: np.ndarray, prediction: np.ndarray, axis: int) -> dict:
+    """PSNR and SSIM of a through-plane prediction against an isotropic reference on the
+    same (z, y, x) grid, by the convention above (each normalised by its own foreground
+    99.5th percentile, the reference's foreground mask); SSIM over the slices that hold the
+    thick numpy ``axis`` (the views where through-plane errors show; the in-plane slices
+    would score what the scan already had)."""
+    mask = foreground_mask(reference)
+    ref_n, pred_n = normalise(reference, mask), normalise(prediction, mask)
+    across = next(a for a in range(3) if a != axis)
+    r, p, m = (np.moveaxis(v, across, 0) for v in (ref_n, pred_n, mask))
+    return {"psnr": psnr(ref_n, pred_n, mask), "ssim": ssim(r, p, m)}

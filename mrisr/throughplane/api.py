@@ -7,7 +7,7 @@ scan of a trained protocol takes seconds). Every scan must share the model's sli
 spacing ratio and thickness within ``MATCH_TOLERANCE``.
 
 Outputs: ``OUT/<name>.nii.gz`` on :func:`~mrisr.throughplane.geometry.output_geometry`
-(written atomically) and ``OUT/throughplane.json`` (per scan: geometry, thickness and
+(written atomically; a DICOM series in gives a derived DICOM series ``OUT/<folder>/``) and ``OUT/throughplane.json`` (per scan: geometry, thickness and
 where it came from, noise; the profile and its FWHM; the training record; timings).
 """
 
@@ -21,7 +21,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from mrisr.imageio.dicom import is_dicom_folder, read_series
+from mrisr.imageio.dicom import is_dicom_folder, read_series, write_series
 from mrisr.imageio.noise import wavelet_sigma
 from mrisr.imageio.resampling import output_slices
 from mrisr.imageio.sitk_io import as_checked_volume, image_from_array, read_scan, write_scan
@@ -33,7 +33,13 @@ from mrisr.throughplane.geometry import (
     output_geometry,
     slice_geometry,
 )
-from mrisr.throughplane.model import NETWORK, ThroughPlaneNet, predict_volume, train_network
+from mrisr.throughplane.model import (
+    NETWORK,
+    ThroughPlaneNet,
+    bspline_volume,
+    predict_volume,
+    train_network,
+)
 from mrisr.throughplane.pairs import TrainingPairs
 from mrisr.throughplane.profile import SliceProfile, gaussian_profile, rect_profile
 from mrisr.throughplane.profile_gan import learn_profile
@@ -54,11 +60,12 @@ class Scan:
 
     def __init__(self, path: Path, thickness: float | None):
         self.path = path
+        self.series = None  # the DICOM series a DICOM input came from (its output is one too)
         if path.is_dir():
-            series = read_series(path)
-            image = as_checked_volume(path, series.image, True)
-            tag = dicom_thickness(series.tags, max(image.GetSpacing()), str(path))
-            self.name = path.name + ".nii.gz"
+            self.series = read_series(path)
+            image = as_checked_volume(path, self.series.image, True)
+            tag = dicom_thickness(self.series.tags, max(image.GetSpacing()), str(path))
+            self.name = path.name
         else:
             image, tag = read_scan(path), None
             self.name = _stem(path) + ".nii.gz"
@@ -269,7 +276,15 @@ def super_resolve(
         n_out = output_slices(s.volume.shape[0], g.ratio)
         out = predict_volume(net, s.volume, g.ratio, n_out) * s.scale
         arr = np.moveaxis(out.astype(np.float32), 0, g.numpy_axis)
-        write_scan(image_from_array(arr, output_geometry(s.image, g)), out_dir / s.name)
+        result = image_from_array(arr, output_geometry(s.image, g))
+        if s.series is not None:
+            desc = f"{s.series.description} through-plane SR".strip()
+            how = (
+                f"mrisr_throughplane: slice axis {g.slice_spacing:g} mm -> {g.inplane_spacing:g} mm"
+            )
+            write_series(result, out_dir / s.name, s.series, description=desc, derivation=how)
+        else:
+            write_scan(result, out_dir / s.name)
         record["scans"][s.name] = {
             "input": str(s.path),
             "geometry": g.to_json(),
@@ -280,6 +295,16 @@ def super_resolve(
     record["seconds"] = time.perf_counter() - t0
     save_json(record, out_dir / "throughplane.json")
     return record
+
+
+def bspline_image(path: str | Path, thickness: float | None = None) -> sitk.Image:
+    """The B-spline baseline of one scan: cubic B-spline along the slice axis, on the grid
+    (and in the units) of its through-plane prediction."""
+    s = Scan(Path(path), thickness)
+    g = s.geometry
+    out = bspline_volume(s.volume, g.ratio, output_slices(s.volume.shape[0], g.ratio)) * s.scale
+    arr = np.moveaxis(out.astype(np.float32), 0, g.numpy_axis)
+    return image_from_array(arr, output_geometry(s.image, g))
 
 
 def _profile(kind: str, scans: list[Scan], seed: int, progress: bool) -> tuple[SliceProfile, dict]:
