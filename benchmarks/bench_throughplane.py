@@ -64,7 +64,8 @@ def on_grid(path: Path, reference: Path) -> np.ndarray:
 
 
 def run_eclare(args, scan: Path, out: Path) -> Path:
-    cmd = [args.eclare_python, "-m", "eclare.main", "--in-fpath", str(scan), "--out-dir", str(out),
+    run = str(Path(args.eclare_python).parent / "run-eclare")  # its console script
+    cmd = [run, "--in-fpath", str(scan), "--out-dir", str(out),
            "--n-patches", str(args.eclare_patches), "--gpu-id", "-1"]  # fmt: skip
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     return out / scan.name.replace(".nii", "_eclare.nii")

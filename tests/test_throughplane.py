@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -12,6 +13,8 @@ import torch
 from mrisr.cli.throughplane import main as throughplane_main
 from mrisr.imageio.dicom import series_files, write_series
 from mrisr.imageio.resampling import output_slices
+from mrisr.imageio.sitk_io import Geometry
+from mrisr.planning.plan_and_preprocess_api import thick_slice_lines
 from mrisr.throughplane.api import Scan, super_resolve
 from mrisr.throughplane.geometry import (
     dicom_thickness,
@@ -216,3 +219,34 @@ def test_hr_reference_joins_the_training_and_must_be_isotropic(tmp_path):
     with pytest.raises(MrisrError, match=r"thick_ref\.nii\.gz: an HR reference must be isotropic"):
         super_resolve([src], tmp_path / "o2", 3.0, "rect", iterations=2, progress=False,
                       references=[bad])  # fmt: skip
+
+
+def test_continue_reuses_the_model_and_the_finished_scans(tmp_path):
+    a, b = tmp_path / "a.nii.gz", tmp_path / "b.nii.gz"
+    sitk.WriteImage(phantom(spacing=(1.0, 1.0, 3.0)), str(a))
+    sitk.WriteImage(phantom(spacing=(1.0, 1.0, 3.0), seed=2), str(b))
+    out = tmp_path / "out"
+    super_resolve([a, b], out, 3.0, iterations=6, progress=False)
+    model = out / "throughplane_model.pt"
+    first = {p: p.stat().st_mtime_ns for p in (model, out / "a.nii.gz")}
+    before_b = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "b.nii.gz")))
+    (out / "b.nii.gz").unlink()  # as if interrupted before b was written
+    rec = super_resolve([a, b], out, 3.0, iterations=6, progress=False, resume=True)
+    assert {p: p.stat().st_mtime_ns for p in first} == first  # no retraining, a kept
+    assert rec["model"] == str(model) and set(rec["scans"]) == {"a.nii.gz", "b.nii.gz"}
+    again_b = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "b.nii.gz")))
+    np.testing.assert_allclose(again_b, before_b, rtol=1e-5, atol=1e-3)
+
+
+def test_plan_summary_names_thick_slice_scans():
+    def geom(spacing):
+        return Geometry((64, 64, 20), spacing, (0.0, 0.0, 0.0), tuple(np.eye(3).ravel()))
+
+    verified = SimpleNamespace(
+        geometries={
+            "a": {"hr": geom((1.0, 1.0, 1.0)), "lr": geom((0.9, 0.9, 3.6))},
+            "b": {"hr": geom((1.0, 1.0, 1.0)), "lr": geom((0.9, 0.9, 1.2))},
+        }
+    )
+    (line,) = thick_slice_lines(verified)
+    assert "1 of 2 LR scans" in line and "slices 3.6 mm" in line and "mrisr_throughplane" in line

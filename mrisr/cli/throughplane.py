@@ -51,6 +51,12 @@ def main(argv: list[str] | None = None) -> int:
         help="training wall-clock budget, e.g. 10m or 1h: the iteration count is fitted to the "
         "speed measured on this machine",
     )
+    p.add_argument(
+        "--continue",
+        dest="resume",
+        action="store_true",
+        help="resume an interrupted run: reuse OUT's trained model and the finished outputs",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)
@@ -74,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             seconds=seconds,
             seed=args.seed,
             references=args.hr_reference,
+            resume=args.resume,
         )
         prof = rec["profile"]
         print(f"slice profile: {prof['kind']}, FWHM {prof['fwhm_mm']:.2f} mm")

@@ -92,6 +92,7 @@ from mrisr.dataset.demo_acquisition import (
 from mrisr.dataset.demo_cases import case_folders, plan_cases, simulate_case, slab_centres
 from mrisr.dataset.demo_protocol_family import describe as describe_acquisition
 from mrisr.dataset.demo_protocol_family import resolve as resolve_protocol
+from mrisr.dataset.demo_thick_slice import THICK_PROTOCOLS, build_thick_dataset
 from mrisr.utilities.errors import MrisrError
 from mrisr.utilities.file_io import atomic_path, load_json, save_json
 
@@ -331,7 +332,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="default",
         help="the LR acquisition (default: 2.7 mm, Hamming; fermi_pf: 3 mm, Fermi filter, "
         "5/8 partial Fourier, less noise; random:SEED: one drawn from the protocol family, "
-        "see mrisr.dataset.demo_protocol_family)",
+        "see mrisr.dataset.demo_protocol_family; thick4, thick3gap, thick5: thick-slice scans "
+        "for mrisr_throughplane, see mrisr.dataset.demo_thick_slice)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     args = parser.parse_args(argv)
@@ -339,6 +341,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if args.protocol in THICK_PROTOCOLS:  # thick-slice scans and their isotropic truth
+        folder = Path(args.outdir) / f"Dataset{args.dataset_id:03d}_{args.name}"
+        path = build_thick_dataset(
+            folder, args.protocol, args.num_pairs, args.num_test_pairs, args.seed
+        )
+        print(f"thick-slice demo dataset ready: {path}")
+        return 0
     try:
         path = build_demo_dataset(
             args.outdir,

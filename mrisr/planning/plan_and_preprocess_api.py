@@ -15,6 +15,7 @@ from mrisr.planning.planners import PLANNERS
 from mrisr.plans import Plans
 from mrisr.preprocessing.dataset import PreprocessedDataset
 from mrisr.preprocessing.preprocessor import preprocess_dataset
+from mrisr.throughplane.geometry import thick_axis_of
 from mrisr.utilities.errors import MrisrError
 from mrisr.utilities.file_io import load_json, make_dirs, save_json, write_error
 
@@ -184,11 +185,29 @@ def summary_text(dataset: str, verified: VerifiedDataset, plans: Plans) -> str:
             f"+-{100 * noise['kernel_width_jitter']:.0f}%, bias {noise['bias']:g}"
         )
     lines += flagged_pairs_lines(plans)
+    lines += thick_slice_lines(verified)
     lines.append("  why:")
     lines += [f"    {k}: {v}" for k, v in plans.data["decisions"].items()]
     out = paths.preprocessed_root() / dataset
     lines.append(f"  wrote {out / FINGERPRINT_FILE}, {plans.path}, {out / plans.data_identifier}/")
     return "\n".join(lines)
+
+
+def thick_slice_lines(verified: VerifiedDataset) -> list[str]:
+    """A line per role whose scans are thick-slice (the fingerprint's geometry): the in-plane
+    SR keeps their slices; ``mrisr_throughplane`` is what makes them isotropic."""
+    lines = []
+    for role in ("lr", "hr"):
+        geoms = [g[role] for g in verified.geometries.values() if g.get(role) is not None]
+        thick = [g for g in geoms if thick_axis_of(g.spacing) is not None]
+        if thick:
+            sp = sorted(thick[0].spacing)
+            lines.append(
+                f"  thick-slice      {len(thick)} of {len(geoms)} {role.upper()} scans (slices "
+                f"{sp[2]:.3g} mm, in-plane {sp[0]:.3g} mm): the in-plane SR keeps their slices; "
+                "mrisr_throughplane makes them isotropic (documentation/throughplane.md)"
+            )
+    return lines
 
 
 def _first_section(plans: Plans, wanted):

@@ -24,7 +24,13 @@ import torch
 from mrisr.imageio.dicom import is_dicom_folder, read_series, write_series
 from mrisr.imageio.noise import wavelet_sigma
 from mrisr.imageio.resampling import output_slices
-from mrisr.imageio.sitk_io import as_checked_volume, image_from_array, read_scan, write_scan
+from mrisr.imageio.sitk_io import (
+    as_checked_volume,
+    image_from_array,
+    is_complete_image,
+    read_scan,
+    write_scan,
+)
 from mrisr.networks.checkpoint_io import save_checkpoint
 from mrisr.preprocessing.normalization import foreground_percentile
 from mrisr.throughplane.geometry import (
@@ -52,6 +58,8 @@ PROFILES = ("learned", "rect", "gaussian")
 MATCH_TOLERANCE = 0.02
 DEFAULT_ITERATIONS = 4000
 MODEL_FORMAT = "mrisr-throughplane-1"
+MODEL_FILE = "throughplane_model.pt"
+RECORD_FILE = "throughplane.json"
 SCAN_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 
 
@@ -215,7 +223,7 @@ def super_resolve(
     inputs: list[str | Path],
     out_dir: str | Path,
     thickness: float | None = None,
-    profile: str = "learned",
+    profile: str = "rect",
     model: str | Path | None = None,
     save_model_to: str | Path | None = None,
     iterations: int = DEFAULT_ITERATIONS,
@@ -223,13 +231,26 @@ def super_resolve(
     seed: int = 0,
     progress: bool = True,
     references: list[str | Path] = (),
+    resume: bool = False,
 ) -> dict:
     """Train (or load) a through-plane model and write each scan's isotropic volume
-    (``references``: isotropic HR scans of the same contrast that join the training)."""
+    (``references``: isotropic HR scans of the same contrast that join the training).
+
+    The trained model is also kept as ``OUT/MODEL_FILE``; ``resume`` (``--continue``) takes
+    it instead of training again and keeps the outputs already complete."""
     t0 = time.perf_counter()
     scans = [Scan(p, thickness) for p in scan_paths(inputs)]
     out_dir = make_dirs(out_dir)
     record: dict = {"scans": {}, "network": NETWORK}
+    kept = out_dir / MODEL_FILE
+    if model is None and resume and kept.is_file():
+        model = kept
+        logger.info("--continue: the model trained before, %s", kept)
+    done = (
+        load_json(out_dir / RECORD_FILE).get("scans", {})
+        if resume and (out_dir / RECORD_FILE).is_file()
+        else {}
+    )
     if model is not None:
         net, meta = load_model(Path(model))
         for s in scans:  # an unstated thickness is the model's protocol's
@@ -267,10 +288,15 @@ def super_resolve(
             "references": [str(p) for p in scan_paths(references)] if references else [],
         }
         record.update(profile=meta["profile"], training=log)
+        save_model(kept, net, meta)
         if save_model_to is not None:
             save_model(Path(save_model_to), net, meta)
             record["model"] = str(save_model_to)
     for s in scans:
+        if s.name in done and _complete(out_dir / s.name):
+            record["scans"][s.name] = done[s.name]
+            logger.info("--continue: %s is done", out_dir / s.name)
+            continue
         t = time.perf_counter()
         g = s.geometry
         n_out = output_slices(s.volume.shape[0], g.ratio)
@@ -293,8 +319,13 @@ def super_resolve(
         }
         logger.info("%s -> %s (%.1f s)", s.path, out_dir / s.name, time.perf_counter() - t)
     record["seconds"] = time.perf_counter() - t0
-    save_json(record, out_dir / "throughplane.json")
+    save_json(record, out_dir / RECORD_FILE)
     return record
+
+
+def _complete(path: Path) -> bool:
+    """A finished output: a complete image file, or a DICOM folder (renamed into place whole)."""
+    return path.is_dir() if not path.name.endswith(SCAN_ENDINGS) else is_complete_image(path)
 
 
 def bspline_image(path: str | Path, thickness: float | None = None) -> sitk.Image:

@@ -68,7 +68,12 @@ class ThickSliceGeometry:
 
 def thick_axis(image: sitk.Image) -> int | None:
     """The index axis whose spacing is >= THICK_RATIO x the others' (None: not thick-slice)."""
-    sp = np.asarray(image.GetSpacing(), float)
+    return thick_axis_of(image.GetSpacing())
+
+
+def thick_axis_of(spacing) -> int | None:
+    """:func:`thick_axis` from the three spacings (x, y, z) alone."""
+    sp = np.asarray(spacing, float)
     a = int(np.argmax(sp))
     others = np.delete(sp, a)
     return a if sp[a] >= THICK_RATIO * float(others.max()) else None

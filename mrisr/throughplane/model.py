@@ -8,8 +8,8 @@ the network over each, and averages the two (the views' errors are largely indep
 Only the tissue's bounding box goes through the network; outside it the B-spline stays.
 
 Training: L1 loss, Adam, cosine learning rate to zero over the iteration count, which a
-time budget sets from the speed measured on the first ``PROBE`` iterations (so the ETA and
-the schedule hold on whatever CPU or GPU runs it).
+time budget sets from the speed measured on the first ``PROBE`` iterations and re-plans
+at ``REPLAN_AT`` (so the ETA and the schedule hold on whatever CPU or GPU runs it).
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ PATCH = 48
 BATCH = 16
 LR = 5e-4
 PROBE = 10
+#: iterations after which a time budget re-plans the count from the speed so far
+REPLAN_AT = (PROBE, 5 * PROBE, 25 * PROBE, 100 * PROBE)
 #: slices per network call at prediction
 PREDICT_BATCH = 8
 
@@ -66,9 +68,9 @@ def train_network(
     losses: list[float] = []
     it = 0
     while it < total:
-        if it == PROBE and seconds is not None:
-            per_it = (time.perf_counter() - t0) / PROBE
-            total = max(PROBE + 1, min(total, int(seconds / per_it)))
+        if seconds is not None and it in REPLAN_AT:  # the first iterations run slower
+            elapsed = time.perf_counter() - t0
+            total = max(it + 1, min(int(iterations), int(it + (seconds - elapsed) * it / elapsed)))
         for g in opt.param_groups:  # cosine to zero over the (possibly re-planned) total
             g["lr"] = LR * 0.5 * (1 + math.cos(math.pi * it / total))
         x, y = pairs.batch(BATCH, PATCH, rng)

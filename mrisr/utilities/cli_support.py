@@ -43,6 +43,7 @@ def setup_logging(verbose: bool = False) -> None:
 RESUME_HINTS = {
     "mrisr_train": "re-run it with --continue to resume from the latest checkpoint",
     "mrisr_predict": "re-run it with --continue to keep the finished scans",
+    "mrisr_throughplane": "re-run it with --continue to keep the trained model and finished scans",
 }
 
 
