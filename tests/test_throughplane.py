@@ -10,6 +10,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
+import mrisr.throughplane.profile_gan as profile_gan
 from mrisr.cli.throughplane import main as throughplane_main
 from mrisr.imageio.dicom import series_files, write_series
 from mrisr.imageio.resampling import output_slices
@@ -250,3 +251,16 @@ def test_plan_summary_names_thick_slice_scans():
     )
     (line,) = thick_slice_lines(verified)
     assert "1 of 2 LR scans" in line and "slices 3.6 mm" in line and "mrisr_throughplane" in line
+
+
+def test_learned_profile_is_recorded(tmp_path, monkeypatch):
+    monkeypatch.setattr(profile_gan, "ITERATIONS", profile_gan.WARMUP + 5)
+    src = tmp_path / "scan.nii.gz"
+    sitk.WriteImage(phantom(spacing=(1.0, 1.0, 3.0)), str(src))
+    rec = super_resolve([src], tmp_path / "out", 3.0, "learned", iterations=3, progress=False)
+    prof = rec["profile"]
+    assert prof["kind"] == "learned" and 0.5 < prof["fwhm_mm"] < 9.0
+    values = np.asarray(prof["values"])
+    assert values.max() == pytest.approx(1.0) and values.min() >= 0
+    assert abs(int(np.argmax(values)) - len(values) // 2) <= 4  # centred within 1 px
+    assert rec["training"]["profile_fit"]["iterations"] == profile_gan.WARMUP + 5

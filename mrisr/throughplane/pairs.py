@@ -103,17 +103,21 @@ class TrainingPairs:
         """``size`` random ``patch`` x ``patch`` crops of one (scan, axis, phase) entry, where
         the target holds tissue; (input, target) as (B, 1, patch, patch)."""
         k = int(rng.integers(len(self.inputs)))
-        inp, tgt = self.inputs[k], self.targets[k]
-        n, h, w = tgt.shape
-        ph, pw = min(patch, h), min(patch, w)
-        cand = 4 * size
-        s = torch.as_tensor(rng.integers(0, n, cand))
-        y0 = torch.as_tensor(rng.integers(0, h - ph + 1, cand))
-        x0 = torch.as_tensor(rng.integers(0, w - pw + 1, cand))
-        rows = (y0[:, None] + torch.arange(ph))[:, :, None]
-        cols = (x0[:, None] + torch.arange(pw))[:, None, :]
-        t = tgt[s[:, None, None], rows, cols]
-        order = torch.argsort((t.mean((1, 2)) > CROP_TISSUE).float() + torch.rand(cand) * 0.5,
-                              descending=True)[:size]  # fmt: skip
-        i = inp[s[order, None, None], rows[order], cols[order]]
-        return i[:, None], t[order][:, None]
+        idx = tissue_crops(self.targets[k], patch, patch, size, rng)
+        return self.inputs[k][idx][:, None], self.targets[k][idx][:, None]
+
+
+def tissue_crops(stack: torch.Tensor, rows: int, cols: int, n: int, rng: np.random.Generator):
+    """Index of ``n`` random ``rows`` x ``cols`` crops of a (k, h, w) stack (``stack[index]``
+    is (n, rows, cols)): of 4n candidates, those holding tissue first, in random order."""
+    k, h, w = stack.shape
+    rows, cols = min(rows, h), min(cols, w)
+    cand = 4 * n
+    s = torch.as_tensor(rng.integers(0, k, cand))
+    y0 = torch.as_tensor(rng.integers(0, h - rows + 1, cand))
+    x0 = torch.as_tensor(rng.integers(0, w - cols + 1, cand))
+    r = (y0[:, None] + torch.arange(rows))[:, :, None]
+    c = (x0[:, None] + torch.arange(cols))[:, None, :]
+    tissue = (stack[s[:, None, None], r, c].mean((1, 2)) > CROP_TISSUE).float()
+    keep = torch.argsort(tissue + 0.5 * torch.rand(cand), descending=True)[:n]
+    return s[keep, None, None], r[keep], c[keep]

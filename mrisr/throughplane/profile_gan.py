@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from mrisr.throughplane.geometry import ThickSliceGeometry
-from mrisr.throughplane.pairs import degrade_lines
+from mrisr.throughplane.pairs import degrade_lines, tissue_crops
 from mrisr.throughplane.profile import STEP, SliceProfile, gaussian_profile, support_half_width
 
 ITERATIONS = 1500
@@ -32,7 +32,6 @@ LR_G = 0.002
 WARMUP = 100  # discriminator-only iterations first: a random critic's gradient is noise
 LR_D = 2e-4
 CENTRE_WEIGHT = 1.0
-TISSUE = 0.1
 
 
 class Discriminator(nn.Module):
@@ -73,19 +72,7 @@ def _slices(volumes: list[np.ndarray]) -> list[torch.Tensor]:
 def _crops(stacks: list[torch.Tensor], rows: int, cols: int, n: int, rng) -> torch.Tensor:
     """``n`` crops (n, 1, rows, cols) from one random stack, preferring tissue."""
     s = stacks[int(rng.integers(len(stacks)))]
-    k, h, w = s.shape
-    rows, cols = min(rows, h), min(cols, w)
-    cand = 4 * n
-    i = torch.as_tensor(rng.integers(0, k, cand))
-    y = torch.as_tensor(rng.integers(0, h - rows + 1, cand))
-    x = torch.as_tensor(rng.integers(0, w - cols + 1, cand))
-    r = (y[:, None] + torch.arange(rows))[:, :, None]
-    c = (x[:, None] + torch.arange(cols))[:, None, :]
-    p = s[i[:, None, None], r, c]
-    keep = torch.argsort(
-        (p.mean((1, 2)) > TISSUE).float() + 0.5 * torch.rand(cand), descending=True
-    )
-    return p[keep[:n], None]
+    return s[tissue_crops(s, rows, cols, n, rng)][:, None]
 
 
 def learn_profile(
@@ -94,10 +81,11 @@ def learn_profile(
     sigmas: list[float],
     seed: int = 0,
     progress: bool = False,
-    iterations: int = ITERATIONS,
+    iterations: int | None = None,
     start_fwhm_px: float | None = None,
 ) -> tuple[SliceProfile, dict]:
     """Fit the slice profile of scans (thick axis first, normalised) sharing geometry ``g``."""
+    iterations = ITERATIONS if iterations is None else int(iterations)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     start = g.thickness_px if start_fwhm_px is None else start_fwhm_px
