@@ -264,11 +264,8 @@ def super_resolve(
         g0 = scans[0].geometry
         _check_match(scans, g0.ratio, g0.thickness_px, str(scans[0].path))
         prof, prof_log = _profile(profile, scans, seed, progress)
-        refs = (
-            [reference_volume(p, g0.inplane_spacing) for p in scan_paths(references)]
-            if references
-            else []
-        )
+        ref_paths = scan_paths(references) if references else []
+        refs = [reference_volume(p, g0.inplane_spacing) for p in ref_paths]
         pairs = TrainingPairs(
             [s.volume for s in scans], g0.ratio, prof.values, [s.sigma for s in scans], seed, refs
         )
@@ -285,7 +282,7 @@ def super_resolve(
             "profile": prof.to_json(g0.inplane_spacing),
             "training": log,
             "scans": [str(s.path) for s in scans],
-            "references": [str(p) for p in scan_paths(references)] if references else [],
+            "references": [str(p) for p in ref_paths],
         }
         record.update(profile=meta["profile"], training=log)
         save_model(kept, net, meta)

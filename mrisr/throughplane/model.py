@@ -24,7 +24,7 @@ from torch import nn
 
 from mrisr.networks.edsr import EDSR
 from mrisr.throughplane.pairs import CROP_TISSUE, TrainingPairs
-from mrisr.throughplane.profile import interpolation_matrix, slice_positions
+from mrisr.throughplane.profile import interpolation_matrix
 
 NETWORK = {"num_blocks": 8, "num_features": 32}
 PATCH = 48
@@ -96,9 +96,7 @@ def train_network(
 
 def bspline_volume(vol: np.ndarray, ratio: float, n_out: int) -> np.ndarray:
     """Cubic B-spline along axis 0 from slices ``ratio`` px apart to ``n_out`` pixels."""
-    u = interpolation_matrix(slice_positions(n_out, ratio), n_out).numpy()
-    if u.shape[1] != vol.shape[0]:
-        u = interpolation_matrix(ratio * np.arange(vol.shape[0]), n_out).numpy()
+    u = interpolation_matrix(ratio * np.arange(vol.shape[0]), n_out).numpy()
     return np.tensordot(u, vol, axes=(1, 0)).astype(np.float32)
 
 
