@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from scipy.ndimage import gaussian_filter
 
 import mrisr.throughplane.profile_gan as profile_gan
 from mrisr.cli.throughplane import main as throughplane_main
@@ -18,6 +19,7 @@ from mrisr.imageio.sitk_io import Geometry
 from mrisr.planning.plan_and_preprocess_api import thick_slice_lines
 from mrisr.throughplane.api import Scan, super_resolve
 from mrisr.throughplane.geometry import (
+    ThickSliceGeometry,
     dicom_thickness,
     output_geometry,
     slice_geometry,
@@ -30,6 +32,7 @@ from mrisr.throughplane.profile import (
     rect_profile,
     slice_positions,
 )
+from mrisr.throughplane.profile_fit import fit_profile
 from mrisr.utilities.errors import MrisrError
 
 DIRECTION = tuple(np.array([[0, 0, 1], [1, 0, 0], [0, 1, 0]], float).ravel())  # a rotation
@@ -253,14 +256,47 @@ def test_plan_summary_names_thick_slice_scans():
     assert "1 of 2 LR scans" in line and "slices 3.6 mm" in line and "mrisr_throughplane" in line
 
 
-def test_learned_profile_is_recorded(tmp_path, monkeypatch):
+def test_dsgan_profile_is_recorded(tmp_path, monkeypatch):
     monkeypatch.setattr(profile_gan, "ITERATIONS", profile_gan.WARMUP + 5)
     src = tmp_path / "scan.nii.gz"
     sitk.WriteImage(phantom(spacing=(1.0, 1.0, 3.0)), str(src))
-    rec = super_resolve([src], tmp_path / "out", 3.0, "learned", iterations=3, progress=False)
+    rec = super_resolve([src], tmp_path / "out", 3.0, "dsgan", iterations=3, progress=False)
     prof = rec["profile"]
     assert prof["kind"] == "learned" and 0.5 < prof["fwhm_mm"] < 9.0
     values = np.asarray(prof["values"])
     assert values.max() == pytest.approx(1.0) and values.min() >= 0
     assert abs(int(np.argmax(values)) - len(values) // 2) <= 4  # centred within 1 px
     assert rec["training"]["profile_fit"]["iterations"] == profile_gan.WARMUP + 5
+
+
+def isotropic_texture_scan(width, spacing, length=200, size=96, fine=4, seed=0, sigma=0.01):
+    """A smooth isotropic texture sampled every 1/fine px along z, acquired as box slabs of
+    ``width`` px every ``spacing`` px (averaged from the fine samples), white noise added:
+    a scan whose slice profile is known exactly and made without the project's operators."""
+    rng = np.random.default_rng(seed)
+    obj = gaussian_filter(rng.standard_normal((length * fine, size, size)), (1.5 * fine, 1.5, 1.5))
+    obj = 0.6 + 0.25 * obj / obj.std()
+    z = (np.arange(length * fine) + 0.5) / fine
+    centres = np.arange(width, length - width, spacing)
+    slabs = np.stack([obj[np.abs(z - c) < width / 2].mean(0) for c in centres])
+    return (slabs + sigma * rng.standard_normal(slabs.shape)).astype(np.float32)
+
+
+@pytest.mark.parametrize("width,spacing", [(3.0, 3.6), (2.0, 4.0), (5.0, 5.0)])
+def test_learned_profile_recovers_a_known_box(width, spacing):
+    vol = isotropic_texture_scan(width, spacing)
+    stated = 0.6 * width  # the fit must not lean on the stated thickness
+    g = ThickSliceGeometry(2, 1.0, spacing, stated, "argument")
+    prof, rec = fit_profile([vol], g, [0.01])
+    assert prof.kind == "learned"
+    assert abs(prof.fwhm_px() / width - 1) < 0.10, (prof.fwhm_px(), rec["misfit_by_width_px"])
+    assert rec["segments"]["through_plane"] >= 200
+
+
+def test_learned_profile_refuses_too_few_slices_naming_the_file(tmp_path, capsys):
+    src = tmp_path / "short.nii.gz"
+    sitk.WriteImage(phantom(size=(40, 40, 6), spacing=(1.0, 1.0, 3.0)), str(src))
+    rc = throughplane_main(["-i", str(src), "-o", str(tmp_path / "o"), "--profile", "learned"])
+    err = capsys.readouterr().err
+    assert rc != 0 and "short.nii.gz" in err and "too few" in err and "--profile rect" in err
+    assert not (tmp_path / "o" / "short.nii.gz").exists()

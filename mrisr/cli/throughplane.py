@@ -29,9 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--profile",
         default="rect",
-        choices=("rect", "gaussian", "learned"),
-        help="slice profile: a box or a Gaussian of the slice thickness, or learned from the "
-        "scans by the 1D DSGAN (default rect)",
+        choices=("rect", "gaussian", "learned", "dsgan"),
+        help="slice profile: a box or a Gaussian of the slice thickness; 'learned': a box whose "
+        "width is measured from the scans' through-plane spectrum; 'dsgan': the adversarial 1D "
+        "fit (biased narrow, kept for comparison) (default rect)",
     )
     p.add_argument(
         "--hr-reference",

@@ -48,18 +48,21 @@ from mrisr.throughplane.model import (
 )
 from mrisr.throughplane.pairs import TrainingPairs
 from mrisr.throughplane.profile import SliceProfile, gaussian_profile, rect_profile
+from mrisr.throughplane.profile_fit import ProfileFitError, fit_profile
 from mrisr.throughplane.profile_gan import learn_profile
 from mrisr.utilities.errors import MrisrError
 from mrisr.utilities.file_io import load_json, make_dirs, save_json
 
 logger = logging.getLogger(__name__)
 
-PROFILES = ("learned", "rect", "gaussian")
+PROFILES = ("rect", "gaussian", "learned", "dsgan")
 MATCH_TOLERANCE = 0.02
 DEFAULT_ITERATIONS = 4000
 MODEL_FORMAT = "mrisr-throughplane-1"
 MODEL_FILE = "throughplane_model.pt"
 RECORD_FILE = "throughplane.json"
+#: the measured profile width and the stated thickness differ by more than this: a warning
+WIDTH_WARN = 0.25
 SCAN_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 
 
@@ -337,8 +340,24 @@ def bspline_image(path: str | Path, thickness: float | None = None) -> sitk.Imag
 
 def _profile(kind: str, scans: list[Scan], seed: int, progress: bool) -> tuple[SliceProfile, dict]:
     g = scans[0].geometry
+    volumes, sigmas = [s.volume for s in scans], [s.sigma for s in scans]
     if kind == "learned":
-        return learn_profile([s.volume for s in scans], g, [s.sigma for s in scans], seed, progress)
+        try:
+            prof, log = fit_profile(volumes, g, sigmas, seed)
+        except ProfileFitError as e:
+            raise MrisrError(f"{scans[0].path}: {e}; give --profile rect") from e
+        width = log["width_px"] * g.inplane_spacing
+        logger.info("slice profile measured: a %.2f mm box (%s thickness %.2f mm)", width,
+                    g.thickness_source, g.slice_thickness)  # fmt: skip
+        if g.thickness_source != "assumed" and abs(width / g.slice_thickness - 1) > WIDTH_WARN:
+            logger.warning(
+                "%s: the measured slice profile (%.2f mm) differs from the stated thickness "
+                "(%.2f mm, %s) by more than %d %%",
+                scans[0].path, width, g.slice_thickness, g.thickness_source, 100 * WIDTH_WARN,
+            )  # fmt: skip
+        return prof, log
+    if kind == "dsgan":
+        return learn_profile(volumes, g, sigmas, seed, progress)
     if kind not in PROFILES:
         raise MrisrError(f"unknown slice profile '{kind}'; choose one of {', '.join(PROFILES)}")
     return fixed_profile(kind, g), {}

@@ -105,14 +105,19 @@ def slice_positions(n: int, ratio: float, phase: float = 0.0) -> np.ndarray:
 
 
 def degradation_matrix(
-    values: torch.Tensor, n: int, ratio: float, phase: float = 0.0
+    values: torch.Tensor,
+    n: int,
+    ratio: float,
+    phase: float = 0.0,
+    subsamples: tuple[float, ...] = SUBSAMPLES,
 ) -> torch.Tensor:
     """``(m, n)``: slices at ``slice_positions(n, ratio, phase)`` through the profile whose
-    samples are ``values`` (differentiable in ``values``); rows sum to 1."""
+    samples are ``values`` (differentiable in ``values``), read at ``subsamples`` within each
+    pixel and averaged; rows sum to 1."""
     q = values.shape[-1]
     c = q // 2
     p = torch.as_tensor(slice_positions(n, ratio, phase), dtype=values.dtype)
-    sub = torch.as_tensor(SUBSAMPLES, dtype=values.dtype)
+    sub = torch.as_tensor(subsamples, dtype=values.dtype)
     x = torch.arange(n, dtype=values.dtype)[None, :, None] + sub - p[:, None, None]
     idx = x / STEP + c
     lo = torch.floor(idx)
