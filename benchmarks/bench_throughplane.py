@@ -8,10 +8,11 @@ SSIM over the coronal slices, which hold the slice axis), with the wall time:
 
 * ``bspline``: cubic B-spline along the slice axis (what a viewer shows);
 * ``self_rect`` / ``self_gaussian`` / ``self_learned``: ``mrisr_throughplane`` on the one
-  scan (self-supervised), profile a box / Gaussian of the stated thickness / the 1D DSGAN,
-  training capped at ``--budget``;
+  scan (self-supervised), profile a box / Gaussian of the stated thickness / the box whose
+  width is measured from the scan (``--profile learned``), training capped at ``--budget``;
 * ``dataset_rect``: one model trained on the training scans (``--save-model``, same
   budget), then applied to the held-out scan (``--model``): the time is the prediction's;
+* ``dataset_learned``: as ``dataset_rect`` with the profile measured from the training scans;
 * ``dataset_ref``: as ``dataset_rect`` with the training scans' isotropic truths as HR
   references (``--hr-reference``). The demo's scans are all one template in other poses,
   so this row flatters references: the held-out brain is the references' brain;
@@ -43,8 +44,13 @@ from mrisr.throughplane.api import bspline_image, super_resolve
 from mrisr.training.time_budget import parse_duration
 
 METHODS = (
-    "bspline", "self_rect", "self_gaussian", "self_learned", "dataset_rect", "dataset_ref", "eclare",
+    "bspline", "self_rect", "self_gaussian", "self_learned", "dataset_rect", "dataset_ref",
+    "dataset_learned", "eclare",
 )  # fmt: skip
+#: per-protocol models: (slice profile, the training scans' truths as HR references)
+DATASET_MODELS = {
+    "dataset_rect": ("rect", False), "dataset_ref": ("rect", True), "dataset_learned": ("learned", False),
+}  # fmt: skip
 
 
 def score(pred: np.ndarray, truth: np.ndarray) -> dict:
@@ -78,12 +84,13 @@ def bench_protocol(args, protocol: str, methods: list[str], budget: float) -> li
     thickness = THICK_PROTOCOLS[protocol].thickness
     train = sorted((folder / "imagesLR").glob("*.nii.gz"))
     rows = []
-    models = {m: folder / f"{m}.pt" for m in ("dataset_rect", "dataset_ref")}
+    models = {m: folder / f"{m}.pt" for m in DATASET_MODELS}
     for m, model in models.items():
         if m in methods and not model.is_file():
             t = time.perf_counter()
-            refs = [folder / "imagesHR"] if m == "dataset_ref" else ()
-            super_resolve(train, folder / f"out_train_{m}", thickness, "rect", save_model_to=model,
+            profile, with_refs = DATASET_MODELS[m]
+            refs = [folder / "imagesHR"] if with_refs else ()
+            super_resolve(train, folder / f"out_train_{m}", thickness, profile, save_model_to=model,
                           seconds=budget, progress=False, references=refs)  # fmt: skip
             print(f"{protocol}: {m} model trained in {time.perf_counter() - t:.0f} s", flush=True)
     for scan in sorted((folder / "imagesLRTs").glob("*.nii.gz")):
