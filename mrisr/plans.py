@@ -41,8 +41,13 @@ def plans_problem(data: object) -> str | None:
         if not isinstance(data.get(k), str) or not data[k]:
             return f"'{k}' must be a non-empty string"
     s = data.get("scale")
-    if not isinstance(s, int) or isinstance(s, bool) or not 2 <= s <= MAX_SCALE:
-        return f"'scale' must be an integer 2..{MAX_SCALE}, not {s!r}"
+    configs = data.get("configurations")
+    through_plane_only = isinstance(configs, dict) and all(
+        isinstance(c, dict) and c.get("axis") == "through-plane" for c in configs.values()
+    )
+    lowest = 1 if through_plane_only else 2  # a thick-slice dataset: no in-plane scale
+    if not isinstance(s, int) or isinstance(s, bool) or not lowest <= s <= MAX_SCALE:
+        return f"'scale' must be an integer {lowest}..{MAX_SCALE}, not {s!r}"
     for k in ("hr_inplane_spacing", "lr_working_inplane_spacing"):
         v = data.get(k)
         if not _number(v) or v <= 0:
@@ -266,8 +271,19 @@ class ConfigurationPlans:
         return self.data.get("training_noise")
 
     @property
+    def axis(self) -> str:
+        """``"in-plane"`` (the paper's SR of the slices) or ``"through-plane"`` (thick slices
+        to isotropic volumes, :mod:`mrisr.throughplane`)."""
+        return str(self.data.get("axis", "in-plane"))
+
+    @property
+    def through_plane(self) -> dict | None:
+        """A through-plane configuration's settings (slice profile, budget, references)."""
+        return self.data.get("through_plane")
+
+    @property
     def requires_training(self) -> bool:
-        return self.sr is not None
+        return self.sr is not None or bool((self.through_plane or {}).get("profile"))
 
     @property
     def description(self) -> str:

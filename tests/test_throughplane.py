@@ -298,5 +298,11 @@ def test_learned_profile_refuses_too_few_slices_naming_the_file(tmp_path, capsys
     sitk.WriteImage(phantom(size=(40, 40, 6), spacing=(1.0, 1.0, 3.0)), str(src))
     rc = throughplane_main(["-i", str(src), "-o", str(tmp_path / "o"), "--profile", "learned"])
     err = capsys.readouterr().err
-    assert rc != 0 and "short.nii.gz" in err and "too few" in err and "--profile rect" in err
+    assert (
+        rc != 0
+        and "short.nii.gz" in err
+        and "too few" in err
+        and "--profile rect" in err
+        and "rect_tp_edsr" in err
+    )
     assert not (tmp_path / "o" / "short.nii.gz").exists()

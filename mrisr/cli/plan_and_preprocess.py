@@ -84,14 +84,19 @@ def main(argv: list[str] | None = None) -> int:
             if plans is None:
                 print(f"{name}: OK ({len(verified.cases)} cases pass the integrity check)")
             else:
-                if budget is not None:
+                # the through-plane configurations carry their own budget (plans'
+                # "through_plane"): the budget, the screen and the estimate are in-plane's
+                in_plane = any(
+                    plans.configuration(n).axis == "in-plane" for n in plans.configuration_names
+                )
+                if budget is not None and in_plane:
                     apply_time_budget(plans, budget)
-                if not args.no_select:
+                if not args.no_select and in_plane:
                     from mrisr.training.selection import select_configuration
 
                     select_configuration(plans, device=args.device, progress=args.verbose)
                 print(summary_text(name, verified, plans))
-                if not args.no_time_estimate:
+                if not args.no_time_estimate and in_plane:
                     print(training_cost_text(verified, plans))
                 print(f"  done in {time.time() - t0:.1f} s")
         return 0

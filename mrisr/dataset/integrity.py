@@ -15,7 +15,12 @@ import SimpleITK as sitk
 
 from mrisr.dataset.cases import Case, find_cases
 from mrisr.dataset.dataset_json import HR_FOLDER, LR_FOLDER, DatasetInfo, load_dataset_json
-from mrisr.imageio.resampling import inplane_axes, overlap_fraction, through_plane_axis_of_pair
+from mrisr.imageio.resampling import (
+    inplane_axes,
+    overlap_fraction,
+    through_plane_axis_of_pair,
+    through_plane_pair,
+)
 from mrisr.imageio.sitk_io import Geometry, read_scan
 from mrisr.utilities.errors import IntegrityError
 from mrisr.utilities.parallel import map_progress
@@ -75,7 +80,12 @@ def check_geometry(path: Path, g: Geometry) -> None:
 
 
 def check_pair(case: str, hr_path: Path, lr_path: Path, hr: Geometry, lr: Geometry) -> None:
-    """The geometric checks of a pair; IntegrityError naming the files on failure."""
+    """The geometric checks of a pair; IntegrityError naming the files on failure. A
+    thick-slice LR scan with an isotropic HR partner at its in-plane spacing is a
+    through-plane pair: only their overlap is checked."""
+    if through_plane_pair(hr.spacing, lr.spacing):
+        _check_overlap(case, lr_path, hr, lr)
+        return
     a, b = through_plane_axis_of_pair(hr, lr)
     ratio_tp = lr.spacing[b] / hr.spacing[a]
     if abs(ratio_tp - 1) > MAX_THROUGH_PLANE_MISMATCH:
@@ -97,6 +107,10 @@ def check_pair(case: str, hr_path: Path, lr_path: Path, hr: Geometry, lr: Geomet
             f"(LR/HR ratio {min(ratios):.2f}; needs >= {MIN_INPLANE_RATIO} for an integer "
             "scale >= 2): check that the scans are in the right folders (imagesLR/ vs imagesHR/)"
         )
+    _check_overlap(case, lr_path, hr, lr)
+
+
+def _check_overlap(case: str, lr_path: Path, hr: Geometry, lr: Geometry) -> None:
     ov = overlap_fraction(hr, lr)
     if ov < MIN_OVERLAP:
         raise IntegrityError(

@@ -143,7 +143,12 @@ def collect_results(
     root = paths.results_root() / dataset
     results: dict[str, dict[str, dict]] = {}
     no_reference = registered_metrics(reference=False)
-    for config, _ in columns or columns_of(plans_of(dataset, plans_name)):
+    plans = plans_of(dataset, plans_name)
+    # the baselines (interpolation, nothing trained) every fold of a configuration computes
+    baselines = {
+        n for n in plans.configuration_names if not plans.configuration(n).requires_training
+    }
+    for config, _ in columns or columns_of(plans):
         folder = root / paths.model_folder_name(trainer, plans_name, config)
         for fold in FOLDS:
             vdir = paths.fold_folder(folder, fold) / "validation"
@@ -156,7 +161,7 @@ def collect_results(
             n_cached = {m: len(c) for m, c in caches.items()}
             for case, metrics in summary["cases"].items():
                 sr_file = next(iter(sorted(vdir.glob(f"{case}.*"))), None)
-                if sr_file is None and config != "bicubic":
+                if sr_file is None and config not in baselines:
                     raise MrisrError(
                         f"{vdir}: the validation SR volume of case {case} is missing; "
                         f"re-create it with mrisr_train {fold} -c {config} -tr {trainer} "
@@ -172,8 +177,8 @@ def collect_results(
                             )
                             entry["sr_file"] = str(sr_file)
                         results.setdefault(config, {})[case] = entry
-                    elif method == "bicubic":  # the baseline every fold computes
-                        results.setdefault("bicubic", {}).setdefault(case, entry)
+                    elif method in baselines:  # the baseline every fold computes
+                        results.setdefault(method, {}).setdefault(case, entry)
             for m, cache in caches.items():
                 if len(cache) != n_cached[m]:
                     save_json(cache, vdir / f"{m.name}.json")
@@ -347,9 +352,15 @@ def find_best_configuration(
         tmp.write_text(f"# {dataset}: cross-validation comparison\n\n{md}\n", encoding="utf-8")
     # the figure's uncertainty map: of the configuration the plans recommend
     default = plans.default_configuration
-    fig_columns = sorted(columns, key=lambda c: c[0] != default)
-    fig4 = comparison_figure(dataset, results, out / "comparison_fig4.png", fig_columns, plans_name)
-    mscn = mscn_figure(dataset, out / "mscn_fig5.png", columns, plans_name)
+    # the figures show in-plane SR (slices of the real LR beside each configuration's)
+    in_plane = [c for c in columns if plans.configuration(c[0]).axis == "in-plane"]
+    fig_columns = sorted(in_plane, key=lambda c: c[0] != default)
+    fig4 = mscn = None
+    if in_plane:
+        fig4 = comparison_figure(
+            dataset, results, out / "comparison_fig4.png", fig_columns, plans_name
+        )
+        mscn = mscn_figure(dataset, out / "mscn_fig5.png", in_plane, plans_name)
     psnr_row = table["rows"]["psnr"]
     finite = [c for c in psnr_row if np.isfinite(psnr_row[c]["mean"])]
     best = max(finite, key=lambda c: psnr_row[c]["mean"]) if finite else None

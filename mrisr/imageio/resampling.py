@@ -207,3 +207,27 @@ def output_slices(n: int, ratio: float) -> int:
     """Output samples from the first slice centre to the last, one in-plane pixel apart
     (spacings stored in float32 may fall a hair short of the stated ratio)."""
     return int(math.floor((n - 1) * ratio + 1e-3)) + 1
+
+
+#: a scan is thick-slice when its slice spacing is at least this many in-plane spacings
+THICK_RATIO = 1.5
+#: a thick-slice LR scan whose in-plane spacing is within this factor of its HR partner's
+#: has nothing to super-resolve in-plane: through-plane SR alone
+INPLANE_SAME = 1.25
+
+
+def thick_axis_of(spacing) -> int | None:
+    """The index axis (x, y, z) whose spacing is >= THICK_RATIO x the others' (None: the
+    scan is not thick-slice): what through-plane SR (:mod:`mrisr.throughplane`) works on."""
+    sp = np.asarray(spacing, float)
+    a = int(np.argmax(sp))
+    others = np.delete(sp, a)
+    return a if sp[a] >= THICK_RATIO * float(others.max()) else None
+
+
+def through_plane_pair(hr_spacing, lr_spacing) -> bool:
+    """A thick-slice LR scan with an isotropic HR partner at its in-plane spacing (within
+    INPLANE_SAME): a pair for through-plane SR, not in-plane SR."""
+    if thick_axis_of(lr_spacing) is None or thick_axis_of(hr_spacing) is not None:
+        return False
+    return max(sorted(lr_spacing)[:2]) / max(hr_spacing) < INPLANE_SAME

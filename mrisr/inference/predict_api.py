@@ -12,7 +12,7 @@ from tqdm import tqdm
 from mrisr import paths
 from mrisr.dataset.integrity import check_geometry
 from mrisr.imageio.resampling import inplane_axes, through_plane_axis_single
-from mrisr.imageio.sitk_io import IMAGE_ENDINGS, Geometry, read_header
+from mrisr.imageio.sitk_io import IMAGE_ENDINGS, Geometry, read_header, write_scan
 from mrisr.inference.predictor import SRPredictor, bicubic_scan
 from mrisr.inference.scan_files import (
     OUTPUT_FORMATS,
@@ -30,6 +30,8 @@ from mrisr.networks.checkpoint_io import check_network_scale, load_network
 from mrisr.paths import FOLD_NAMES, resolve_results_dataset
 from mrisr.planning.fingerprint import FINGERPRINT_FILE
 from mrisr.plans import DEFAULT_CONFIGURATION, DEFAULT_PLANS, DEFAULT_TRAINER, Plans
+from mrisr.throughplane.api import MODEL_FILE as TP_MODEL_FILE
+from mrisr.throughplane.api import bspline_image, super_resolve
 from mrisr.utilities.errors import IntegrityError, MrisrError
 from mrisr.utilities.file_io import load_json, make_dirs, save_json
 from mrisr.utilities.safety import (
@@ -269,6 +271,10 @@ def predict_folder(
     if configuration is None:
         configuration = default_configuration(dataset, trainer, plans_name)
     folder, plans = _model_plans(dataset, trainer, plans_name, configuration)
+    if plans.configuration(configuration).axis == "through-plane":
+        mine = [s.path for s in files[part_id::num_parts]]
+        return _predict_through_plane(mine, out, folder, plans, configuration, folds, resume,
+                                      save_uncertainty, output_format)  # fmt: skip
     networks: list = []
     used_folds: list[str] = []
     trains = plans.configuration(configuration).requires_training
@@ -296,6 +302,46 @@ def predict_folder(
     }
     _record_run(out, run_args)
     return _predict_scans(files[part_id::num_parts], plans, networks, run_args)
+
+
+def _predict_through_plane(
+    scans: list[Path],
+    out: Path,
+    folder: Path,
+    plans: Plans,
+    configuration: str,
+    folds: list[str] | None,
+    resume: bool,
+    save_uncertainty: bool,
+    output_format: str,
+) -> list[Path]:
+    """A through-plane configuration: the folds' models averaged over each scan
+    (:func:`mrisr.throughplane.api.super_resolve`), or the B-spline baseline."""
+    if save_uncertainty or output_format != "same":
+        raise MrisrError(
+            f"-c {configuration}: a through-plane configuration writes its input's format and "
+            "no uncertainty map (drop --save-uncertainty / --output-format)"
+        )
+    make_dirs(out)
+    if not plans.configuration(configuration).requires_training:
+        written = []
+        for p in scans:
+            dest = out / (p.name if p.is_file() else f"{p.name}.nii.gz")
+            if not (resume and dest.is_file()):
+                write_scan(bspline_image(p), dest)
+            written.append(dest)
+        return written
+    wanted = folds or [f for f in FOLD_NAMES if (folder / f"fold_{f}" / TP_MODEL_FILE).is_file()]
+    models = [folder / f"fold_{f}" / TP_MODEL_FILE for f in wanted]
+    for m in models:
+        if not m.is_file():
+            raise MrisrError(f"{m} not found: train it with mrisr_train FOLD -c {configuration}")
+    if not models:
+        raise MrisrError(
+            f"no trained fold in {folder}: train one with mrisr_train 0 -c {configuration}"
+        )
+    rec = super_resolve(scans, out, model=models, resume=resume, progress=False)
+    return [out / name for name in rec["scans"]]
 
 
 def _record_run(out: Path, run: dict) -> None:

@@ -14,6 +14,8 @@ masked pixels of all slices.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import SimpleITK as sitk
 from skimage.metrics import structural_similarity
@@ -138,3 +140,34 @@ def through_plane_metrics(reference: np.ndarray, prediction: np.ndarray, axis: i
     across = next(a for a in range(3) if a != axis)
     r, p, m = (np.moveaxis(v, across, 0) for v in (ref_n, pred_n, mask))
     return {"psnr": psnr(ref_n, pred_n, mask), "ssim": ssim(r, p, m)}
+
+
+def through_plane_in_physical_space(
+    reference: sitk.Image, prediction: sitk.Image, axis: int, transform: sitk.Transform | None
+) -> dict:
+    """:func:`through_plane_metrics` of ``prediction`` against ``reference`` resampled onto
+    its grid (``transform``: prediction point -> reference point; None trusts the headers),
+    within the voxels the reference covers."""
+    grid = Geometry.of(prediction)
+    ref = sitk.GetArrayFromImage(
+        resample_to(reference, grid, sitk.sitkBSpline, transform=transform)
+    )
+    valid = resample_mask_to(reference, grid, transform)
+    pred = sitk.GetArrayFromImage(prediction).astype(np.float32)
+    m = through_plane_metrics(
+        np.where(valid, ref, 0).astype(np.float32), np.where(valid, pred, 0), axis
+    )
+    m["registration"] = list(transform.GetParameters()) if transform is not None else None
+    return m
+
+
+def mean_sd(values: list[float]) -> dict[str, float]:
+    """Mean, sample sd and count of the finite values (a summary's cell)."""
+    v = np.asarray([x for x in values if math.isfinite(x)], dtype=np.float64)
+    if v.size == 0:
+        return {"mean": float("nan"), "sd": float("nan"), "n": 0}
+    return {
+        "mean": float(v.mean()),
+        "sd": float(v.std(ddof=1)) if v.size > 1 else 0.0,
+        "n": int(v.size),
+    }

@@ -32,8 +32,10 @@ from mrisr.imageio.resampling import (
     inplane_axes,
     lr_grid_for_hr,
     overlap_fraction,
+    thick_axis_of,
     through_plane_axis_of_pair,
     through_plane_axis_single,
+    through_plane_pair,
     working_grid,
 )
 from mrisr.imageio.sitk_io import Geometry, read_scan
@@ -254,7 +256,11 @@ def fingerprint_case(args: tuple[Case, list[float]]) -> CaseFingerprint:
     lr_img = read_scan(case.lr, check=False) if case.lr else None
     cf = CaseFingerprint(name=case.name)
     if hr_img is not None and lr_img is not None:
-        a, b = through_plane_axis_of_pair(Geometry.of(hr_img), Geometry.of(lr_img))
+        hg, lg = Geometry.of(hr_img), Geometry.of(lr_img)
+        a, b = through_plane_axis_of_pair(hg, lg)
+        if through_plane_pair(hg.spacing, lg.spacing):  # the LR's thick axis, the HR's along it
+            b = thick_axis_of(lg.spacing)
+            a = int(np.argmax(np.abs(hg.direction_matrix.T @ lg.direction_matrix[:, b])))
     else:
         a = through_plane_axis_single(Geometry.of(hr_img), normal) if hr_img else None
         b = through_plane_axis_single(Geometry.of(lr_img), normal) if lr_img else None
@@ -326,7 +332,14 @@ def compute_fingerprint(
     results = map_progress(
         fingerprint_case, [(c, normal) for c in cases], num_processes, desc="fingerprint"
     )
-    paired = [(c, r) for c, r in zip(cases, results) if r.pair is not None]
+    # the Gaussian fit measures in-plane blur: not for through-plane pairs (thick-slice LR
+    # at the HR's in-plane spacing)
+    paired = [
+        (c, r)
+        for c, r in zip(cases, results)
+        if r.pair is not None
+        and not through_plane_pair(r.hr.geometry["spacing"], r.lr.geometry["spacing"])
+    ]
     if paired:
         scale = integer_scale([float(np.mean(r.pair.inplane_ratio)) for _, r in paired])
         fits = map_progress(

@@ -8,14 +8,13 @@ from pathlib import Path
 
 from mrisr import paths
 from mrisr.dataset.integrity import VerifiedDataset, verify_dataset
-from mrisr.imageio.resampling import through_plane_axis_single
+from mrisr.imageio.resampling import thick_axis_of, through_plane_axis_single
 from mrisr.paths import DATASET_RE, list_datasets, resolve_dataset_name
 from mrisr.planning.fingerprint import FINGERPRINT_FILE, load_or_compute_fingerprint
 from mrisr.planning.planners import PLANNERS
 from mrisr.plans import Plans
 from mrisr.preprocessing.dataset import PreprocessedDataset
 from mrisr.preprocessing.preprocessor import preprocess_dataset
-from mrisr.throughplane.geometry import thick_axis_of
 from mrisr.utilities.errors import MrisrError
 from mrisr.utilities.file_io import load_json, make_dirs, save_json, write_error
 
@@ -117,7 +116,8 @@ def plan_and_preprocess(
     )
     plans = planner_cls(fp).plan(dataset)
     plans.save(plans_path(out, plans.plans_name))
-    if preprocess:
+    in_plane = [n for n in plans.configuration_names if plans.configuration(n).axis == "in-plane"]
+    if preprocess and in_plane:  # through-plane configurations read the raw scans
         registrations = {c.name: c.pair.registration for c in fp.pairs if c.pair.registration}
         preprocess_dataset(
             verified.cases, plans, out / plans.data_identifier, num_processes, registrations
@@ -160,6 +160,13 @@ def summary_text(dataset: str, verified: VerifiedDataset, plans: Plans) -> str:
             f"  Gaussian sigma   {g['sigma']:g} HR px "
             f"({'fitted to real LR' if g.get('fitted') else 'paper default'})"
         )
+    tp = _first_section(plans, lambda c: c.axis == "through-plane" and c.requires_training)
+    if tp:
+        t = tp.through_plane
+        lines.append(
+            f"  through-plane    slices {t['slice_spacing_mm']:.3g} mm -> {t['inplane_spacing_mm']:.3g} mm, "
+            f"{t['seconds']:g} s per fold, HR references: {'yes' if t['hr_references'] else 'no'}"
+        )
     lines.append(
         f"  LR denoising     {den['method']}"
         + (
@@ -185,11 +192,14 @@ def summary_text(dataset: str, verified: VerifiedDataset, plans: Plans) -> str:
             f"+-{100 * noise['kernel_width_jitter']:.0f}%, bias {noise['bias']:g}"
         )
     lines += flagged_pairs_lines(plans)
-    lines += thick_slice_lines(verified)
+    in_plane = any(plans.configuration(n).axis == "in-plane" for n in plans.configuration_names)
+    if in_plane:  # the through-plane configurations say it themselves otherwise
+        lines += thick_slice_lines(verified)
     lines.append("  why:")
     lines += [f"    {k}: {v}" for k, v in plans.data["decisions"].items()]
     out = paths.preprocessed_root() / dataset
-    lines.append(f"  wrote {out / FINGERPRINT_FILE}, {plans.path}, {out / plans.data_identifier}/")
+    data = f", {out / plans.data_identifier}/" if in_plane else ""
+    lines.append(f"  wrote {out / FINGERPRINT_FILE}, {plans.path}{data}")
     return "\n".join(lines)
 
 

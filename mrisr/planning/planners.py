@@ -16,6 +16,8 @@ from mrisr.degradation.gaussian import PAPER_SIGMA
 from mrisr.degradation.kernels import KERNEL_SIZE, lr_crop_size
 from mrisr.planning.fingerprint import DatasetFingerprint, integer_scale
 from mrisr.planning.real_lr_decisions import PAPER_DSGAN, RealLRDecisions
+from mrisr.planning.through_plane_plans import SECONDS as THROUGH_PLANE_SECONDS
+from mrisr.planning.through_plane_plans import plan_through_plane, through_plane_only
 from mrisr.plans import DEFAULT_PLANS, Plans
 from mrisr.utilities.registry import Registry
 
@@ -33,6 +35,7 @@ class DefaultPlanner(RealLRDecisions):
     hr_crop = 64
     edsr_lr_patch = 48
     dsgan_iterations = 3000
+    through_plane_seconds = THROUGH_PLANE_SECONDS
     nlm_h_factor = 0.8  # NLM strength h = factor x estimated noise sigma (scikit-image advice)
     intensity_range = 1.0  # normalised foreground intensities lie in about [0, 1]
 
@@ -347,7 +350,35 @@ class DefaultPlanner(RealLRDecisions):
             },
         }
 
+    def plan_through_plane_only(self, dataset_name: str) -> Plans:
+        """Plans of a thick-slice dataset with nothing to do in-plane: the through-plane
+        configurations alone (:mod:`mrisr.planning.through_plane_plans`), scale 1."""
+        h = float(np.median([np.mean(s.inplane_spacing) for s in self.fp.scans("lr")]))
+        self._decide(
+            "scale", "x1 in-plane: the LR's in-plane spacing is the HR's; through-plane only"
+        )
+        data = {
+            "plans_name": self.plans_name,
+            "planner": type(self).__name__,
+            "dataset_name": dataset_name,
+            "scale": 1,
+            "hr_inplane_spacing": h,
+            "lr_working_inplane_spacing": h,
+            "real_lr_inplane_spacing": h,
+            "through_plane_normal": self.fp.through_plane_normal,
+            "preprocessing": {
+                "normalization": self.plan_normalization(),
+                "denoising": {"method": "none"},
+                "register_pairs": False,
+            },
+            "configurations": plan_through_plane(self.fp, self._decide, self.through_plane_seconds),
+            "decisions": dict(self.decisions),
+        }
+        return Plans(data)
+
     def plan(self, dataset_name: str) -> Plans:
+        if through_plane_only(self.fp):
+            return self.plan_through_plane_only(dataset_name)
         self._hr_spacing = h = self.plan_hr_spacing()
         s = self.plan_scale(h)
         kernel_mode = self.plan_kernel_mode()

@@ -222,12 +222,61 @@ def load_model(path: Path) -> tuple[ThroughPlaneNet, dict]:
     return net.eval(), meta
 
 
+def train_model(
+    scans: list[Scan],
+    profile: str = "rect",
+    iterations: int = DEFAULT_ITERATIONS,
+    seconds: float | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    references: list[str | Path] = (),
+) -> tuple[ThroughPlaneNet, dict]:
+    """One through-plane model for scans sharing a protocol (the slice profile fixed or
+    measured, training pairs from their in-plane slices and the isotropic ``references``);
+    the network and its metadata (what :func:`save_model` keeps)."""
+    g0 = scans[0].geometry
+    _check_match(scans, g0.ratio, g0.thickness_px, str(scans[0].path))
+    prof, prof_log = _profile(profile, scans, seed, progress)
+    ref_paths = scan_paths(references) if references else []
+    refs = [reference_volume(p, g0.inplane_spacing) for p in ref_paths]
+    pairs = TrainingPairs(
+        [s.volume for s in scans], g0.ratio, prof.values, [s.sigma for s in scans], seed, refs
+    )
+    bar = _bar(progress, "through-plane training")
+    net, log = train_network(pairs, iterations, seconds, seed, progress=bar)
+    if bar:
+        bar.close()
+    log.update(slices=pairs.slices, profile_fit=prof_log)
+    return net, {
+        "ratio": g0.ratio,
+        "thickness_px": g0.thickness_px,
+        "inplane_spacing": g0.inplane_spacing,
+        "network": net.args,
+        "profile": prof.to_json(g0.inplane_spacing),
+        "training": log,
+        "scans": [str(s.path) for s in scans],
+        "references": [str(p) for p in ref_paths],
+    }
+
+
+def predict_scan(net: ThroughPlaneNet | list[ThroughPlaneNet], scan: Scan) -> sitk.Image:
+    """The scan's through-plane prediction on its output grid, in its own units (several
+    networks, e.g. the folds of a configuration: their mean)."""
+    g = scan.geometry
+    n_out = output_slices(scan.volume.shape[0], g.ratio)
+    nets = net if isinstance(net, list) else [net]
+    out = sum(predict_volume(n, scan.volume, g.ratio, n_out) for n in nets) / len(nets)
+    out = out * scan.scale
+    arr = np.moveaxis(out.astype(np.float32), 0, g.numpy_axis)
+    return image_from_array(arr, output_geometry(scan.image, g))
+
+
 def super_resolve(
     inputs: list[str | Path],
     out_dir: str | Path,
     thickness: float | None = None,
     profile: str = "rect",
-    model: str | Path | None = None,
+    model: str | Path | list[str | Path] | None = None,
     save_model_to: str | Path | None = None,
     iterations: int = DEFAULT_ITERATIONS,
     seconds: float | None = None,
@@ -239,7 +288,8 @@ def super_resolve(
     """Train (or load) a through-plane model and write each scan's isotropic volume
     (``references``: isotropic HR scans of the same contrast that join the training).
 
-    The trained model is also kept as ``OUT/MODEL_FILE``; ``resume`` (``--continue``) takes
+    ``model``: a saved model, or several (the folds of a configuration: their predictions
+    averaged). The trained model is also kept as ``OUT/MODEL_FILE``; ``resume`` (``--continue``) takes
     it instead of training again and keeps the outputs already complete."""
     t0 = time.perf_counter()
     scans = [Scan(p, thickness) for p in scan_paths(inputs)]
@@ -255,39 +305,21 @@ def super_resolve(
         else {}
     )
     if model is not None:
-        net, meta = load_model(Path(model))
+        models = [Path(m) for m in model] if isinstance(model, (list, tuple)) else [Path(model)]
+        loaded = [load_model(m) for m in models]
+        net, meta = [n for n, _ in loaded], loaded[0][1]
         for s in scans:  # an unstated thickness is the model's protocol's
             g = s.geometry
             if g.thickness_source == "assumed":
                 t = meta["thickness_px"] * g.inplane_spacing
                 s.geometry = slice_geometry(s.image, str(s.path), t, "model")
-        _check_match(scans, meta["ratio"], meta["thickness_px"], str(model))
-        record.update(profile=meta["profile"], training=meta["training"], model=str(model))
+        for m, (_, mm) in zip(models, loaded):
+            _check_match(scans, mm["ratio"], mm["thickness_px"], str(m))
+        record.update(profile=meta["profile"], training=meta["training"],
+                      model=str(models[0]) if len(models) == 1 else [str(m) for m in models])  # fmt: skip
     else:
-        g0 = scans[0].geometry
-        _check_match(scans, g0.ratio, g0.thickness_px, str(scans[0].path))
-        prof, prof_log = _profile(profile, scans, seed, progress)
-        ref_paths = scan_paths(references) if references else []
-        refs = [reference_volume(p, g0.inplane_spacing) for p in ref_paths]
-        pairs = TrainingPairs(
-            [s.volume for s in scans], g0.ratio, prof.values, [s.sigma for s in scans], seed, refs
-        )
-        bar = _bar(progress, "through-plane training")
-        net, log = train_network(pairs, iterations, seconds, seed, progress=bar)
-        if bar:
-            bar.close()
-        log.update(slices=pairs.slices, profile_fit=prof_log)
-        meta = {
-            "ratio": g0.ratio,
-            "thickness_px": g0.thickness_px,
-            "inplane_spacing": g0.inplane_spacing,
-            "network": net.args,
-            "profile": prof.to_json(g0.inplane_spacing),
-            "training": log,
-            "scans": [str(s.path) for s in scans],
-            "references": [str(p) for p in ref_paths],
-        }
-        record.update(profile=meta["profile"], training=log)
+        net, meta = train_model(scans, profile, iterations, seconds, seed, progress, references)
+        record.update(profile=meta["profile"], training=meta["training"])
         save_model(kept, net, meta)
         if save_model_to is not None:
             save_model(Path(save_model_to), net, meta)
@@ -299,10 +331,7 @@ def super_resolve(
             continue
         t = time.perf_counter()
         g = s.geometry
-        n_out = output_slices(s.volume.shape[0], g.ratio)
-        out = predict_volume(net, s.volume, g.ratio, n_out) * s.scale
-        arr = np.moveaxis(out.astype(np.float32), 0, g.numpy_axis)
-        result = image_from_array(arr, output_geometry(s.image, g))
+        result = predict_scan(net, s)
         if s.series is not None:
             desc = f"{s.series.description} through-plane SR".strip()
             how = (
@@ -345,7 +374,10 @@ def _profile(kind: str, scans: list[Scan], seed: int, progress: bool) -> tuple[S
         try:
             prof, log = fit_profile(volumes, g, sigmas, seed)
         except ProfileFitError as e:
-            raise MrisrError(f"{scans[0].path}: {e}; give --profile rect") from e
+            raise MrisrError(
+                f"{scans[0].path}: {e}; use a box of the stated thickness instead "
+                "(mrisr_throughplane --profile rect, or the rect_tp_edsr configuration)"
+            ) from e
         width = log["width_px"] * g.inplane_spacing
         logger.info("slice profile measured: a %.2f mm box (%s thickness %.2f mm)", width,
                     g.thickness_source, g.slice_thickness)  # fmt: skip

@@ -20,12 +20,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import SimpleITK as sitk
 
-from mrisr.imageio.resampling import output_slices
+from mrisr.imageio.resampling import THICK_RATIO, output_slices, thick_axis_of
 from mrisr.imageio.sitk_io import Geometry
 from mrisr.utilities.errors import IntegrityError
 
-#: a scan is thick-slice when its slice spacing is at least this many in-plane spacings
-THICK_RATIO = 1.5
 #: in-plane pixels must be square within this fraction (the two views are fused)
 SQUARE_TOLERANCE = 0.05
 #: DICOM SliceThickness (0018,0050)
@@ -69,14 +67,6 @@ class ThickSliceGeometry:
 def thick_axis(image: sitk.Image) -> int | None:
     """The index axis whose spacing is >= THICK_RATIO x the others' (None: not thick-slice)."""
     return thick_axis_of(image.GetSpacing())
-
-
-def thick_axis_of(spacing) -> int | None:
-    """:func:`thick_axis` from the three spacings (x, y, z) alone."""
-    sp = np.asarray(spacing, float)
-    a = int(np.argmax(sp))
-    others = np.delete(sp, a)
-    return a if sp[a] >= THICK_RATIO * float(others.max()) else None
 
 
 def slice_geometry(

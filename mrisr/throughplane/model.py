@@ -9,7 +9,9 @@ Only the tissue's bounding box goes through the network; outside it the B-spline
 
 Training: L1 loss, Adam, cosine learning rate to zero over the iteration count, which a
 time budget sets from the speed measured on the first ``PROBE`` iterations and re-plans
-at ``REPLAN_AT`` (so the ETA and the schedule hold on whatever CPU or GPU runs it).
+at ``REPLAN_AT`` and then every tenth of the plan, from the speed since the last re-plan
+(so the ETA and the schedule hold on whatever CPU or GPU runs it, and a slow start does not
+end the training early).
 """
 
 from __future__ import annotations
@@ -66,11 +68,15 @@ def train_network(
     total = max(1, int(iterations))
     t0 = time.perf_counter()
     losses: list[float] = []
-    it = 0
+    it, mark = 0, (0, t0)  # the speed is measured since the last re-plan
     while it < total:
-        if seconds is not None and it in REPLAN_AT:  # the first iterations run slower
-            elapsed = time.perf_counter() - t0
-            total = max(it + 1, min(int(iterations), int(it + (seconds - elapsed) * it / elapsed)))
+        if seconds is not None and (
+            it in REPLAN_AT or (it > PROBE and it - mark[0] >= total // 10)
+        ):
+            now = time.perf_counter()
+            speed = (it - mark[0]) / max(now - mark[1], 1e-9)  # recent: early iterations run slower
+            total = max(it + 1, min(int(iterations), int(it + (seconds - (now - t0)) * speed)))
+            mark = (it, now)
         for g in opt.param_groups:  # cosine to zero over the (possibly re-planned) total
             g["lr"] = LR * 0.5 * (1 + math.cos(math.pi * it / total))
         x, y = pairs.batch(BATCH, PATCH, rng)

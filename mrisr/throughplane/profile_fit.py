@@ -52,10 +52,15 @@ class ProfileFitError(ValueError):
 
 
 def _segments(
-    stack: np.ndarray, length: int, n: int, rng: np.random.Generator, width: int = 1
+    stack: np.ndarray,
+    length: int,
+    n: int,
+    rng: np.random.Generator,
+    width: int = 1,
+    margin: int = 0,
 ) -> np.ndarray:
     """Up to ``n`` patches (n, length, width) along axis 1 of a (k, L, C) stack, their
-    centre column tissue throughout."""
+    centre column tissue throughout (but for ``margin`` samples at either end)."""
     k, lines, cols = stack.shape
     if lines < length or cols < width:
         return np.zeros((0, length, width), np.float32)
@@ -68,7 +73,8 @@ def _segments(
         y[:, None, None] + np.arange(length)[:, None],
         c[:, None, None] + np.arange(width),
     ]
-    return seg[seg[:, :, width // 2].min(1) > CROP_TISSUE][:n]
+    core = seg[:, margin : length - margin, width // 2]
+    return seg[core.min(1) > CROP_TISSUE][:n]
 
 
 def _log_power(seg: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -104,7 +110,7 @@ def fit_profile(
         for view in (v.transpose(1, 0, 2), v.transpose(2, 0, 1)):
             real.append(_segments(view, length, SEGMENTS, rng, cols))
         for sl in (v, v.transpose(0, 2, 1)):
-            hr.append(_segments(sl, hr_len, SEGMENTS, rng)[..., 0])
+            hr.append(_segments(sl, hr_len, SEGMENTS, rng, margin=reach // 2)[..., 0])
     real_seg, hr_seg = np.concatenate(real), np.concatenate(hr)
     if min(len(real_seg), len(hr_seg)) < MIN_SEGMENTS:
         raise ProfileFitError(

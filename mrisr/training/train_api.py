@@ -29,9 +29,12 @@ import mrisr.training.variants  # noqa: F401  (registers the trainer variants)
 from mrisr import paths
 from mrisr.degradation.stage import ensure_synthetic_lr, model_id, synthetic_path
 from mrisr.paths import fold_folder, resolve_preprocessed_dataset, results_folder
-from mrisr.planning.fingerprint import FINGERPRINT_FILE
+from mrisr.planning.fingerprint import FINGERPRINT_FILE, DatasetFingerprint
 from mrisr.plans import DEFAULT_PLANS, DEFAULT_TRAINER, Plans
 from mrisr.preprocessing.dataset import PreprocessedDataset
+from mrisr.throughplane.api import MODEL_FILE
+from mrisr.throughplane.folds import train_fold
+from mrisr.throughplane.folds import validate_fold as validate_through_plane
 from mrisr.training import distributed
 from mrisr.training.checkpointing import FINAL, Checkpointer, network_from_state
 from mrisr.training.precision import check_precision
@@ -291,6 +294,8 @@ def _run(
         logger.info("configuration %s: the plans' default (-c chooses another)", configuration)
     config = plans.configuration(configuration)
     trainer_cls = TRAINERS.get(trainer)
+    if config.axis == "through-plane":
+        return _run_through_plane(name, plans, configuration, trainer, fold, val_only, progress)
     ds = PreprocessedDataset.for_plans(plans)
     fold, train_cases, val_cases, held_out, left_out = _fold_split(name, ds, fold, ctx.is_main)
     output = results_folder(name, trainer, plans.plans_name, configuration)
@@ -330,6 +335,61 @@ def _run(
         info["left_out_pairs"] = left_out
     job = (plans, configuration, fold, fold_dir, device, ctx, tta, progress)
     return _final_validation(trainer_cls, job, ds, val_cases, held_out, info)
+
+
+def _run_through_plane(
+    name: str,
+    plans: Plans,
+    configuration: str,
+    trainer: str,
+    fold: int | str,
+    val_only: bool,
+    progress: bool,
+) -> dict:
+    """One fold of a through-plane configuration (:mod:`mrisr.throughplane.folds`): the
+    model from the fold's training cases' LR scans, validated on its pairs' HR scans."""
+    fp_path = paths.preprocessed_root() / name / FINGERPRINT_FILE
+    fp = DatasetFingerprint.from_json(load_json(fp_path))
+    lr = {c.name: Path(c.lr.file) for c in fp.cases if c.lr is not None}
+    hr = {c.name: Path(c.hr.file) for c in fp.cases if c.hr is not None}
+    pairs = sorted(set(lr) & set(hr))
+    splits = load_or_create_splits(name, sorted(lr), pairs, write=True)
+    fold = parse_fold(fold, len(splits))
+    train_cases, val_cases, held_out = fold_cases(splits, fold, sorted(lr), pairs)
+    output = results_folder(name, trainer, plans.plans_name, configuration)
+    fold_dir = fold_folder(output, fold)
+    copy_training_inputs(plans, output)
+    settings = plans.configuration(configuration).through_plane
+    for c in val_cases:
+        for p in (lr[c], hr[c]):
+            if not p.exists():
+                raise MrisrError(f"validation case {c}: raw scan {p} not found (moved?)")
+    logger.info(
+        "%s | %s | fold %s: %d training scans, %d validation pairs (through-plane)",
+        name, configuration, fold, len(train_cases), len(val_cases),
+    )  # fmt: skip
+    model = None
+    if plans.configuration(configuration).requires_training:
+        model = fold_dir / MODEL_FILE
+        if not val_only:
+            fold_dir.mkdir(parents=True, exist_ok=True)
+            refs = [hr[c] for c in train_cases if c in hr]
+            train_fold(settings, [lr[c] for c in train_cases], refs, fold_dir, progress=progress)
+        elif not model.is_file():
+            raise MrisrError(
+                f"{model} not found: train fold {fold} first (mrisr_train {fold} -c {configuration})"
+            )
+    info = {"dataset": name, "trainer": trainer, "plans_name": plans.plans_name,
+            "fold": str(fold), "held_out": held_out, "checkpoint": str(model) if model else None}  # fmt: skip
+    return validate_through_plane(
+        configuration,
+        settings,
+        model,
+        {c: (lr[c], hr[c]) for c in val_cases},
+        fold_dir / "validation",
+        _file_ending(name),
+        info,
+    )
 
 
 def _final_validation(

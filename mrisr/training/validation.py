@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,12 @@ from tqdm import tqdm
 from mrisr.imageio.registration import rigid_register
 from mrisr.imageio.sitk_io import read_scan, write_scan
 from mrisr.inference.predictor import SRPredictor, bicubic_scan
-from mrisr.metrics.fidelity import compare_in_physical_space, normalise, reference_metrics
+from mrisr.metrics.fidelity import (
+    compare_in_physical_space,
+    mean_sd,
+    normalise,
+    reference_metrics,
+)
 from mrisr.metrics.registry import metrics
 from mrisr.plans import Plans
 from mrisr.preprocessing.dataset import PreprocessedDataset
@@ -86,17 +90,6 @@ class PairValidator:
                 values.setdefault(k, []).append(v)
         network.train(was_training)
         return {k: float(np.mean(v)) for k, v in values.items()}
-
-
-def _mean_sd(values: list[float]) -> dict[str, float]:
-    v = np.asarray([x for x in values if math.isfinite(x)], dtype=np.float64)
-    if v.size == 0:
-        return {"mean": float("nan"), "sd": float("nan"), "n": 0}
-    return {
-        "mean": float(v.mean()),
-        "sd": float(v.std(ddof=1)) if v.size > 1 else 0.0,
-        "n": int(v.size),
-    }
 
 
 def _source(dataset: PreprocessedDataset, case: str, key: str) -> Path:
@@ -181,7 +174,7 @@ def validate_fold(
     reference = metrics(reference=True)
     methods = [configuration] if configuration == BICUBIC else [configuration, BICUBIC]
     mean = {
-        m: {k.name: _mean_sd([per_case[c][m][k.name] for c in cases]) for k in reference}
+        m: {k.name: mean_sd([per_case[c][m][k.name] for c in cases]) for k in reference}
         for m in methods
     }
     summary = {
