@@ -306,3 +306,19 @@ def test_learned_profile_refuses_too_few_slices_naming_the_file(tmp_path, capsys
         and "rect_tp_edsr" in err
     )
     assert not (tmp_path / "o" / "short.nii.gz").exists()
+
+
+def test_auto_profile_measures_an_unstated_thickness(tmp_path):
+    vol = isotropic_texture_scan(3.0, 3.6)  # 3 mm slabs every 3.6 mm, nothing says so
+    img = sitk.GetImageFromArray(vol)
+    img.SetSpacing((1.0, 1.0, 3.6))
+    src = tmp_path / "gap.nii.gz"
+    sitk.WriteImage(img, str(src))
+    rec = super_resolve([src], tmp_path / "out", iterations=2, progress=False)
+    assert rec["profile"]["kind"] == "learned"
+    assert abs(rec["profile"]["fwhm_mm"] / 3.0 - 1) < 0.10  # not the 3.6 mm assumed
+    assert rec["training"]["profile_fit"]["auto"].startswith("learned")
+    stated = super_resolve([src], tmp_path / "out2", 3.0, iterations=2, progress=False)
+    assert stated["profile"]["kind"] == "rect" and stated["profile"]["fwhm_mm"] == pytest.approx(
+        3.0, abs=0.13
+    )

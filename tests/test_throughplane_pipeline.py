@@ -4,17 +4,22 @@ validate, compare, predict on a tiny thick-slice dataset (thick LR, isotropic HR
 from __future__ import annotations
 
 import json
+import zipfile
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
 from mrisr.cli.plan_and_preprocess import main as plan_main
+from mrisr.cli.train import main as train_main
 from mrisr.evaluation.comparison import find_best_configuration
 from mrisr.imageio.resampling import output_slices
+from mrisr.inference.export import export_model
+from mrisr.inference.install import install_model
 from mrisr.inference.predict_api import predict_folder
 from mrisr.plans import Plans
 from mrisr.training.train_api import run_training
+from mrisr.utilities.errors import MrisrError
 
 NAME = "Dataset502_Thick"
 SPACING, THICKNESS = 3.0, 2.4  # mm, a gap of 0.6 mm
@@ -89,11 +94,14 @@ def test_plans_of_a_thick_slice_dataset(planned, capsys):
     assert not (root / "mrisr_preprocessed" / NAME / plans.data_identifier).exists()
 
 
-def test_train_validate_compare_predict(planned, tmp_path):
+def test_train_validate_compare_predict(planned, tmp_path, capsys):
     root, ds = planned
-    summary = run_training(0, "502", "learned_tp_edsr", progress=False)
+    assert train_main(["0", "-d", "502"]) == 0  # the plans' default: learned_tp_edsr
+    printed = capsys.readouterr().out
+    assert "learned_tp_edsr" in printed and "bspline_tp" in printed and "PSNR" in printed
     fold = root / "mrisr_results" / NAME / "EDSRTrainer__mrisrPlans__learned_tp_edsr" / "fold_0"
     assert (fold / "throughplane_model.pt").is_file()
+    summary = json.loads((fold / "validation" / "summary.json").read_text())
     (case,) = summary["cases"]
     m = summary["cases"][case]
     assert set(m) == {"learned_tp_edsr", "bspline_tp"} and summary["axis"] == "through-plane"
@@ -116,3 +124,26 @@ def test_train_validate_compare_predict(planned, tmp_path):
     assert img.GetSpacing() == pytest.approx((1.0, 1.0, 1.0))
     rec = json.loads((out / "throughplane.json").read_text())
     assert rec["scans"]["case_1.nii.gz"]["geometry"]["thickness_source"] == "dataset.json"
+
+
+def test_export_and_install_a_through_plane_model(planned, tmp_path, monkeypatch):
+    root, ds = planned
+    run_training(1, "502", "rect_tp_edsr", progress=False)
+    zip_path = export_model("502", "rect_tp_edsr", tmp_path / "tp.zip")
+    with zipfile.ZipFile(zip_path) as z:
+        manifest = json.loads(z.read("mrisr_model.json"))
+        names = z.namelist()
+    assert manifest["checkpoint_file"] == "throughplane_model.pt" and manifest["folds"] == ["1"]
+    assert f"{NAME}/EDSRTrainer__mrisrPlans__rect_tp_edsr/fold_1/throughplane_model.pt" in names
+    elsewhere = tmp_path / "results"
+    elsewhere.mkdir()
+    monkeypatch.setenv("mrisr_results", str(elsewhere))
+    folder = install_model(zip_path)
+    assert (folder / "fold_1" / "throughplane_model.pt").is_file()
+    readme = (folder / "README.md").read_text()
+    assert "PSNR bspline_tp" in readme and "throughplane_model.pt" in readme
+    out = tmp_path / "out"
+    predict_folder(ds / "imagesLR", out, "502", "rect_tp_edsr")
+    assert sitk.ReadImage(str(out / "case_0.nii.gz")).GetSpacing()[2] == pytest.approx(1.0)
+    with pytest.raises(MrisrError, match="no trained"):
+        export_model("502", "bspline_tp", tmp_path / "b.zip")

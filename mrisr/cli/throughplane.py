@@ -28,11 +28,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "--profile",
-        default="rect",
-        choices=("rect", "gaussian", "learned", "dsgan"),
-        help="slice profile: a box or a Gaussian of the slice thickness; 'learned': a box whose "
-        "width is measured from the scans' through-plane spectrum; 'dsgan': the adversarial 1D "
-        "fit (biased narrow, kept for comparison) (default rect)",
+        default="auto",
+        choices=("auto", "rect", "gaussian", "learned", "dsgan"),
+        help="slice profile: 'auto' (default): a box of the stated thickness, measured from the "
+        "scans when none is stated; 'rect' / 'gaussian': a box / Gaussian of the thickness; "
+        "'learned': a box whose width is measured from the scans' through-plane spectrum; "
+        "'dsgan': the adversarial 1D fit (biased narrow, kept for comparison)",
     )
     p.add_argument(
         "--hr-reference",

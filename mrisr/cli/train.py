@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{summary['dataset']} | {config} | {summary['trainer']} | fold {summary['fold']}: "
             f"{summary['num_cases']} validation pair(s){held}"
         )
-        for m in dict.fromkeys([config, "bicubic"]):
+        for m in dict.fromkeys([config, *summary["mean"]]):  # then the baseline it computed
             print(f"  {m:<16} {_fmt(summary['mean'][m])}")
         return 0
 

@@ -37,6 +37,7 @@ from mrisr.networks.checkpoint_io import read_checkpoint
 from mrisr.paths import DATASET_RE
 from mrisr.planning.fingerprint import FINGERPRINT_FILE
 from mrisr.plans import DEFAULT_PLANS, DEFAULT_TRAINER, Plans
+from mrisr.throughplane.api import MODEL_FILE as TP_MODEL_FILE
 from mrisr.utilities.errors import MrisrError
 from mrisr.utilities.file_io import atomic_path, load_json_or_error
 
@@ -90,9 +91,12 @@ def _inference_checkpoint(path: Path) -> bytes:
 
 
 def _validation_table(configuration: str, summaries: dict[str, dict]) -> str:
+    # the baseline each fold computed beside the configuration (bicubic; B-spline through-plane)
+    others = [m for s in summaries.values() for m in s.get("mean", {}) if m != configuration]
+    base = others[0] if others else "bicubic"
     rows = [
-        f"| fold | cases | PSNR {configuration} | SSIM {configuration} | PSNR bicubic | "
-        "SSIM bicubic |",
+        f"| fold | cases | PSNR {configuration} | SSIM {configuration} | PSNR {base} | "
+        f"SSIM {base} |",
         "|---|---|---|---|---|---|",
     ]
 
@@ -105,8 +109,8 @@ def _validation_table(configuration: str, summaries: dict[str, dict]) -> str:
     for fold, s in summaries.items():
         rows.append(
             f"| {fold} | {s.get('num_cases', '-')} | {cell(s, configuration, 'psnr')} | "
-            f"{cell(s, configuration, 'ssim')} | {cell(s, 'bicubic', 'psnr')} | "
-            f"{cell(s, 'bicubic', 'ssim')} |"
+            f"{cell(s, configuration, 'ssim')} | {cell(s, base, 'psnr')} | "
+            f"{cell(s, base, 'ssim')} |"
         )
     if not summaries:
         rows.append("| - | no validation summary in the exported folds | | | | |")
@@ -120,7 +124,7 @@ def _readme(manifest: dict, summaries: dict[str, dict]) -> str:
     return f"""# mrisr model: {d}, configuration {c}
 
 Trainer `{manifest["trainer"]}`, plans `{manifest["plans"]}`, folds {folds}
-(`checkpoint_{manifest["checkpoint"]}.pth`), exported {manifest["created"]} with mrisr
+(`{manifest.get("checkpoint_file", f"checkpoint_{manifest['checkpoint']}.pth")}`), exported {manifest["created"]} with mrisr
 {manifest["mrisr_version"]}.
 
 ## Install and use
@@ -154,18 +158,27 @@ def _checked_folds(folder: Path, folds: list[str] | None, chk_name: str) -> list
     return folds
 
 
+def checkpoint_file(plans: Plans, configuration: str, checkpoint: str = "final") -> str:
+    """A fold's trained-model file for ``configuration``: ``checkpoint_final.pth`` (or
+    ``_best``), or a through-plane configuration's model (final only)."""
+    if plans.configuration(configuration).axis == "through-plane":
+        if checkpoint != "final":
+            raise MrisrError(f"-c {configuration}: a through-plane fold keeps its final model only")
+        return TP_MODEL_FILE
+    return f"checkpoint_{checkpoint}.pth"
+
+
 def _add_fold_members(
-    members: dict[str, bytes], folder: Path, base: PurePosixPath, folds: list[str], checkpoint: str
+    members: dict[str, bytes], folder: Path, base: PurePosixPath, folds: list[str], chk_name: str
 ) -> dict[str, dict]:
     """Add each fold's slimmed checkpoint and files to ``members``; returns the folds'
     validation summaries (for the README)."""
-    chk_name = f"checkpoint_{checkpoint}.pth"
     summaries: dict[str, dict] = {}
     for f in folds:
         fd = folder / f"fold_{f}"
-        members[str(base / f"fold_{f}" / f"checkpoint_{checkpoint}.pth")] = _inference_checkpoint(
-            fd / chk_name
-        )
+        chk = fd / chk_name  # a through-plane model is weights and metadata already
+        data = chk.read_bytes() if chk_name == TP_MODEL_FILE else _inference_checkpoint(chk)
+        members[str(base / f"fold_{f}" / chk_name)] = data
         for rel in FOLD_FILES:
             if (fd / rel).is_file():
                 members[str(base / f"fold_{f}" / rel)] = (fd / rel).read_bytes()
@@ -199,14 +212,16 @@ def export_model(
             f"no trained model for configuration '{configuration}' in {folder}: train it with "
             f"mrisr_train FOLD -d {dataset} -c {configuration} -tr {trainer}"
         )
-    folds = _checked_folds(folder, folds, f"checkpoint_{checkpoint}.pth")
-    validate_plans(Plans.load(folder / "plans.json"), configuration)
+    plans = Plans.load(folder / "plans.json")
+    validate_plans(plans, configuration)
+    chk_name = checkpoint_file(plans, configuration, checkpoint)
+    folds = _checked_folds(folder, folds, chk_name)
     base = PurePosixPath(dataset) / folder.name
     members: dict[str, bytes] = {}
     for name in ("plans.json", "dataset.json", FINGERPRINT_FILE):
         if (folder / name).is_file():
             members[str(base / name)] = (folder / name).read_bytes()
-    summaries = _add_fold_members(members, folder, base, folds, checkpoint)
+    summaries = _add_fold_members(members, folder, base, folds, chk_name)
     deg = folder.parent / paths.degradation_folder_name(plans_name, configuration)
     if deg.is_dir():
         for pattern in DEGRADATION_PATTERNS:
@@ -224,6 +239,7 @@ def export_model(
         "configuration": configuration,
         "folds": list(folds),
         "checkpoint": checkpoint,
+        "checkpoint_file": chk_name,
         "mrisr_version": _version(),
         "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "file_name": output.name,
@@ -245,5 +261,5 @@ def validate_plans(plans: Plans, configuration: str) -> None:
     # the schema (scale, spacings, sections) is checked by Plans.load, one message for all
     where = plans.path or "plans"
     cfg = plans.configuration(configuration)  # unknown or looping inheritance: MrisrError
-    if cfg.sr is None:
+    if not cfg.requires_training:
         raise MrisrError(f"{where}: configuration '{configuration}' has no trained network")

@@ -32,10 +32,19 @@ import numpy as np
 import torch
 
 from mrisr import paths
-from mrisr.inference.export import FOLD_FILES, FORMAT, MANIFEST, README, validate_plans
+from mrisr.inference.export import (
+    FOLD_FILES,
+    FORMAT,
+    MANIFEST,
+    README,
+    checkpoint_file,
+    validate_plans,
+)
 from mrisr.networks.checkpoint_io import network_from_state
 from mrisr.paths import DATASET_RE
 from mrisr.plans import Plans, plans_identity
+from mrisr.throughplane.api import MODEL_FILE as TP_MODEL_FILE
+from mrisr.throughplane.api import load_model
 from mrisr.utilities.errors import MrisrError
 from mrisr.utilities.file_io import make_dirs, parse_json, write_error
 from mrisr.utilities.safety import SAFE_NAME
@@ -114,7 +123,23 @@ def _read_manifest(z: zipfile.ZipFile, zip_path: Path) -> dict:
         )
     if manifest.get("checkpoint", "final") not in ("final", "best"):
         raise MrisrError(f"{zip_path}: {MANIFEST} checkpoint must be 'final' or 'best'")
+    if manifest.get("checkpoint_file") not in (
+        None,
+        TP_MODEL_FILE,
+        "checkpoint_final.pth",
+        "checkpoint_best.pth",
+    ):
+        raise MrisrError(
+            f"{zip_path}: {MANIFEST} checkpoint_file {manifest['checkpoint_file']!r} is not a model file"
+        )
     return manifest
+
+
+def _checkpoint_file(manifest: dict) -> str:
+    """Each fold's model file in this export (older exports: ``checkpoint_<checkpoint>.pth``)."""
+    return (
+        manifest.get("checkpoint_file") or f"checkpoint_{manifest.get('checkpoint', 'final')}.pth"
+    )
 
 
 def _expected_kind(name: str, manifest: dict) -> str | None:
@@ -130,7 +155,7 @@ def _expected_kind(name: str, manifest: dict) -> str | None:
         return None
     rel = PurePosixPath(*p.parts[2:])
     if p.parts[1] == model:
-        chk = f"checkpoint_{manifest.get('checkpoint', 'final')}.pth"
+        chk = _checkpoint_file(manifest)
         if str(rel) in {f"fold_{f}/{chk}" for f in manifest["folds"]}:
             return "checkpoint"
         if str(rel) in ("plans.json", "dataset.json", "dataset_fingerprint.json"):
@@ -304,11 +329,16 @@ def _validate_and_move(
     except ValueError:
         raise MrisrError(f"{zip_path}: plans.json is not valid JSON") from None
     validate_plans(plans, config)
-    chk = f"checkpoint_{manifest.get('checkpoint', 'final')}.pth"
+    chk = _checkpoint_file(manifest)
+    if chk != checkpoint_file(plans, config, manifest.get("checkpoint", "final")):
+        raise MrisrError(f"{zip_path}: {chk} is not the model file of configuration '{config}'")
     for f in manifest["folds"]:
         if not (src / f"fold_{f}" / chk).is_file():
             raise MrisrError(f"{zip_path}: fold '{f}' has no {chk}")
-        _check_checkpoint(src / f"fold_{f}" / chk, manifest, plans)
+        if chk == TP_MODEL_FILE:  # weights-only, its format checked
+            load_model(src / f"fold_{f}" / chk)
+        else:
+            _check_checkpoint(src / f"fold_{f}" / chk, manifest, plans)
     for p in (tmp / dataset).rglob("*"):
         if p.suffix == ".npy":
             try:

@@ -167,15 +167,17 @@ def summary_text(dataset: str, verified: VerifiedDataset, plans: Plans) -> str:
             f"  through-plane    slices {t['slice_spacing_mm']:.3g} mm -> {t['inplane_spacing_mm']:.3g} mm, "
             f"{t['seconds']:g} s per fold, HR references: {'yes' if t['hr_references'] else 'no'}"
         )
-    lines.append(
-        f"  LR denoising     {den['method']}"
-        + (
+    in_plane = any(plans.configuration(n).axis == "in-plane" for n in plans.configuration_names)
+    if in_plane:
+        strength = (
             f", h = {den['h']:.3g} (noise sigma {den['sigma']:.3g})"
             if den["method"] != "none"
             else ""
         )
-        + " (configurations with a denoised input; the others see the raw LR)"
-    )
+        lines.append(
+            f"  LR denoising     {den['method']}{strength} (configurations with a denoised "
+            "input; the others see the raw LR)"
+        )
     kspace = _first_section(plans, lambda c: "band" in (c.degradation or {}))
     if kspace:
         k = kspace.degradation
@@ -192,7 +194,6 @@ def summary_text(dataset: str, verified: VerifiedDataset, plans: Plans) -> str:
             f"+-{100 * noise['kernel_width_jitter']:.0f}%, bias {noise['bias']:g}"
         )
     lines += flagged_pairs_lines(plans)
-    in_plane = any(plans.configuration(n).axis == "in-plane" for n in plans.configuration_names)
     if in_plane:  # the through-plane configurations say it themselves otherwise
         lines += thick_slice_lines(verified)
     lines.append("  why:")

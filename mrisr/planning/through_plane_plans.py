@@ -73,7 +73,8 @@ def plan_through_plane(
         f"{seconds:g} s per fold (at most {ITERATIONS} iterations), EDSR 8x32 at scale 1 on "
         "the B-spline; "
         + (
-            f"the fold's {len(iso_hr)} isotropic HR scans join as references along all axes"
+            "the isotropic HR scans of the fold's training cases join as references along all "
+            f"axes ({len(iso_hr)} in the dataset)"
             if iso_hr
             else "no isotropic HR scans: the LR scans' own in-plane slices only"
         ),

@@ -55,7 +55,7 @@ from mrisr.utilities.file_io import load_json, make_dirs, save_json
 
 logger = logging.getLogger(__name__)
 
-PROFILES = ("rect", "gaussian", "learned", "dsgan")
+PROFILES = ("auto", "rect", "gaussian", "learned", "dsgan")
 MATCH_TOLERANCE = 0.02
 DEFAULT_ITERATIONS = 4000
 MODEL_FORMAT = "mrisr-throughplane-1"
@@ -69,7 +69,7 @@ SCAN_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 class Scan:
     """One thick-slice scan: the image, its geometry, its normalised thick-axis-first array."""
 
-    def __init__(self, path: Path, thickness: float | None):
+    def __init__(self, path: Path, thickness: float | None, warn: bool = True):
         self.path = path
         self.series = None  # the DICOM series a DICOM input came from (its output is one too)
         if path.is_dir():
@@ -88,7 +88,7 @@ class Scan:
         else:
             t = _dataset_json_thickness(path)
             self.geometry = slice_geometry(image, str(path), t, "dataset.json")
-            if t is None:
+            if t is None and warn:
                 logger.warning(
                     "%s: slice thickness unknown (NIfTI stores only the spacing); assuming it "
                     "equals the spacing, %.3g mm: give --slice-thickness or dataset.json's "
@@ -224,7 +224,7 @@ def load_model(path: Path) -> tuple[ThroughPlaneNet, dict]:
 
 def train_model(
     scans: list[Scan],
-    profile: str = "rect",
+    profile: str = "auto",
     iterations: int = DEFAULT_ITERATIONS,
     seconds: float | None = None,
     seed: int = 0,
@@ -275,7 +275,7 @@ def super_resolve(
     inputs: list[str | Path],
     out_dir: str | Path,
     thickness: float | None = None,
-    profile: str = "rect",
+    profile: str = "auto",
     model: str | Path | list[str | Path] | None = None,
     save_model_to: str | Path | None = None,
     iterations: int = DEFAULT_ITERATIONS,
@@ -292,13 +292,14 @@ def super_resolve(
     averaged). The trained model is also kept as ``OUT/MODEL_FILE``; ``resume`` (``--continue``) takes
     it instead of training again and keeps the outputs already complete."""
     t0 = time.perf_counter()
-    scans = [Scan(p, thickness) for p in scan_paths(inputs)]
-    out_dir = make_dirs(out_dir)
-    record: dict = {"scans": {}, "network": NETWORK}
-    kept = out_dir / MODEL_FILE
+    kept = Path(out_dir) / MODEL_FILE
     if model is None and resume and kept.is_file():
         model = kept
         logger.info("--continue: the model trained before, %s", kept)
+    # with a model, an unstated thickness is the model's protocol's (below): no warning
+    scans = [Scan(p, thickness, warn=model is None) for p in scan_paths(inputs)]
+    out_dir = make_dirs(out_dir)
+    record: dict = {"scans": {}, "network": NETWORK}
     done = (
         load_json(out_dir / RECORD_FILE).get("scans", {})
         if resume and (out_dir / RECORD_FILE).is_file()
@@ -370,6 +371,17 @@ def bspline_image(path: str | Path, thickness: float | None = None) -> sitk.Imag
 def _profile(kind: str, scans: list[Scan], seed: int, progress: bool) -> tuple[SliceProfile, dict]:
     g = scans[0].geometry
     volumes, sigmas = [s.volume for s in scans], [s.sigma for s in scans]
+    if kind == "auto":  # a stated thickness is trusted; an unknown one is measured
+        if g.thickness_source != "assumed":
+            return fixed_profile("rect", g), {"auto": f"rect: {g.thickness_source} thickness"}
+        try:
+            prof, log = fit_profile(volumes, g, sigmas, seed)
+        except ProfileFitError as e:
+            logger.warning("%s: %s; a box as thick as the spacing instead", scans[0].path, e)
+            return fixed_profile("rect", g), {"auto": f"rect: the profile fit failed ({e})"}
+        logger.info("slice thickness not stated: measured a %.2f mm box from the scans",
+                    log["width_px"] * g.inplane_spacing)  # fmt: skip
+        return prof, {**log, "auto": "learned: no thickness stated"}
     if kind == "learned":
         try:
             prof, log = fit_profile(volumes, g, sigmas, seed)
