@@ -171,3 +171,25 @@ def mean_sd(values: list[float]) -> dict[str, float]:
         "sd": float(v.std(ddof=1)) if v.size > 1 else 0.0,
         "n": int(v.size),
     }
+
+
+def validation_summary(
+    configuration: str,
+    per_case: dict[str, dict[str, dict]],
+    methods: list[str],
+    keys: list[str],
+    convention: str,
+    header: dict,
+) -> dict:
+    """A fold's ``validation/summary.json``: ``header`` (what was validated, how), the
+    metric convention, then mean +- sd of each method's ``keys`` over the cases and the
+    per-case values (the layout ``mrisr_find_best_configuration`` reads)."""
+    mean = {m: {k: mean_sd([v[m][k] for v in per_case.values()]) for k in keys} for m in methods}
+    return {
+        "configuration": configuration,
+        **header,
+        "metric_convention": convention,
+        "num_cases": len(per_case),
+        "mean": mean,
+        "cases": per_case,
+    }

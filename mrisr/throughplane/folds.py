@@ -20,7 +20,7 @@ import SimpleITK as sitk
 
 from mrisr.imageio.registration import rigid_register
 from mrisr.imageio.sitk_io import write_scan
-from mrisr.metrics.fidelity import mean_sd, through_plane_in_physical_space
+from mrisr.metrics.fidelity import through_plane_in_physical_space, validation_summary
 from mrisr.throughplane.api import (
     MODEL_FILE,
     Scan,
@@ -96,20 +96,14 @@ def validate_fold(
             m_base["ssim"], time.perf_counter() - t,
         )  # fmt: skip
     methods = [configuration] if configuration == BSPLINE else [configuration, BSPLINE]
-    mean = {m: {k: mean_sd([per_case[c][m][k] for c in cases]) for k in ("psnr", "ssim")}
-            for m in methods}  # fmt: skip
-    summary = {
-        "configuration": configuration,
-        "axis": "through-plane",
-        "held_out": True,
-        "metric_convention": "mrisr.metrics.fidelity.through_plane_in_physical_space (HR "
-        "rigidly registered to the B-spline and resampled onto the prediction's grid, "
-        "per-scan 99.5th percentile normalisation, foreground mask; SSIM over the slices "
-        "holding the slice axis)",
-        **(info or {}),
-        "num_cases": len(cases),
-        "mean": mean,
-        "cases": per_case,
-    }
+    convention = (
+        "mrisr.metrics.fidelity.through_plane_in_physical_space (HR rigidly registered to the "
+        "B-spline and resampled onto the prediction's grid, per-scan 99.5th percentile "
+        "normalisation, foreground mask; SSIM over the slices holding the slice axis)"
+    )
+    header = {"axis": "through-plane", "held_out": True, **(info or {})}
+    summary = validation_summary(
+        configuration, per_case, methods, ["psnr", "ssim"], convention, header
+    )
     save_json(summary, out_dir / "summary.json")
     return summary

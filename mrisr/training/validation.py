@@ -28,9 +28,9 @@ from mrisr.imageio.sitk_io import read_scan, write_scan
 from mrisr.inference.predictor import SRPredictor, bicubic_scan
 from mrisr.metrics.fidelity import (
     compare_in_physical_space,
-    mean_sd,
     normalise,
     reference_metrics,
+    validation_summary,
 )
 from mrisr.metrics.registry import metrics
 from mrisr.plans import Plans
@@ -173,24 +173,19 @@ def validate_fold(
         )
     reference = metrics(reference=True)
     methods = [configuration] if configuration == BICUBIC else [configuration, BICUBIC]
-    mean = {
-        m: {k.name: mean_sd([per_case[c][m][k.name] for c in cases]) for k in reference}
-        for m in methods
-    }
-    summary = {
-        "configuration": configuration,
+    header = {
         "held_out": held_out,
         "note": ""
         if held_out
         else "fold 'all' trains on every case: these pairs were seen in training",
         "tta": bool(tta and predictor is not None),
-        "metric_convention": "mrisr.metrics.fidelity.compare_in_physical_space "
-        "(HR resampled onto the SR grid, per-scan 99.5th percentile normalisation, "
-        "foreground mask, data range 1)",
         **(info or {}),
-        "num_cases": len(cases),
-        "mean": mean,
-        "cases": per_case,
     }
+    convention = (
+        "mrisr.metrics.fidelity.compare_in_physical_space (HR resampled onto the SR grid, "
+        "per-scan 99.5th percentile normalisation, foreground mask, data range 1)"
+    )
+    keys = [k.name for k in reference]
+    summary = validation_summary(configuration, per_case, methods, keys, convention, header)
     save_json(summary, out_dir / "summary.json")
     return summary
