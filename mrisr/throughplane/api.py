@@ -361,7 +361,11 @@ def _complete(path: Path) -> bool:
 def bspline_image(path: str | Path, thickness: float | None = None) -> sitk.Image:
     """The B-spline baseline of one scan: cubic B-spline along the slice axis, on the grid
     (and in the units) of its through-plane prediction."""
-    s = Scan(Path(path), thickness)
+    return bspline_of(Scan(Path(path), thickness))
+
+
+def bspline_of(s: Scan) -> sitk.Image:
+    """:func:`bspline_image` of a scan already read."""
     g = s.geometry
     out = bspline_volume(s.volume, g.ratio, output_slices(s.volume.shape[0], g.ratio)) * s.scale
     arr = np.moveaxis(out.astype(np.float32), 0, g.numpy_axis)

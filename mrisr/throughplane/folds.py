@@ -24,7 +24,7 @@ from mrisr.metrics.fidelity import through_plane_in_physical_space, validation_s
 from mrisr.throughplane.api import (
     MODEL_FILE,
     Scan,
-    bspline_image,
+    bspline_of,
     load_model,
     predict_scan,
     save_model,
@@ -81,7 +81,7 @@ def validate_fold(
     for name, (lr, hr) in cases.items():
         t = time.perf_counter()
         scan = Scan(lr, settings.get("slice_thickness"))
-        base = bspline_image(lr, settings.get("slice_thickness"))
+        base = bspline_of(scan)  # the scan read once for both
         pred = predict_scan(net, scan) if net is not None else base
         write_scan(pred, out_dir / f"{name}{file_ending}")
         ref = sitk.ReadImage(str(hr), sitk.sitkFloat32)
