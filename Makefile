@@ -9,6 +9,7 @@ DEMO_DIR ?= demo_work
 install:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install -q torch==2.13.0
 	@$(PYTHON) -c "import mrisr, SimpleITK, blosc2, batchgenerators, acvl_utils, skimage, pywt, nibabel, nilearn, brisque, cv2, pytest, ruff, tqdm, matplotlib" 2>/dev/null \
+		&& $(PYTHON) -c "from importlib.metadata import entry_points as e; assert e(group='mrisr.trainers')" 2>/dev/null \
 		&& command -v mrisr_plan_and_preprocess >/dev/null && command -v mrisr_install_model >/dev/null && command -v mrisr_throughplane >/dev/null \
 		|| $(PYTHON) -m pip install -q -e ".[demo,test]"
 

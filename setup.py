@@ -39,6 +39,29 @@ setup(
             "mrisr_export_model=mrisr.cli.export_model:main",
             "mrisr_install_model=mrisr.cli.install_model:main",
             "mrisr_throughplane=mrisr.cli.throughplane:main",
-        ]
+        ],
+        # the components, found by the same mechanism as a user's plugin
+        # (mrisr/utilities/registry.py): a component, or a module that registers some
+        "mrisr.degradations": [
+            "dsgan=mrisr.degradation.dsgan.model:DSGANDegradation",
+            "kspace_acquisition=mrisr.degradation.kspace_acquisition:KSpaceAcquisition",
+            "gaussian=mrisr.degradation.gaussian:GaussianDegradation",
+            "zerofill=mrisr.degradation.kspace:ZeroFillDegradation",
+            "dsn=mrisr.degradation.dsn:DSNDegradation",
+            "bicubic=mrisr.degradation.bicubic:BicubicDegradation",
+        ],
+        "mrisr.planners": [
+            "DefaultPlanner=mrisr.planning.planners:DefaultPlanner",
+            "DemoPlanner=mrisr.planning.planners:DemoPlanner",
+        ],
+        "mrisr.trainers": [
+            "EDSRTrainer=mrisr.training.trainer:EDSRTrainer",
+            "variants=mrisr.training.variants",
+        ],
+        "mrisr.networks": ["edsr=mrisr.networks.edsr"],
+        "mrisr.metrics": [
+            "fidelity=mrisr.metrics.fidelity",
+            "brisque=mrisr.metrics.brisque",
+        ],
     },
 )

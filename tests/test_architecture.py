@@ -38,9 +38,6 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 FUNCTION_IMPORT_WHITELIST = {
     ("mrisr.cli", "mrisr"): "entry points import their API only once the arguments parse, so "
     "--help and argument errors answer without loading torch; cli is the top layer",
-    ("mrisr.planning.planners", "mrisr.degradation.dsn"): "the DSN's defaults are read when it "
-    "is planned: its module loads torch, which mrisr_plan_and_preprocess and its spawned "
-    "workers otherwise never import",
 }
 
 

@@ -16,13 +16,8 @@ from mrisr.plans import Plans
 @pytest.fixture
 def tiny_demo(monkeypatch):
     monkeypatch.setattr(demo, "TRAINER", "EDSRTrainer_tiny")
-    monkeypatch.setattr(DemoPlanner, "dsgan_iterations", 12)
-    plan_dsn = DemoPlanner.plan_dsn
-
-    def small_dsn(self, scale):
-        return {**plan_dsn(self, scale), "iterations": 6, "batch_size": 2}
-
-    monkeypatch.setattr(DemoPlanner, "plan_dsn", small_dsn)
+    small = {"dsgan": {"iterations": 12}, "dsn": {"iterations": 6, "batch_size": 2}}
+    monkeypatch.setattr(DemoPlanner, "model_options", small)
     monkeypatch.setattr(demo, "THROUGHPLANE_SECONDS", 0.5)
 
 

@@ -1,150 +1,150 @@
-"""The three recipes of documentation/architecture.md, run as written there: a new
-degradation model, a new trainer variant and a new metric each plug in by registration
-alone (here registered from the test, and removed again, instead of a file in the
-package)."""
+"""The recipes of documentation/architecture.md, performed as written there: the page's code
+blocks become a plugin package (one file and its entry points) installed into a temporary
+folder, and the commands run on it in fresh processes, as a user's would, with no file of
+mrisr edited and no registry patched."""
+
+from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
-import SimpleITK as sitk
 import torch
-from synthetic import make_scan, write_dataset
+from synthetic import write_dataset
 
-from mrisr.cli.evaluate import main as evaluate_main
-from mrisr.cli.plan_and_preprocess import main as plan_main
-from mrisr.degradation.base import DEGRADATIONS, KernelDegradation, build_degradation
-from mrisr.degradation.intensity_relation import IntensityRelation
-from mrisr.degradation.stage import ensure_synthetic_lr, summary_path
-from mrisr.evaluation.comparison import comparison_table, table_markdown
-from mrisr.metrics.registry import METRICS, Metric
-from mrisr.paths import fold_folder, results_folder
-from mrisr.plans import Plans
 from mrisr.preprocessing import storage
-from mrisr.preprocessing.dataset import PreprocessedDataset
-from mrisr.training.train_api import run_training
-from mrisr.training.trainer import TRAINERS
-from mrisr.training.variants import EDSRTrainer_tiny
+
+REPO = Path(__file__).resolve().parents[1]
+PAGE = REPO / "documentation" / "architecture.md"
+DS = "Dataset001_Synth"
 
 
-# ---------------------------------------------------------------- recipe 1: degradation model
-class BoxDegradation(KernelDegradation):
-    """Mean over a width x width HR window centred on the LR pixel, then decimation."""
-
-    name = "box"
-
-    def __init__(self, params: dict, scale: int):
-        super().__init__(params, scale)
-        w = int(self.params.get("width", scale))
-        k = np.zeros((2 * w + 1, 2 * w + 1), np.float32)  # odd, centred on HR pixel s*i
-        k[w : w + w, w : w + w] = 1.0 / (w * w)
-        self.kernel = k
-
-
-# ---------------------------------------------------------------- recipe 2: trainer variant
-class EDSRTrainer_recipe(EDSRTrainer_tiny):
-    """Six iterations (the test-suite's tiny network)."""
-
-    iterations = 6
+def plugin_from_page() -> tuple[str, str]:
+    """(the plugin module's source, its entry_points.txt) from the page's code blocks."""
+    text = PAGE.read_text(encoding="utf-8")
+    source = "\n".join(
+        b.split("\n", 1)[1]
+        for b in re.findall(r"```python\n(.*?)```", text, re.S)
+        if b.startswith("# mrisr_box.py")
+    )
+    toml = next(b for b in re.findall(r"```toml\n(.*?)```", text, re.S) if "entry-points" in b)
+    entry_points = re.sub(r'\[project\.entry-points\."([^"]+)"\]', r"[\1]", toml)
+    entry_points = re.sub(r'= "([^"]+)"', r"= \1", entry_points)
+    return source, "\n".join(ln for ln in entry_points.splitlines() if not ln.startswith("#"))
 
 
-# ---------------------------------------------------------------- recipe 3: metric
-def mae(reference, prediction, mask) -> float:
-    """Mean absolute error over mask (normalised intensities)."""
-    return float(np.abs(reference[mask].astype(np.float64) - prediction[mask]).mean())
-
-
-MAE = Metric(
-    name="mae",
-    label="MAE",
-    higher_is_better=False,
-    width=7,
-    fmt=".4f",
-    mean_fmt="{:.4f}+-{:.4f}",
-    table_fmt="{:.4f} ± {:.4f}",
-    reference=True,
-    compute=mae,
-    order=3,
-)
+def install_plugin(folder: Path) -> None:
+    """What pip puts on sys.path for the plugin: its module and a dist-info with its entry
+    points."""
+    source, entry_points = plugin_from_page()
+    (folder / "mrisr_box.py").write_text(source, encoding="utf-8")
+    info = folder / "mrisr_box-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: mrisr-box\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(entry_points + "\n")
 
 
 @pytest.fixture
-def registered(monkeypatch):
-    """The three example components registered for one test (the registries are restored)."""
-    monkeypatch.setitem(DEGRADATIONS._items, "box", BoxDegradation)
-    monkeypatch.setitem(TRAINERS._items, "EDSRTrainer_recipe", EDSRTrainer_recipe)
-    monkeypatch.setitem(METRICS._items, "mae", MAE)
+def user(tmp_path):
+    """Run a command in a fresh process with the plugin installed: (exit code, output)."""
+    plugin = tmp_path / "site"
+    plugin.mkdir()
+    install_plugin(plugin)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("mrisr_")}
+    for k in ("mrisr_raw", "mrisr_preprocessed", "mrisr_results"):
+        env[k] = str(tmp_path / k)
+        (tmp_path / k).mkdir()
+    env["PYTHONPATH"] = os.pathsep.join([str(plugin), str(REPO)])
+    env["OMP_NUM_THREADS"] = "1"
+
+    def run(command: str, *args) -> tuple[int, str]:
+        code = f"import sys; from mrisr.cli.{command} import main; sys.exit(main(sys.argv[1:]))"
+        r = subprocess.run(
+            [sys.executable, "-c", code, *map(str, args)],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        return r.returncode, r.stdout + r.stderr
+
+    run.roots = {k: tmp_path / k for k in ("mrisr_raw", "mrisr_preprocessed", "mrisr_results")}
+    run.plugin = plugin
+    return run
 
 
-def test_a_new_degradation_model_and_trainer_variant_plug_in(mrisr_env, registered):
-    write_dataset(mrisr_env["mrisr_raw"], n_pairs=3, hr_size=(80, 80, 3), lr_size=(40, 40, 3))
-    assert plan_main(["-d", "1", "-np", "1", "--no-select"]) == 0
-    plans_file = mrisr_env["mrisr_preprocessed"] / "Dataset001_Synth" / "mrisrPlans.json"
-    plans = Plans.load(plans_file)
-    # the planner method's output: one configuration using the new model
-    plans.data["configurations"]["box_edsr"] = {
-        "inherits_from": "dsgan_paper_edsr",
-        "degradation": {"name": "box", "width": plans.scale},
-    }
-    plans.save(plans_file)
-    plans = Plans.load(plans_file)
-    assert isinstance(build_degradation({"name": "box"}, plans.scale), BoxDegradation)
+def test_a_plugin_package_adds_a_model_its_configuration_a_trainer_and_a_metric(user, tmp_path):
+    write_dataset(user.roots["mrisr_raw"], n_pairs=3, hr_size=(80, 80, 3), lr_size=(40, 40, 3))
+    # recipe 1: the plugin's model plans its configuration beside the built-in ones
+    code, out = user("plan_and_preprocess", "-d", 1, "-np", 1, "--no-select")
+    assert code == 0, out
+    plans = json.loads((user.roots["mrisr_preprocessed"] / DS / "mrisrPlans.json").read_text())
+    box = plans["configurations"]["box_edsr"]
+    assert box["degradation"] == {"name": "box", "width": plans["scale"]}
+    assert box["label"] == "Box+EDSR" and box["sr_input"] == "denoised"
+    assert box["sr"] == plans["configurations"]["dsgan_edsr"]["sr"]
+    assert plans["decisions"]["box_width"].startswith(f"{plans['scale']} HR px")
+    assert "dsgan_edsr" in plans["configurations"] and "bicubic" in plans["configurations"]
 
-    cases = ["case_000", "case_001"]
-    files = ensure_synthetic_lr(plans, "box_edsr", cases, progress=False)
-    ds = PreprocessedDataset.for_plans(plans)
-    s = plans.scale
-    relation = IntensityRelation.applied_in(
-        json.loads(summary_path(plans, "box_edsr", "cases").read_text())
-    )
-    for c in cases:
-        hr = ds.load(c, "hr")
-        lr = storage.load_array(files[c])
+    # recipe 2: the plugin's trainer trains it (and recipe 4's metric validates it)
+    code, out = user("train", 0, "-d", 1, "-c", "box_edsr", "-tr", "EDSRTrainer_box")
+    assert code == 0, out
+    fold = user.roots["mrisr_results"] / DS / "EDSRTrainer_box__mrisrPlans__box_edsr" / "fold_0"
+    state = torch.load(fold / "checkpoint_final.pth", weights_only=True)
+    assert state["iteration"] == 6 and state["trainer"] == "EDSRTrainer_box"
+    summary = json.loads((fold / "validation" / "summary.json").read_text())
+    assert 0 < summary["mean"]["box_edsr"]["mae"]["mean"] < 1
+    assert summary["mean"]["box_edsr"]["psnr"]["mean"] > 10
+    # the training LR is the box mean of the HR (away from the borders)
+    syn = next((user.roots["mrisr_preprocessed"] / DS).rglob("synthetic/box_edsr/*"))
+    relation = json.loads((syn / "summary.json").read_text()).get("intensity_relation", {})
+    prep = next(p for p in (user.roots["mrisr_preprocessed"] / DS).iterdir() if p.is_dir())
+    s = plans["scale"]
+    for f in sorted(syn.glob(f"*_lr{storage.SUFFIX}")):
+        case = f.name[: -len(f"_lr{storage.SUFFIX}")]
+        hr = storage.load_array(prep / f"{case}_hr{storage.SUFFIX}")
+        lr = storage.load_array(f)
         assert lr.shape == (hr.shape[0], hr.shape[1] // s, hr.shape[2] // s)
-        # LR pixel i is the mean of HR pixels s*i .. s*i+s-1 (away from the borders)
         want = hr[:, : lr.shape[1] * s, : lr.shape[2] * s]
         want = want.reshape(hr.shape[0], lr.shape[1], s, lr.shape[2], s).mean(axis=(2, 4))
-        want = relation(want) if relation is not None else want  # the stage's contrast fit
-        np.testing.assert_allclose(lr[:, 2:-2, 2:-2], want[:, 2:-2, 2:-2], atol=1e-5)
-    summary = json.loads(summary_path(plans, "box_edsr", "cases").read_text())
-    assert summary["model"]["name"] == "box"
+        if not relation.get("applied"):
+            np.testing.assert_allclose(lr[:, 2:-2, 2:-2], want[:, 2:-2, 2:-2], atol=1e-5)
 
-    # the trainer variant trains the new configuration through the public API
-    run_training(0, "1", "box_edsr", "EDSRTrainer_recipe", progress=False)
-    fold = fold_folder(
-        results_folder("Dataset001_Synth", "EDSRTrainer_recipe", "mrisrPlans", "box_edsr"), 0
-    )
-    state = torch.load(fold / "checkpoint_final.pth", weights_only=True)
-    assert state["iteration"] == 6 and state["trainer"] == "EDSRTrainer_recipe"
-    assert state["network_class"] == "EDSR" and state["network_args"]["scale"] == s
-    assert (fold / "validation" / "summary.json").is_file()
+    # mrisr_predict runs it, mrisr_find_best_configuration shows it (and the metric)
+    scans = user.roots["mrisr_raw"] / DS / "imagesLR"
+    code, out = user(
+        "predict", "-i", scans, "-o", tmp_path / "sr", "-d", 1, "-c", "box_edsr",
+        "-tr", "EDSRTrainer_box", "-f", 0, "--disable-tta",
+    )  # fmt: skip
+    assert code == 0, out
+    assert len(list((tmp_path / "sr").glob("*.nii.gz"))) == 3
+    code, out = user("find_best_configuration", "-d", 1, "-tr", "EDSRTrainer_box")
+    assert code == 0, out
+    header = next(ln for ln in out.splitlines() if ln.startswith("| metric"))
+    assert "Box+EDSR" in header
+    assert any(ln.startswith("| MAE ↓ |") for ln in out.splitlines())
+
+    # recipe 3: the plugin's planner adds a configuration of existing models
+    code, out = user("plan_and_preprocess", "-d", 1, "-np", 1, "--no-select",
+                     "-pl", "SharpGaussianPlanner")  # fmt: skip
+    assert code == 0, out
+    sharp = json.loads((user.roots["mrisr_preprocessed"] / DS / "mrisrSharpPlans.json").read_text())
+    assert sharp["configurations"]["gaussian1_edsr"]["degradation"]["sigma"] == 1.0
+    assert {"box_edsr", "gaussian_edsr"} <= set(sharp["configurations"])
 
 
-def test_a_new_metric_reaches_evaluate_and_the_comparison_table(tmp_path, capsys, registered):
-    ref, pred = tmp_path / "ref", tmp_path / "pred"
-    ref.mkdir()
-    pred.mkdir()
-    for i in range(2):
-        hr = make_scan((64, 64, 3), (1.25, 1.25, 2.7), seed=i)
-        sitk.WriteImage(hr, str(ref / f"c{i}.nii.gz"))
-        lr = make_scan((30, 30, 3), (2.7, 2.7, 2.7), seed=i, blur_mm=1.0 + i)
-        up = sitk.Resample(lr, hr, sitk.Transform(), sitk.sitkBSpline, 0.0, sitk.sitkFloat32)
-        sitk.WriteImage(up, str(pred / f"c{i}.nii.gz"))
-    assert evaluate_main(["-ref", str(ref), "-pred", str(pred), "-np", "1"]) == 0
-    out = capsys.readouterr().out
-    summary = json.loads((pred / "summary.json").read_text())
-    cases = {c["case"]: c for c in summary["cases"]}
-    assert cases["c0.nii.gz"]["mae"] < cases["c1.nii.gz"]["mae"]  # more blur, larger error
-    assert summary["mean"]["mae"]["n"] == 2
-    assert "MAE" in out.splitlines()[0]
-
-    results = {
-        cfg: {
-            f"c{i}": {"psnr": 30.0 + k + i, "ssim": 0.8, "brisque": 40.0, "mae": v + 0.01 * i}
-            for i in range(3)
-        }
-        for k, (cfg, v) in enumerate([("bicubic", 0.05), ("gaussian_edsr", 0.03)])
-    }
-    table = comparison_table(results)
-    assert table["rows"]["mae"]["gaussian_edsr"]["best"]  # lower is better
-    assert "| MAE ↓ |" in table_markdown(table)
+def test_a_plugin_that_fails_to_load_is_named_in_one_line(user):
+    (user.plugin / "mrisr_box.py").write_text("import not_a_module_anywhere\n")
+    write_dataset(user.roots["mrisr_raw"], n_pairs=2, hr_size=(80, 80, 3), lr_size=(40, 40, 3))
+    code, out = user("plan_and_preprocess", "-d", 1, "-np", 1, "--no-select")
+    assert code != 0
+    assert "Traceback" not in out
+    line = next(ln for ln in out.splitlines() if "error:" in ln)
+    assert re.search(r"entry point '\w+ = mrisr_box:\w+' of package 'mrisr-box'", line), line
+    assert "not_a_module_anywhere" in line

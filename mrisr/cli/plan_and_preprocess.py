@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-pl",
         default="DefaultPlanner",
         metavar="PLANNER",
-        help=f"planner class (default DefaultPlanner; known: {', '.join(PLANNERS.names())})",
+        help=f"planner class (default DefaultPlanner; known: {', '.join(PLANNERS.declared_names())})",
     )
     p.add_argument("--verify-only", action="store_true", help="run only the integrity check")
     p.add_argument(

@@ -17,10 +17,10 @@ Conventions shared by every model
 * Intensity: a smooth image keeps its mean (models sum to one / keep the k-space DC).
 
 Adding a model: subclass :class:`Degradation` (or :class:`LearnedDegradation` for a
-model with weights) in its own module, set ``name``, implement ``degrade`` (and ``fit``),
-and decorate it with ``@DEGRADATIONS.register(name=...)``. Add the module to
-:data:`BUILTIN_MODULES` so :func:`build_degradation` finds it without the caller
-importing it (and a ``plan_<name>`` method to the planner that writes its section).
+model with weights) in its own module, set ``name`` and ``label``, implement ``degrade``
+(and ``fit``), write the configurations it contributes in :meth:`Degradation.plan`, and
+declare the class (or its module) in the ``mrisr.degradations`` entry-point group of its
+package (:mod:`mrisr.utilities.registry`). The planner asks every registered model.
 
 The degradation stage (:mod:`mrisr.degradation.stage`) knows no model: it asks the model
 whether its synthetic LR depends on the training case set
@@ -31,13 +31,13 @@ per-slice units, overrides it).
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import zlib
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -53,18 +53,8 @@ from mrisr.utilities.scale import check_scale
 
 logger = logging.getLogger(__name__)
 
-#: name -> Degradation subclass
-DEGRADATIONS: Registry[type[Degradation]] = Registry("degradation")
-
-#: Modules (in ``mrisr.degradation``) whose import registers the built-in models.
-BUILTIN_MODULES: tuple[str, ...] = (
-    "gaussian",
-    "kspace",
-    "kspace_acquisition",
-    "bicubic",
-    "dsn",
-    "dsgan.model",
-)
+#: name -> Degradation subclass (entry-point group ``mrisr.degradations``)
+DEGRADATIONS: Registry[type[Degradation]] = Registry("degradation", "mrisr.degradations")
 
 #: Version of the on-disk format written by :meth:`LearnedDegradation.save`.
 FORMAT_VERSION = 1
@@ -73,6 +63,44 @@ FORMAT_VERSION = 1
 def seed_of(name: str) -> int:
     """A stable 31-bit seed from a name (a unit, a case set)."""
     return zlib.crc32(name.encode()) & 0x7FFFFFFF
+
+
+@dataclass
+class PlanningContext:
+    """What the planner decided before it asks the models for their configurations
+    (:meth:`Degradation.plan`): the scale and grids, the SR network section, how a learned
+    model groups its training units, the training noise and loss of the configurations
+    that see the raw real LR, and ``decide`` to record a decision with its reason."""
+
+    scale: int
+    hr_spacing: float  # HR in-plane spacing (mm); the LR working grid is ``scale`` x it
+    sr: dict  # the SR network section every configuration trains
+    kernel_mode: str  # per_slice / per_volume / per_dataset: units of a learned model
+    training_noise: dict  # the raw-input configurations' noise model
+    sr_loss: dict  # the raw-input configurations' SR loss
+    intensity_range: float  # normalised foreground intensities lie in [0, this]
+    decide: Callable[[str, str], None]
+    options: dict = field(default_factory=dict)  # model name -> planner's overrides
+
+    def option(self, model: str, key: str, default: Any) -> Any:
+        """The planner's override of one of ``model``'s planning defaults, else ``default``."""
+        return self.options.get(model, {}).get(key, default)
+
+    def configuration(
+        self, label: str, description: str, degradation: dict, *, raw_input: bool
+    ) -> dict:
+        """A configuration training the plans' SR network on HR through ``degradation``:
+        applied to the raw real LR (with the measured training noise and the texture-keeping
+        loss), or, as in the paper, to the NLM-denoised real LR (no noise, L1)."""
+        return {
+            "label": label,
+            "description": description,
+            "degradation": degradation,
+            "sr": self.sr,
+            "sr_input": "raw" if raw_input else "denoised",
+            "training_noise": self.training_noise if raw_input else None,
+            "sr_loss": self.sr_loss if raw_input else {"l1": 1.0},
+        }
 
 
 @dataclass
@@ -129,7 +157,18 @@ class Degradation:
     """
 
     name: ClassVar[str] = ""
+    label: ClassVar[str] = ""  # what tables and figures call the model
     learned: ClassVar[bool] = False
+    plan_order: ClassVar[int] = 100  # where its configurations come in the plans
+
+    @classmethod
+    def plan(cls, fingerprint: Any, context: PlanningContext) -> dict[str, dict]:
+        """The configurations this model contributes to a dataset's plans (name ->
+        configuration; :meth:`PlanningContext.configuration` writes one), each decision
+        recorded with ``context.decide``. ``fingerprint`` is the dataset's
+        :class:`~mrisr.planning.fingerprint.DatasetFingerprint`. The default: none (a model
+        other models use, e.g. the bicubic one)."""
+        return {}
 
     def __init__(self, params: dict, scale: int):
         self.scale = check_scale(scale)
@@ -305,25 +344,16 @@ class LearnedDegradation(Degradation):
         return self
 
 
-def _import_builtin_models() -> None:
-    """Import the built-in model modules so that they register themselves.
-
-    A module that does not exist (yet) is skipped; any other import error propagates.
-    """
-    for mod in BUILTIN_MODULES:
-        full = f"mrisr.degradation.{mod}"
-        try:
-            importlib.import_module(full)
-        except ModuleNotFoundError as e:
-            if e.name != full:
-                raise
-            logger.debug("degradation module %s not present", full)
-
-
 def available_degradations() -> list[str]:
     """Names of the registered degradation models."""
-    _import_builtin_models()
     return DEGRADATIONS.names()
+
+
+def degradation_models() -> list[type[Degradation]]:
+    """The registered models in plan order (built-ins first, then by name)."""
+    return sorted(
+        (DEGRADATIONS.get(n) for n in DEGRADATIONS.names()), key=lambda c: (c.plan_order, c.name)
+    )
 
 
 def build_degradation(params: dict, scale: int) -> Degradation:
@@ -337,7 +367,6 @@ def build_degradation(params: dict, scale: int) -> Degradation:
             f"a degradation section needs a 'name'; got {params!r} "
             f"(valid names: {', '.join(available_degradations())})"
         )
-    _import_builtin_models()
     return DEGRADATIONS.get(params["name"])(params, scale)
 
 

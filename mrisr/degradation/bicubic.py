@@ -25,11 +25,13 @@ from mrisr.degradation.base import DEGRADATIONS, KernelDegradation
 from mrisr.degradation.kernels import bicubic_kernel
 
 
-@DEGRADATIONS.register(name="bicubic")
+@DEGRADATIONS.register
 class BicubicDegradation(KernelDegradation):
-    """Anti-aliased bicubic downscaling by ``scale`` (MATLAB ``imresize`` style)."""
+    """Anti-aliased bicubic downscaling by ``scale`` (MATLAB ``imresize`` style); planned in
+    no configuration of its own (the DSN starts from it, the MSCN comparisons use it)."""
 
     name = "bicubic"
+    label = "bicubic decimation"
 
     def __init__(self, params: dict | None, scale: int):
         super().__init__(params or {"name": "bicubic"}, scale)

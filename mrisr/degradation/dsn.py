@@ -41,7 +41,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mrisr.degradation.base import DEGRADATIONS, LearnedDegradation, as_slice_stack
+from mrisr.degradation.base import (
+    DEGRADATIONS,
+    LearnedDegradation,
+    PlanningContext,
+    as_slice_stack,
+)
 from mrisr.degradation.kernels import bicubic_taps
 
 logger = logging.getLogger(__name__)
@@ -205,11 +210,27 @@ class _CropSampler:
         return hr_b, lr_b
 
 
-@DEGRADATIONS.register(name="dsn")
+@DEGRADATIONS.register
 class DSNDegradation(LearnedDegradation):
     """Chun et al.'s downsampling network, fitted with a pixel-wise loss on real pairs."""
 
     name = "dsn"
+    label = "DSN"
+    plan_order = 50
+
+    @classmethod
+    def plan(cls, fingerprint, context: PlanningContext) -> dict[str, dict]:
+        """DSN+EDSR, the paper's baseline, at :data:`DEFAULTS` (a planner's options override
+        any of them)."""
+        section = {"name": "dsn", **DEFAULTS, **context.options.get("dsn", {})}
+        return {
+            "dsn_edsr": context.configuration(
+                "DSN+EDSR",
+                "EDSR trained on HR downsampled by a CNN fit to real LR (DSN+EDSR)",
+                section,
+                raw_input=False,
+            )
+        }
 
     def __init__(self, params: dict, scale: int):
         super().__init__({**DEFAULTS, **(params or {})}, scale)

@@ -14,18 +14,49 @@ from __future__ import annotations
 
 import numpy as np
 
-from mrisr.degradation.base import DEGRADATIONS, KernelDegradation
+from mrisr.degradation.base import DEGRADATIONS, KernelDegradation, PlanningContext
 from mrisr.degradation.kernels import gaussian_kernel
 
 #: the paper's GB sigma (HR pixels), chosen by visual/numerical similarity to real LR
 PAPER_SIGMA = 1.5
 
 
-@DEGRADATIONS.register(name="gaussian")
+@DEGRADATIONS.register
 class GaussianDegradation(KernelDegradation):
     """Gaussian blur of ``sigma`` HR pixels, then decimation by ``scale``."""
 
     name = "gaussian"
+    label = "Gaussian blur"
+    plan_order = 30
+
+    @classmethod
+    def plan(cls, fingerprint, context: PlanningContext) -> dict[str, dict]:
+        """GB+EDSR: sigma fitted on the pairs (best mean SSIM of blurred, decimated HR to real
+        LR over the fingerprint's sigma grid), else the paper's 1.5."""
+        sigmas = fingerprint.gaussian_fit_sigmas
+        curves = [c.pair.gaussian_fit_ssim for c in fingerprint.pairs]
+        curves = [c for c in curves if not np.any(np.isnan(c))]
+        if curves:
+            mean = np.mean(np.asarray(curves), axis=0)
+            i = int(np.argmax(mean))
+            sigma = float(sigmas[i])
+            context.decide(
+                "gaussian_sigma",
+                f"{sigma:g} HR px: best mean SSIM ({mean[i]:.3f}) of blurred, decimated HR to "
+                f"real LR over {len(curves)} pairs (paper's choice by similarity: 1.5)",
+            )
+            section = {"name": "gaussian", "sigma": sigma, "fitted": True, "ssim": float(mean[i])}
+        else:
+            context.decide("gaussian_sigma", f"{PAPER_SIGMA} HR px (paper): no pairs to fit it on")
+            section = {"name": "gaussian", "sigma": PAPER_SIGMA, "fitted": False}
+        return {
+            "gaussian_edsr": context.configuration(
+                "GB+EDSR",
+                "EDSR trained on Gaussian-blurred, decimated HR (GB+EDSR)",
+                section,
+                raw_input=False,
+            )
+        }
 
     def __init__(self, params: dict, scale: int):
         super().__init__(params, scale)

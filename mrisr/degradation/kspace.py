@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mrisr.degradation.base import DEGRADATIONS, Degradation, as_slice_stack
+from mrisr.degradation.base import DEGRADATIONS, Degradation, PlanningContext, as_slice_stack
 
 
 def _axis_weights(n_hr: int, n_lr: int, n_keep: int, shift: float) -> tuple[np.ndarray, ...]:
@@ -136,11 +136,32 @@ def _positive(value, key: str) -> float:
     return v
 
 
-@DEGRADATIONS.register(name="zerofill")
+@DEGRADATIONS.register
 class ZeroFillDegradation(Degradation):
     """Central k-space kept, periphery zero-filled, Fermi window, magnitude image."""
 
     name = "zerofill"
+    label = "k-space zero-filling"
+    plan_order = 40
+
+    @classmethod
+    def plan(cls, fingerprint, context: PlanningContext) -> dict[str, dict]:
+        """ZF+EDSR, the paper's baseline: the central 1/scale of k-space, a Fermi window."""
+        s = context.scale
+        section = {
+            "name": "zerofill",
+            "keep_fraction": [1.0 / s, 1.0 / s],
+            "fermi_radius": 0.9,
+            "fermi_width": 0.05,
+        }
+        return {
+            "zerofill_edsr": context.configuration(
+                "ZF+EDSR",
+                "EDSR trained on k-space zero-filled HR (ZF+EDSR)",
+                section,
+                raw_input=False,
+            )
+        }
 
     def __init__(self, params: dict, scale: int):
         super().__init__(params, scale)

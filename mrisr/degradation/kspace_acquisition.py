@@ -32,7 +32,12 @@ import math
 
 import numpy as np
 
-from mrisr.degradation.base import DEGRADATIONS, LearnedDegradation, as_slice_stack
+from mrisr.degradation.base import (
+    DEGRADATIONS,
+    LearnedDegradation,
+    PlanningContext,
+    as_slice_stack,
+)
 from mrisr.degradation.kernel_analysis import fwhm_of_profile
 from mrisr.degradation.kspace import _fold
 
@@ -78,11 +83,46 @@ def _normalised_frequencies(n: int, band: float) -> np.ndarray:
     return np.fft.fftfreq(n, d=1.0 / n) / (band * n / 2.0)
 
 
-@DEGRADATIONS.register(name="kspace_acquisition")
+@DEGRADATIONS.register
 class KSpaceAcquisition(LearnedDegradation):
     """Band of the real LR's exact ratio, a (learned) raw-data filter, magnitude."""
 
     name = "kspace_acquisition"
+    label = "k-space acquisition"
+    plan_order = 20
+
+    @classmethod
+    def plan(cls, fingerprint, context: PlanningContext) -> dict[str, dict]:
+        """k-space+EDSR: the band of the exact LR/HR ratio, the window learned from the
+        registered pairs (Hamming without pairs); raw input, measured noise."""
+        s = context.scale
+        if fingerprint.pairs:
+            r = np.median([c.pair.inplane_ratio for c in fingerprint.pairs], axis=0)
+        else:
+            lr = [sc.inplane_spacing for sc in fingerprint.scans("lr")]
+            r = np.median(lr, axis=0) / context.hr_spacing
+        # inplane_ratio is in SimpleITK order (a, b) = array axes (x, y)
+        band = [float(min(1.0, s / r[1])), float(min(1.0, s / r[0]))]
+        learned = bool(fingerprint.pairs)
+        context.decide(
+            "kspace_band",
+            f"band {band[0]:.3f} x {band[1]:.3f} of the x{s} LR grid's: the real LR holds HR "
+            f"frequencies up to 1 / (2 x {r[1]:.3g} x {r[0]:.3g} HR px), the exact ratio; window "
+            + (
+                "learned from the registered pairs" if learned else "Hamming (no pairs to learn it)"
+            ),
+        )
+        window = {"type": "learned", "terms": 3} if learned else {"type": "hamming"}
+        return {
+            "kspace_edsr": context.configuration(
+                "k-space+EDSR",
+                "EDSR trained on HR through the real LR's k-space band and "
+                "learned raw-data filter plus its Rician noise; applied to the raw real LR",
+                {"name": "kspace_acquisition", "band": band, "window": window},
+                raw_input=True,
+            )
+        }
+
     fit_lr_key = "lr_raw"  # the cross-spectrum needs no denoising (NLM is not linear)
 
     def __init__(self, params: dict, scale: int):

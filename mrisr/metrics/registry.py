@@ -6,20 +6,16 @@ normalised by :func:`mrisr.metrics.fidelity.normalise`; ``compute(ref, pred, mas
 no-reference ones score the prediction alone (``compute(pred, mask)``). ``mrisr_evaluate``,
 the fold validation, the training log and the comparison table read them from here.
 
-Adding a metric: one module in ``mrisr/metrics/`` that calls :func:`register_metric` with a
-:class:`Metric`, listed in :data:`BUILTIN_MODULES`.
+Adding a metric: one module that defines a :class:`Metric`, declared in the ``mrisr.metrics``
+entry-point group of its package (:mod:`mrisr.utilities.registry`).
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from mrisr.utilities.registry import Registry
-
-#: modules (in ``mrisr.metrics``) whose import registers the built-in metrics
-BUILTIN_MODULES: tuple[str, ...] = ("fidelity", "brisque")
 
 
 @dataclass(frozen=True)
@@ -47,7 +43,7 @@ class Metric:
         return (max if self.higher_is_better else min)(values, key=values.get)
 
 
-METRICS: Registry[Metric] = Registry("metric")
+METRICS: Registry[Metric] = Registry("metric", "mrisr.metrics")
 
 
 def register_metric(metric: Metric) -> Metric:
@@ -55,19 +51,12 @@ def register_metric(metric: Metric) -> Metric:
     return metric
 
 
-def _import_builtin() -> None:
-    for mod in BUILTIN_MODULES:
-        importlib.import_module(f"mrisr.metrics.{mod}")
-
-
 def metric(name: str) -> Metric:
-    _import_builtin()
     return METRICS.get(name)
 
 
 def metrics(reference: bool | None = None) -> list[Metric]:
     """The registered metrics in table order (only full- or no-reference ones if given)."""
-    _import_builtin()
     found = [METRICS.get(n) for n in METRICS]
     if reference is not None:
         found = [m for m in found if m.reference == reference]

@@ -5,13 +5,12 @@ A checkpoint records the registered ``network_class`` name and its ``network_arg
 allocated), so a network is rebuilt from the checkpoint alone. The plans' ``sr`` section
 names the network (``"name": "edsr"``; matched without regard to case).
 
-Adding a network: a module in ``mrisr/networks/`` with a pure ``nn.Module`` and one
-``NETWORKS.register(NetworkSpec(...), name=...)`` call, listed in :data:`BUILTIN_MODULES`.
+Adding a network: a module with a pure ``nn.Module`` and a :class:`NetworkSpec`, declared in
+the ``mrisr.networks`` entry-point group of its package (:mod:`mrisr.utilities.registry`).
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -19,9 +18,6 @@ from torch import nn
 
 from mrisr.utilities.errors import MrisrError
 from mrisr.utilities.registry import Registry
-
-#: modules (in ``mrisr.networks``) whose import registers the built-in networks
-BUILTIN_MODULES: tuple[str, ...] = ("edsr",)
 
 
 @dataclass(frozen=True)
@@ -35,23 +31,16 @@ class NetworkSpec:
     init_args: Callable[[dict, int], dict]
 
 
-NETWORKS: Registry[NetworkSpec] = Registry("network")
-
-
-def _import_builtin() -> None:
-    for mod in BUILTIN_MODULES:
-        importlib.import_module(f"mrisr.networks.{mod}")
+NETWORKS: Registry[NetworkSpec] = Registry("network", "mrisr.networks")
 
 
 def registered_networks() -> list[str]:
     """The registered network names (as checkpoints record them)."""
-    _import_builtin()
     return NETWORKS.names()
 
 
 def network_spec(name: str) -> NetworkSpec:
     """The registered network ``name`` (exact, else case-insensitive); one-line error."""
-    _import_builtin()
     if not isinstance(name, str):
         raise MrisrError(f"checkpoint holds an unknown network class '{name}'")
     if name in NETWORKS:

@@ -25,7 +25,6 @@ from pathlib import Path
 
 import torch
 
-import mrisr.training.variants  # noqa: F401  (registers the trainer variants)
 from mrisr import paths
 from mrisr.degradation.stage import ensure_synthetic_lr, model_id, synthetic_path
 from mrisr.paths import fold_folder, resolve_preprocessed_dataset, results_folder

@@ -63,7 +63,7 @@ __all__ = ["TRAINERS", "EDSRTrainer", "SRTrainer", "default_num_workers"]
 logger = logging.getLogger(__name__)
 
 #: name -> trainer class (``mrisr_train -tr NAME``)
-TRAINERS: Registry[type] = Registry("trainer")
+TRAINERS: Registry[type] = Registry("trainer", "mrisr.trainers")
 
 
 class SRTrainer(TrainerPieces, TrainerState):

@@ -17,15 +17,14 @@ from mrisr.utilities.file_io import atomic_path, write_bytes_atomic
 
 logger = logging.getLogger("mrisr.training")
 
-#: the curves: training, then validation (``val_<name>`` of every full-reference metric)
-HISTORY_KEYS = (
-    "iteration",
-    "loss",
-    "learning_rate",
-    "seconds_per_iteration",
-    "val_iteration",
-    *(f"val_{m.name}" for m in metrics(reference=True)),  # val_psnr, val_ssim
-)
+#: the training curves; the validation's follow (:func:`history_keys`)
+TRAINING_KEYS = ("iteration", "loss", "learning_rate", "seconds_per_iteration", "val_iteration")
+
+
+def history_keys() -> tuple[str, ...]:
+    """The curves: training, then ``val_<name>`` of every full-reference metric registered
+    (a plugin's included: read when a log is made, not when this module is imported)."""
+    return (*TRAINING_KEYS, *(f"val_{m.name}" for m in metrics(reference=True)))
 
 
 class TrainingLog:
@@ -37,7 +36,7 @@ class TrainingLog:
         self.enabled = enabled
         self.log_file = self.folder / "training_log.txt"
         self.plot_file = self.folder / "progress.png"
-        self.history: dict[str, list] = {k: [] for k in HISTORY_KEYS}
+        self.history: dict[str, list] = {k: [] for k in history_keys()}
         self._lines: list[str] = []
         if enabled and self.log_file.is_file():
             self._lines = self.log_file.read_text(encoding="utf-8").splitlines()
@@ -75,7 +74,7 @@ class TrainingLog:
         return {k: list(v) for k, v in self.history.items()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.history = {k: list(state.get(k, [])) for k in HISTORY_KEYS}
+        self.history = {k: list(state.get(k, [])) for k in history_keys()}
 
     def plot(self, title: str = "", marks: dict[int, str] | None = None) -> None:
         """Write progress.png: loss, validation PSNR/SSIM, learning rate, s/iteration;

@@ -17,9 +17,16 @@ from pathlib import Path
 import numpy as np
 
 from mrisr import paths
-from mrisr.degradation.base import DEGRADATIONS, Degradation, SynthesisContext, seed_of
+from mrisr.degradation.base import (
+    DEGRADATIONS,
+    Degradation,
+    PlanningContext,
+    SynthesisContext,
+    seed_of,
+)
 from mrisr.degradation.dsgan.batches import train_dsgan
 from mrisr.degradation.dsgan.params import DEFAULT_UNITS_PER_BATCH
+from mrisr.degradation.dsgan.planning import plan_dsgan_configurations
 from mrisr.degradation.dsgan.units import DSGANUnit
 from mrisr.degradation.kernel_analysis import (
     implausible_reason,
@@ -186,12 +193,19 @@ def _sigma_hr(kernel: np.ndarray) -> list[float]:
     return kernel_statistics(k / k.sum())["sigma"]
 
 
-@DEGRADATIONS.register(name="dsgan")
+@DEGRADATIONS.register
 class DSGANDegradation(Degradation):
     """Blur kernels learned by DSGANs (KernelGAN with the paper's edge maps), then
     decimation. The GAN parameters are the section's keys beyond :data:`STAGE_KEYS`."""
 
     name = "dsgan"
+    label = "DSGAN"
+    plan_order = 10
+
+    @classmethod
+    def plan(cls, fingerprint, context: PlanningContext) -> dict[str, dict]:
+        """``dsgan_edsr`` and ``dsgan_paper_edsr`` (:mod:`mrisr.degradation.dsgan.planning`)."""
+        return plan_dsgan_configurations(fingerprint, context)
 
     def __init__(self, params: dict, scale: int):
         super().__init__(params, scale)
