@@ -31,10 +31,10 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from mrisr.degradation.dsgan import batches
 from mrisr.degradation.dsgan import losses as dsgan_losses
 from mrisr.degradation.dsgan import params as dsgan_params
 from mrisr.degradation.dsgan import trainer as core
+from mrisr.degradation.dsgan import unit_batches
 from mrisr.degradation.dsgan import units as dsgan_units
 from mrisr.degradation.kernel_analysis import kernel_statistics
 from mrisr.degradation.kernels import degrade_with_kernel, gaussian_kernel
@@ -48,7 +48,7 @@ from mrisr.preprocessing.sampling import (
 from mrisr.utilities.memory import keep_freed_memory
 from mrisr.utilities.threads import compute_threads
 
-#: the update rule the planner gives ``dsgan_edsr`` (``plan_dsgan_update``)
+#: the update rule the planner gives ``dsgan_edsr`` (``mrisr.degradation.dsgan.planning``)
 PLANNED = "simultaneous"
 
 
@@ -171,7 +171,7 @@ def compare(
             straightforward_dsgan(hr[i], lr[i], 2, params, seed=i)
 
     def run_batched() -> None:
-        batches.train_dsgan(
+        unit_batches.train_dsgan(
             units, 2, {**params, "update": update}, units_per_batch=units_per_batch, progress=False
         )
 
@@ -219,7 +219,7 @@ def full(n_slices: int, units_per_batch: int | None) -> None:
     hr, lr = make_slices(n_slices)
     units = [dsgan_units.DSGANUnit(f"s{i:02d}", hr[i], lr[i], seed=i) for i in range(n_slices)]
     t = time.perf_counter()
-    res = batches.train_dsgan(units, 2, None, units_per_batch=units_per_batch, progress=True)
+    res = unit_batches.train_dsgan(units, 2, None, units_per_batch=units_per_batch, progress=True)
     dt = time.perf_counter() - t
     ok = [r for r in res if r.status == "ok"]
     print(
@@ -261,7 +261,7 @@ def quality(
             units.append(dsgan_units.DSGANUnit(f"t{t}-{i}", hr, lr, seed=3 * t + i))
     t0 = time.perf_counter()
     params = {"precision": precision, "update": update}
-    res = batches.train_dsgan(units, 2, params, units_per_batch=units_per_batch, progress=True)
+    res = unit_batches.train_dsgan(units, 2, params, units_per_batch=units_per_batch, progress=True)
     print(f"{len(units)} units x 3000 iterations in {time.perf_counter() - t0:.0f} s")
 
     def score(k: np.ndarray) -> tuple[float, np.ndarray]:

@@ -21,6 +21,9 @@ from mrisr.utilities.errors import MrisrError
 from mrisr.utilities.file_io import load_json, save_json
 
 DEFAULT_CONFIGURATION = "dsgan_edsr"
+#: the interpolation baseline the planner adds to every in-plane plan: bicubic interpolation
+#: of the real LR, trains nothing; every fold's validation computes it beside the configuration
+BASELINE_CONFIGURATION = "bicubic"
 #: the plans and the trainer every command uses unless told otherwise (-p, -tr)
 DEFAULT_PLANS = "mrisrPlans"
 DEFAULT_TRAINER = "EDSRTrainer"
@@ -267,7 +270,7 @@ class ConfigurationPlans:
 
     @property
     def training_noise(self) -> dict | None:
-        """Per-patch noise / jitter of the training LR (:mod:`mrisr.degradation.noise`)."""
+        """Per-patch noise / jitter of the training LR (:mod:`mrisr.degradation.patch_noise`)."""
         return self.data.get("training_noise")
 
     @property

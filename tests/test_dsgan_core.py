@@ -10,10 +10,10 @@ import torch
 from scipy import ndimage
 from skimage import data
 
-from mrisr.degradation.dsgan.batches import train_dsgan
 from mrisr.degradation.dsgan.losses import LambdaSchedule, Regularisers
 from mrisr.degradation.dsgan.params import resolve_params
 from mrisr.degradation.dsgan.trainer import BatchTrainer
+from mrisr.degradation.dsgan.unit_batches import train_dsgan
 from mrisr.degradation.dsgan.units import DSGANUnit, prepare_unit
 from mrisr.degradation.kernel_analysis import (
     kernel_statistics,
@@ -301,7 +301,7 @@ def test_recovers_anisotropic_gaussian_kernel(update: str) -> None:
 
 
 def test_discriminator_precision_choice(monkeypatch: pytest.MonkeyPatch) -> None:
-    from mrisr.degradation.dsgan import precision
+    from mrisr.degradation.dsgan import discriminator_precision as precision
 
     monkeypatch.delenv("mrisr_results", raising=False)  # no machine cache here
     cpu = torch.device("cpu")
@@ -333,7 +333,7 @@ def test_discriminator_precision_is_cached_per_machine(
 ) -> None:
     """A second run on the same machine takes the first one's timings from
     ``$mrisr_results/.machine``, not a new probe whose pick could differ."""
-    from mrisr.degradation.dsgan import precision
+    from mrisr.degradation.dsgan import discriminator_precision as precision
 
     cpu = torch.device("cpu")
     monkeypatch.setattr(precision, "bf16_native", lambda device: True)

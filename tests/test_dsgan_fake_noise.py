@@ -7,8 +7,8 @@ import pytest
 import torch
 from scipy import ndimage
 
-from mrisr.degradation.dsgan.batches import train_dsgan
 from mrisr.degradation.dsgan.fake_noise import FakeNoise
+from mrisr.degradation.dsgan.unit_batches import train_dsgan
 from mrisr.degradation.dsgan.units import DSGANUnit
 from mrisr.degradation.kernels import degrade_with_kernel, gaussian_kernel
 

@@ -14,8 +14,8 @@ from mrisr.degradation.kernel_analysis import (
 )
 from mrisr.degradation.kernels import gaussian_kernel, wanted_center
 from mrisr.degradation.kspace_acquisition import KSpaceAcquisition, window_profile
-from mrisr.degradation.noise import PatchDegradation
-from mrisr.imageio.noise import background_mask, noise_correlation, rayleigh_sigma
+from mrisr.degradation.patch_noise import PatchDegradation
+from mrisr.imageio.noise_estimates import background_mask, noise_correlation, rayleigh_sigma
 
 
 def rician_phantom(sigma, shape=(6, 96, 96), colour=None, seed=0):

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mrisr.training import estimate, precision
+from mrisr.training import estimate
+from mrisr.training import precision_probe as precision
 from mrisr.utilities.file_io import load_json
 
 TINY = {"scale": 2, "num_blocks": 1, "num_features": 8, "res_scale": 1.0, "in_channels": 1}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from mrisr.imageio.noise import background_mask, rayleigh_sigma, tissue_sigma
+from mrisr.imageio.noise_estimates import background_mask, rayleigh_sigma, tissue_sigma
 from mrisr.preprocessing.preprocessor import measure_lr_noise
 
 

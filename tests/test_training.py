@@ -18,7 +18,8 @@ from mrisr.networks.edsr import EDSR
 from mrisr.plans import Plans
 from mrisr.preprocessing import storage
 from mrisr.preprocessing.dataset import PreprocessedDataset
-from mrisr.training import checkpointing, precision
+from mrisr.training import checkpointing
+from mrisr.training import precision_probe as precision
 from mrisr.training.data import (
     PatchSampler,
     SRPatchLoader,
@@ -404,7 +405,7 @@ def test_requested_precision_is_used_and_checked(env, capsys, monkeypatch):
     ck = torch.load(fd / "checkpoint_final.pth", weights_only=True)
     assert ck["precision"] == "fp32"
     assert "precision fp32 (requested)" in (fd / "training_log.txt").read_text()
-    from mrisr.training import precision
+    from mrisr.training import precision_probe as precision
 
     monkeypatch.setattr(precision, "native_precisions", lambda device: ["fp32"])
     capsys.readouterr()

@@ -109,7 +109,7 @@ def apply_time_budget(plans, budget: float) -> None:
     import torch
 
     from mrisr import paths
-    from mrisr.training.precision import CACHE_FILE, probe
+    from mrisr.training.precision_probe import CACHE_FILE, probe
     from mrisr.training.time_budget import fit_time_budget
 
     cache = paths.machine_cache(CACHE_FILE)
@@ -126,7 +126,7 @@ def training_cost_text(verified, plans) -> str:
     """The estimated training time of every configuration, measured on this CPU."""
     from mrisr import paths
     from mrisr.training.estimate import plan_cost_lines
-    from mrisr.training.precision import CACHE_FILE
+    from mrisr.training.precision_probe import CACHE_FILE
 
     pairs = sum(c.is_pair for c in verified.cases)
     folds = max(1, min(5, pairs))

@@ -170,6 +170,12 @@ class Degradation:
         other models use, e.g. the bicubic one)."""
         return {}
 
+    @classmethod
+    def plan_summary(cls, section: dict) -> tuple[str, str] | None:
+        """(title, text) of the line ``mrisr_plan_and_preprocess`` prints about a planned
+        section of this model; None: nothing beyond the configuration's name."""
+        return None
+
     def __init__(self, params: dict, scale: int):
         self.scale = check_scale(scale)
         self.params = dict(params or {})

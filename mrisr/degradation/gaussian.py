@@ -58,6 +58,11 @@ class GaussianDegradation(KernelDegradation):
             )
         }
 
+    @classmethod
+    def plan_summary(cls, section: dict) -> tuple[str, str]:
+        how = "fitted to real LR" if section.get("fitted") else "paper default"
+        return "Gaussian sigma", f"{section['sigma']:g} HR px ({how})"
+
     def __init__(self, params: dict, scale: int):
         super().__init__(params, scale)
         if "sigma" not in self.params:

@@ -15,7 +15,7 @@ working grid:
 3. inverse FFT on the LR grid, scaled to keep the DC, and the magnitude.
 
 Noise is not part of the stored synthetic LR: the SR loader adds Rician noise of the real
-LR's measured level and colour per patch (:mod:`mrisr.degradation.noise`).
+LR's measured level and colour per patch (:mod:`mrisr.degradation.patch_noise`).
 
 The window is either fixed (``{"type": "hamming"}``, ``"tukey"`` with ``alpha``,
 ``"none"``) or **learned from the registered pairs** (``{"type": "learned", "terms": J}``):
@@ -124,6 +124,14 @@ class KSpaceAcquisition(LearnedDegradation):
         }
 
     fit_lr_key = "lr_raw"  # the cross-spectrum needs no denoising (NLM is not linear)
+
+    @classmethod
+    def plan_summary(cls, section: dict) -> tuple[str, str]:
+        b = section["band"]
+        return "k-space band", (
+            f"{b[0]:.3f} x {b[1]:.3f} of the LR grid's (exact ratio), "
+            f"window {section['window']['type']}"
+        )
 
     def __init__(self, params: dict, scale: int):
         super().__init__(params, scale)

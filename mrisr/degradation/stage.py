@@ -168,14 +168,14 @@ def _fall_back_if_worse(
     relation: IntensityRelation | None = None,
 ) -> None:
     """The last resort of the check against the real LR: a learned degradation that matches
-    the registered real LR worse than the Gaussian the planner fitted to it is flagged, and
-    the Gaussian is used instead (recorded in the summary)."""
+    the registered real LR worse than the fixed model the planner fitted to the pairs (a
+    section marked ``"fitted": true``: the Gaussian) is flagged, and that model is used
+    instead (recorded in the summary)."""
     section = next(
         (
             plans.configuration(c).degradation
             for c in plans.configuration_names
-            if (plans.configuration(c).degradation or {}).get("name") == "gaussian"
-            and plans.configuration(c).degradation.get("fitted")
+            if (plans.configuration(c).degradation or {}).get("fitted") is True
         ),
         None,
     )
@@ -194,11 +194,14 @@ def _fall_back_if_worse(
     info["fitted_gaussian_fidelity"] = ref
     if ref is None or mine >= ref["mean"]["ssim"] - FALLBACK_MARGIN:
         return
-    why = (
-        f"its synthetic LR matches the real LR worse (SSIM {mine:.4f}) than the fitted Gaussian "
-        f"(sigma {section['sigma']}, SSIM {ref['mean']['ssim']:.4f})"
+    params = ", ".join(
+        f"{k} {v}" for k, v in section.items() if k not in ("name", "fitted", "ssim")
     )
-    logger.warning("%s: %s: the Gaussian is used instead", config, why)
+    why = (
+        f"its synthetic LR matches the real LR worse (SSIM {mine:.4f}) than the fitted "
+        f"{gauss.label} ({params}, SSIM {ref['mean']['ssim']:.4f})"
+    )
+    logger.warning("%s: %s: the fitted model is used instead", config, why)
     for c, f in files.items():
         storage.save_array(f, tmp[c] if c in tmp else degrade(c))
     info["fallback"] = {"used": section, "reason": why, "replaced": info.pop("psf_sigma_hr", None)}

@@ -26,7 +26,7 @@ from mrisr.imageio.sitk_io import read_scan
 from mrisr.inference.predictor import bicubic_scan
 from mrisr.metrics.registry import Metric, metric
 from mrisr.metrics.registry import metrics as registered_metrics
-from mrisr.plans import DEFAULT_PLANS, DEFAULT_TRAINER, Plans
+from mrisr.plans import BASELINE_CONFIGURATION, DEFAULT_PLANS, DEFAULT_TRAINER, Plans
 from mrisr.preprocessing.dataset import PreprocessedDataset
 from mrisr.preprocessing.foreground import foreground_mask
 from mrisr.utilities.errors import MrisrError
@@ -185,11 +185,11 @@ def collect_results(
     return results
 
 
-def _bicubic_no_reference(dataset: str, results: dict, plans_name: str) -> None:
-    """The no-reference metrics of bicubic-interpolated real LR for the cases that only have
-    the bicubic baseline's full-reference ones."""
+def _baseline_no_reference(dataset: str, results: dict, plans_name: str) -> None:
+    """The no-reference metrics of the interpolation baseline (bicubic-interpolated real LR)
+    for the cases that only have its full-reference ones."""
     no_reference = registered_metrics(reference=False)
-    have = results.get("bicubic", {})
+    have = results.get(BASELINE_CONFIGURATION, {})
     todo = [c for c, v in have.items() if any(m.name not in v for m in no_reference)]
     if not todo:
         return
@@ -199,8 +199,8 @@ def _bicubic_no_reference(dataset: str, results: dict, plans_name: str) -> None:
         img = bicubic_scan(read_scan(props[c]["source_files"]["lr"], check=False), plans)
         arr = sitk.GetArrayFromImage(img)
         for m in no_reference:
-            if m.name not in results["bicubic"][c]:
-                results["bicubic"][c][m.name] = m.compute(arr, foreground_mask(arr))
+            if m.name not in have[c]:
+                have[c][m.name] = m.compute(arr, foreground_mask(arr))
 
 
 def comparison_table(results: dict, columns: list[tuple[str, str]] | None = None) -> dict:
@@ -336,8 +336,8 @@ def find_best_configuration(
     plans = plans_of(dataset, plans_name)
     columns = columns_of(plans)
     results = collect_results(dataset, trainer, plans_name, columns)
-    if "bicubic" in results:
-        _bicubic_no_reference(dataset, results, plans_name)
+    if BASELINE_CONFIGURATION in results:
+        _baseline_no_reference(dataset, results, plans_name)
     table = comparison_table(results, columns)
     out = paths.results_root() / dataset
     md = table_markdown(table)

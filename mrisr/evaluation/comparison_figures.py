@@ -11,13 +11,13 @@ import numpy as np
 import SimpleITK as sitk
 
 from mrisr import paths
-from mrisr.degradation.base import build_degradation
+from mrisr.degradation.bicubic import BicubicDegradation
 from mrisr.degradation.stage import FOLD_INDEPENDENT
 from mrisr.imageio.resampling import resample_to
 from mrisr.imageio.sitk_io import Geometry, read_scan
 from mrisr.inference.predictor import bicubic_scan
 from mrisr.metrics.mscn import mscn_distance, mscn_histograms, save_mscn_figure
-from mrisr.plans import DEFAULT_PLANS, Plans
+from mrisr.plans import BASELINE_CONFIGURATION, DEFAULT_PLANS, Plans
 from mrisr.preprocessing import storage
 from mrisr.preprocessing.dataset import PreprocessedDataset
 from mrisr.preprocessing.foreground import foreground_mask
@@ -36,7 +36,7 @@ def comparison_figure(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    configs = [c for c, _ in columns if c != "bicubic" and results.get(c)]
+    configs = [c for c, _ in columns if c != BASELINE_CONFIGURATION and results.get(c)]
     if not configs:
         return None
     case = sorted(set.intersection(*(set(results[c]) for c in configs)))
@@ -105,8 +105,8 @@ def mscn_figure(
     }
     for config, label in columns:
         base = ds.folder / "synthetic" / config
-        if config == "bicubic":  # the bicubic (anti-aliased) decimation of the HR scans
-            bic = build_degradation({"name": "bicubic"}, plans.scale)
+        if config == BASELINE_CONFIGURATION:  # interpolation: the classic bicubic decimation
+            bic = BicubicDegradation(None, plans.scale)
             sets[label] = mscn_histograms(
                 [bic.degrade(ds.load(c, "hr")) for c in pairs],
                 mask=[ds.load(c, "lr_mask").astype(bool) for c in pairs],

@@ -36,7 +36,7 @@ from mrisr.inference.predict_api import default_configuration
 from mrisr.networks.checkpoint_io import read_checkpoint
 from mrisr.paths import DATASET_RE
 from mrisr.planning.fingerprint import FINGERPRINT_FILE
-from mrisr.plans import DEFAULT_PLANS, DEFAULT_TRAINER, Plans
+from mrisr.plans import BASELINE_CONFIGURATION, DEFAULT_PLANS, DEFAULT_TRAINER, Plans
 from mrisr.throughplane.api import MODEL_FILE as TP_MODEL_FILE
 from mrisr.utilities.errors import MrisrError
 from mrisr.utilities.file_io import atomic_path, load_json_or_error
@@ -93,7 +93,7 @@ def _inference_checkpoint(path: Path) -> bytes:
 def _validation_table(configuration: str, summaries: dict[str, dict]) -> str:
     # the baseline each fold computed beside the configuration (bicubic; B-spline through-plane)
     others = [m for s in summaries.values() for m in s.get("mean", {}) if m != configuration]
-    base = others[0] if others else "bicubic"
+    base = others[0] if others else BASELINE_CONFIGURATION
     rows = [
         f"| fold | cases | PSNR {configuration} | SSIM {configuration} | PSNR {base} | "
         f"SSIM {base} |",

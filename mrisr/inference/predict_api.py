@@ -29,7 +29,13 @@ from mrisr.inference.scan_files import (
 from mrisr.networks.checkpoint_io import check_network_scale, load_network
 from mrisr.paths import FOLD_NAMES, resolve_results_dataset
 from mrisr.planning.fingerprint import FINGERPRINT_FILE
-from mrisr.plans import DEFAULT_CONFIGURATION, DEFAULT_PLANS, DEFAULT_TRAINER, Plans
+from mrisr.plans import (
+    BASELINE_CONFIGURATION,
+    DEFAULT_CONFIGURATION,
+    DEFAULT_PLANS,
+    DEFAULT_TRAINER,
+    Plans,
+)
 from mrisr.throughplane.api import MODEL_FILE as TP_MODEL_FILE
 from mrisr.throughplane.api import bspline_image, super_resolve
 from mrisr.utilities.errors import IntegrityError, MrisrError
@@ -135,9 +141,9 @@ def _check_options(
         raise MrisrError(
             f"--output-format '{output_format}' unknown; valid: {', '.join(OUTPUT_FORMATS)}"
         )
-    if save_uncertainty and configuration == "bicubic":
+    if save_uncertainty and configuration == BASELINE_CONFIGURATION:
         raise MrisrError(
-            "--save-uncertainty needs an ensemble of trained networks; 'bicubic' has none"
+            f"--save-uncertainty needs an ensemble of trained networks; '{configuration}' has none"
         )
 
 
@@ -267,7 +273,7 @@ def predict_folder(
     _check_options(checkpoint, output_format, save_uncertainty, configuration)
     files = _input_files(inp)
     _check_inputs(files)
-    dataset = resolve_results_dataset(dataset, bicubic=configuration == "bicubic")
+    dataset = resolve_results_dataset(dataset, bicubic=configuration == BASELINE_CONFIGURATION)
     if configuration is None:
         configuration = default_configuration(dataset, trainer, plans_name)
     folder, plans = _model_plans(dataset, trainer, plans_name, configuration)

@@ -143,7 +143,7 @@ class StackedPatchDiscriminator(nn.Module):
     * the power-iteration vectors start random and get ``warmup_power_iterations`` (15)
       iterations at construction, as torch's ``parametrizations.spectral_norm`` does;
     * ``compute_dtype`` (float32 by default; ``torch.bfloat16`` where a probe finds it
-      faster, see :mod:`mrisr.degradation.dsgan.precision`) is the arithmetic of the
+      faster, see :mod:`mrisr.degradation.dsgan.discriminator_precision`) is the arithmetic of the
       layers: the crops, products, BatchNorm and ReLU, forward and backward (products
       accumulate in float32). The parameters, the spectral norm, the last layer's bias,
       the sigmoid and the losses stay float32.

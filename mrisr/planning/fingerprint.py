@@ -20,7 +20,7 @@ from skimage.metrics import structural_similarity
 
 from mrisr.dataset.cases import Case
 from mrisr.degradation.kernels import gaussian_degrade
-from mrisr.imageio.noise import (
+from mrisr.imageio.noise_estimates import (
     background_mask,
     noise_correlation,
     rayleigh_sigma,
@@ -70,7 +70,7 @@ class ScanFingerprint:
     # statistics on the native grid (raw units; None: too little background)
     noise_sigma_background: float | None = None
     # LR only: the same sigma measured inside the tissue (local estimates calibrated on the
-    # background's noise colour; :func:`mrisr.imageio.noise.tissue_sigma`), and its ratio
+    # background's noise colour; :func:`mrisr.imageio.noise_estimates.tissue_sigma`), and its ratio
     # to the background's: the cross-check (g-factor maps, masked backgrounds)
     noise_sigma_tissue: float | None = None
     noise_tissue_to_background: float | None = None

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from mrisr import paths
 from mrisr.dataset.integrity import VerifiedDataset, verify_dataset
+from mrisr.degradation.base import DEGRADATIONS
 from mrisr.imageio.resampling import thick_axis_of, through_plane_axis_single
 from mrisr.paths import DATASET_RE, list_datasets, resolve_dataset_name
 from mrisr.planning.fingerprint import FINGERPRINT_FILE, load_or_compute_fingerprint
@@ -125,6 +126,21 @@ def plan_and_preprocess(
     return verified, plans
 
 
+def model_lines(plans: Plans) -> list[str]:
+    """A line about each degradation model's first planned section, in the model's words
+    (:meth:`~mrisr.degradation.base.Degradation.plan_summary`)."""
+    lines, seen = [], set()
+    for name in plans.configuration_names:
+        section = plans.configuration(name).degradation
+        if not section or section.get("name") in seen:
+            continue
+        seen.add(section["name"])
+        said = DEGRADATIONS.get(section["name"]).plan_summary(section)
+        if said:
+            lines.append(f"  {said[0]:<16} {said[1]}")
+    return lines
+
+
 def summary_text(dataset: str, verified: VerifiedDataset, plans: Plans) -> str:
     """What was decided and why, for the terminal."""
     n_pairs = sum(c.is_pair for c in verified.cases)
@@ -138,13 +154,7 @@ def summary_text(dataset: str, verified: VerifiedDataset, plans: Plans) -> str:
         f"  configurations   {', '.join(plans.configuration_names)}",
         *selection_lines(plans),
     ]
-    dsgan = _first_section(plans, lambda c: (c.degradation or {}).get("name") == "dsgan")
-    if dsgan:
-        d = dsgan.degradation
-        lines.append(
-            f"  DSGAN            kernel mode {d['kernel_mode']}, crops HR {d['hr_crop']} / "
-            f"LR {d['lr_crop']}, {d['iterations']} iterations"
-        )
+    lines += model_lines(plans)
     trained = _first_section(plans, lambda c: c.requires_training and bool(c.sr))
     if trained:
         edsr = trained.sr
@@ -152,13 +162,6 @@ def summary_text(dataset: str, verified: VerifiedDataset, plans: Plans) -> str:
             f"  EDSR             patches LR {edsr['lr_patch']} / HR {edsr['hr_patch']}, "
             f"{edsr['num_blocks']} blocks x {edsr['num_features']} features, "
             f"{edsr['iterations']} iterations, batch {edsr['batch_size']}"
-        )
-    gauss = _first_section(plans, lambda c: (c.degradation or {}).get("name") == "gaussian")
-    if gauss:
-        g = gauss.degradation
-        lines.append(
-            f"  Gaussian sigma   {g['sigma']:g} HR px "
-            f"({'fitted to real LR' if g.get('fitted') else 'paper default'})"
         )
     tp = _first_section(plans, lambda c: c.axis == "through-plane" and c.requires_training)
     if tp:
@@ -177,13 +180,6 @@ def summary_text(dataset: str, verified: VerifiedDataset, plans: Plans) -> str:
         lines.append(
             f"  LR denoising     {den['method']}{strength} (configurations with a denoised "
             "input; the others see the raw LR)"
-        )
-    kspace = _first_section(plans, lambda c: "band" in (c.degradation or {}))
-    if kspace:
-        k = kspace.degradation
-        lines.append(
-            f"  k-space band     {k['band'][0]:.3f} x {k['band'][1]:.3f} of the LR grid's "
-            f"(exact ratio), window {k['window']['type']}"
         )
     noisy = _first_section(plans, lambda c: bool(c.training_noise))
     if noisy:

@@ -19,14 +19,14 @@ from mrisr.degradation.base import PlanningContext, degradation_models
 from mrisr.planning.fingerprint import DatasetFingerprint, integer_scale
 from mrisr.planning.through_plane_plans import SECONDS as THROUGH_PLANE_SECONDS
 from mrisr.planning.through_plane_plans import plan_through_plane, through_plane_only
-from mrisr.plans import DEFAULT_PLANS, Plans
+from mrisr.plans import BASELINE_CONFIGURATION, DEFAULT_PLANS, Plans
 from mrisr.utilities.registry import Registry
 
 PLANNERS: Registry[type] = Registry("planner", "mrisr.planners")
 
 #: the baseline every in-plane plan compares against: interpolation of the real LR
 BASELINE = {
-    "bicubic": {
+    BASELINE_CONFIGURATION: {
         "label": "Bicubic",
         "description": "bicubic interpolation of real LR (no training)",
         "degradation": None,

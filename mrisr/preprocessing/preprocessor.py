@@ -17,7 +17,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from mrisr.dataset.cases import Case
-from mrisr.imageio.noise import (
+from mrisr.imageio.noise_estimates import (
     background_mask,
     noise_correlation,
     rayleigh_sigma,
@@ -113,7 +113,7 @@ def prepare_lr(
     point -> LR point), applied while resampling onto the HR-aligned working grid.
     ``denoise=False``: no NLM (configurations whose network learns to denoise; ``array``
     is then the raw normalised LR). ``measure_noise``: also measure the noise level and
-    colour on the working grid, before denoising (:mod:`mrisr.imageio.noise`).
+    colour on the working grid, before denoising (:mod:`mrisr.imageio.noise_estimates`).
     """
     grid = lr_working_grid(image, plans, hr_grid)
     interp = INTERPOLATORS[plans.preprocessing.get("lr_interpolator", "bspline")]

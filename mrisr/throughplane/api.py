@@ -22,7 +22,7 @@ import SimpleITK as sitk
 import torch
 
 from mrisr.imageio.dicom import is_dicom_folder, read_series, write_series
-from mrisr.imageio.noise import wavelet_sigma
+from mrisr.imageio.noise_estimates import wavelet_sigma
 from mrisr.imageio.resampling import output_slices
 from mrisr.imageio.sitk_io import (
     as_checked_volume,

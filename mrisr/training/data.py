@@ -10,7 +10,7 @@ Pieces, each replaceable on its own:
   the stores: synthetic LR ``(z, H//s, W//s)`` from the degradation stage, HR ``(z, H, W)``
   from the preprocessed data. LR pixel ``i`` covers HR pixels ``s*i .. s*i+s-1``, so the LR
   crop at ``(y, x)`` pairs with the HR crop at ``(s*y, s*x)``.
-* :class:`mrisr.degradation.noise.PatchDegradation` (configurations that plan
+* :class:`mrisr.degradation.patch_noise.PatchDegradation` (configurations that plan
   ``training_noise``): Rician noise of the real LR's measured level and colour, and the
   planned jitter, drawn afresh for every patch from ``(seed, iteration, rank)``.
 * :class:`DihedralTransform` applies the 8-fold dihedral augmentation drawn by the sampler
@@ -39,7 +39,7 @@ from batchgenerators.dataloading.multi_threaded_augmenter import MultiThreadedAu
 from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
 from batchgenerators.transforms.abstract_transforms import AbstractTransform
 
-from mrisr.degradation.noise import PatchDegradation
+from mrisr.degradation.patch_noise import PatchDegradation
 from mrisr.preprocessing import storage
 from mrisr.preprocessing.sampling import crop_center_probabilities
 from mrisr.utilities.errors import MrisrError

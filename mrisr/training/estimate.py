@@ -17,7 +17,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from mrisr.networks.edsr import EDSR
-from mrisr.training.precision import probe
+from mrisr.training.precision_probe import probe
 from mrisr.training.settings import TrainingSettings
 
 #: A CUDA GPU's sustained dense throughput assumed for the "a GPU would take" line
@@ -170,7 +170,7 @@ class FoldClock:
 def plan_cost_lines(plans, folds: int, results_cache=None, names=None) -> list[str]:
     """The plan's estimated CPU training cost per configuration (``names``, default all): a
     few probed steps of each planned network (fastest native precision,
-    :func:`mrisr.training.precision.probe`) x its iterations x ``folds``. DSGAN's kernel
+    :func:`mrisr.training.precision_probe.probe`) x its iterations x ``folds``. DSGAN's kernel
     estimation and validation come on top."""
     device = torch.device("cpu")
     lines, probed, total = [], {}, 0.0

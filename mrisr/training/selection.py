@@ -28,11 +28,10 @@ import numpy as np
 
 from mrisr.degradation.stage import model_id, summary_path
 from mrisr.paths import fold_folder, results_folder
-from mrisr.plans import DEFAULT_CONFIGURATION, Plans
+from mrisr.plans import BASELINE_CONFIGURATION, DEFAULT_CONFIGURATION, Plans
 from mrisr.preprocessing.dataset import PreprocessedDataset
 from mrisr.training.splits import fold_cases, load_or_create_splits
 from mrisr.training.train_api import run_training
-from mrisr.training.validation import BICUBIC
 from mrisr.utilities.file_io import load_json
 
 logger = logging.getLogger(__name__)
@@ -155,8 +154,8 @@ def _score(summary: dict, name: str) -> dict:
     bicubic (same pairs, same metric convention)."""
     cases = summary["cases"]
     psnr = [cases[c][name]["psnr"] for c in cases]
-    gain = [cases[c][name]["psnr"] - cases[c][BICUBIC]["psnr"] for c in cases]
-    gain_ssim = [cases[c][name]["ssim"] - cases[c][BICUBIC]["ssim"] for c in cases]
+    gain = [cases[c][name]["psnr"] - cases[c][BASELINE_CONFIGURATION]["psnr"] for c in cases]
+    gain_ssim = [cases[c][name]["ssim"] - cases[c][BASELINE_CONFIGURATION]["ssim"] for c in cases]
     return {
         "psnr": float(np.mean(psnr)),
         "ssim": float(np.mean([cases[c][name]["ssim"] for c in cases])),

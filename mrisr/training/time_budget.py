@@ -2,7 +2,7 @@
 a wall-clock budget per configuration and fold, on this machine's measured speed.
 
 For every configuration that trains, the step time of its planned network is measured
-(:func:`mrisr.training.precision.probe`: a few timed steps in the fastest native precision,
+(:func:`mrisr.training.precision_probe.probe`: a few timed steps in the fastest native precision,
 cached per machine and network). Its iteration ceiling becomes what fits in the budget less a
 reserve for the periodic validations, data loading and the final validation, and at most the
 planned count. Where fewer than :data:`MIN_ITERATIONS` would fit, the next smaller network

@@ -36,7 +36,7 @@ from mrisr.throughplane.folds import train_fold
 from mrisr.throughplane.folds import validate_fold as validate_through_plane
 from mrisr.training import distributed
 from mrisr.training.checkpointing import FINAL, Checkpointer, network_from_state
-from mrisr.training.precision import check_precision
+from mrisr.training.precision_probe import check_precision
 from mrisr.training.splits import ALL, fold_cases, load_or_create_splits, parse_fold
 from mrisr.training.trainer import TRAINERS, SRTrainer
 from mrisr.training.validation import check_validation_inputs, validate_fold
@@ -164,7 +164,7 @@ def run_training(
     """Train (unless ``val_only`` or nothing to train) and validate one fold; returns the
     validation summary (None on non-main DDP ranks). ``configuration`` None: the plans'
     default (:attr:`mrisr.plans.Plans.default_configuration`, the selection rule's choice). ``precision``: auto (measured, see
-    :mod:`mrisr.training.precision`), fp32, bf16 or fp16; ``early_stopping``: False keeps
+    :mod:`mrisr.training.precision_probe`), fp32, bf16 or fp16; ``early_stopping``: False keeps
     the fixed budget (see :mod:`mrisr.training.early_stopping`)."""
     check_device(device)
     check_precision(precision, torch.device(device))

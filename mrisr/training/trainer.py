@@ -1,9 +1,8 @@
-"""SR trainers: a small loop with hooks over separate pieces.
+"""SR trainers: a loop with hooks over pieces built through overridable methods.
 
-:class:`SRTrainer` owns only the loop (iterate, step, hooks). The work is done by pieces
-built through overridable methods (:class:`~mrisr.training.trainer_pieces.TrainerPieces`);
-the checkpoint state, ``--continue`` and Ctrl-C are
-:class:`~mrisr.training.trainer_state.TrainerState`'s:
+:class:`SRTrainer` runs the loop (iterate, step, validate, checkpoint, resume, Ctrl-C).
+The work is done by pieces from their own modules, each built by a method a variant may
+override:
 
 ==================  ===========================================  ==========================
 piece               module                                       built by
@@ -37,36 +36,81 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
+import torch.distributed
 from torch import nn
 from tqdm import tqdm
 
-from mrisr.degradation.noise import PatchDegradation
+from mrisr.degradation.gaussian import PAPER_SIGMA
+from mrisr.degradation.patch_noise import PatchDegradation
+from mrisr.networks.registry import network_spec
 from mrisr.plans import Plans
+from mrisr.preprocessing import storage
 from mrisr.preprocessing.dataset import PreprocessedDataset
-from mrisr.training.checkpointing import BEST, FINAL, LATEST, Checkpointer, plans_identity
-from mrisr.training.data import close_iterator
+from mrisr.training.checkpointing import (
+    BEST,
+    FINAL,
+    LATEST,
+    Checkpointer,
+    plans_identity,
+    rng_state,
+    set_rng_state,
+)
+from mrisr.training.data import (
+    PatchSampler,
+    SRPatchLoader,
+    TrainingVolume,
+    batch_iterator,
+    close_iterator,
+)
 from mrisr.training.distributed import DistContext
 from mrisr.training.early_stopping import CONTINUE, DECISIONS, EarlyStopping, PlateauRule
 from mrisr.training.estimate import FoldClock, format_duration
 from mrisr.training.interrupts import DeferredInterrupt
-from mrisr.training.trainer_pieces import TrainerPieces, default_num_workers
-from mrisr.training.trainer_state import TrainerState
+from mrisr.training.optimisation import Optimisation, OptimisationSettings
+from mrisr.training.precision_probe import PrecisionChoice, choose
+from mrisr.training.settings import TrainingSettings, rescaled
 from mrisr.training.training_log import TrainingLog
 from mrisr.training.validation import PairValidator
 from mrisr.utilities.errors import MrisrError
+from mrisr.utilities.file_io import load_json
 from mrisr.utilities.registry import Registry
-from mrisr.utilities.threads import ThreadTuner, set_compute_threads
+from mrisr.utilities.threads import ThreadTuner, set_compute_threads, usable_cpus
 
 __all__ = ["TRAINERS", "EDSRTrainer", "SRTrainer", "default_num_workers"]
 
 logger = logging.getLogger(__name__)
 
+
+def default_num_workers(device: torch.device) -> int:
+    """Loader processes: overlap on GPUs; on CPUs loading is ~1% of a step and a worker
+    would compete with the compute threads for the same cores (see benchmarks)."""
+    n = usable_cpus()
+    if device.type == "cuda":
+        return max(1, min(8, n - 1))
+    return 1 if n > 4 else 0
+
+
+#: what a resumable checkpoint holds beyond the weights (an exported one has none of these)
+RESUME_KEYS = ("optimisation", "rng", "history", "iteration", "seed")
+
+
+def _check_resumable(state: dict, where: str) -> None:
+    missing = [k for k in RESUME_KEYS if k not in state]
+    if missing:
+        raise MrisrError(
+            f"{where}: an inference-only checkpoint (exported or installed; it has no "
+            f"{', '.join(missing)}): --continue cannot resume training from it; delete it (or "
+            "move it away) and run mrisr_train without --continue to train this fold anew"
+        )
+
+
 #: name -> trainer class (``mrisr_train -tr NAME``)
 TRAINERS: Registry[type] = Registry("trainer", "mrisr.trainers")
 
 
-class SRTrainer(TrainerPieces, TrainerState):
+class SRTrainer:
     """The loop: iterate, step, log, checkpoint, validate, with hooks for variants."""
 
     # ---- what a variant may change (None: as planned)
@@ -136,6 +180,7 @@ class SRTrainer(TrainerPieces, TrainerState):
         self.best_psnr = float("-inf")
         self.early_stop = EarlyStopping(self.plateau_rule, enabled=False)
         self._interrupt = DeferredInterrupt(self.ctx.is_main)
+        self.precision_choice: PrecisionChoice | None = None  # chosen when the run starts
 
     @property
     def name(self) -> str:
@@ -186,7 +231,286 @@ class SRTrainer(TrainerPieces, TrainerState):
             msg += f"; best validation PSNR {self.best_psnr:.3f} dB"
         self.log.log(msg)
 
-    # ------------------------------------------------------------------ state
+    # ------------------------------------------------------------------ settings and pieces
+
+    def training_settings(self) -> TrainingSettings:
+        sr = self.config.sr_plan
+        it = int(self.iterations or sr.iterations)
+        ratio = it / sr.iterations
+        milestones = self.lr_milestones
+        if milestones is None:
+            milestones = tuple(rescaled(m, ratio) for m in sr.lr_milestones)
+        s = TrainingSettings(
+            scale=self.plans.scale,
+            lr_patch=int(self.lr_patch or sr.lr_patch),
+            network=network_spec(sr.network).name,
+            num_blocks=int(self.num_blocks or sr.num_blocks),
+            num_features=int(self.num_features or sr.num_features),
+            res_scale=sr.res_scale,
+            batch_size=int(self.batch_size or sr.batch_size),
+            iterations=it,
+            learning_rate=float(self.learning_rate or sr.learning_rate),
+            betas=sr.betas,
+            lr_milestones=tuple(int(m) for m in milestones),
+            lr_gamma=sr.lr_gamma,
+            grad_clip_norm=sr.grad_clip_norm,
+            augmentation=sr.augmentation,
+            checkpoint_every=int(self.checkpoint_every or rescaled(sr.checkpoint_every, ratio)),
+            validate_every=int(self.validate_every or rescaled(sr.validate_every, ratio)),
+        )
+        if self.ctx.enabled:
+            per_rank = max(1, s.batch_size // self.ctx.world_size)
+            s = replace(s, batch_size=per_rank)
+        return s
+
+    def build_network(self) -> nn.Module:
+        torch.manual_seed(self.seed)
+        return network_spec(self.settings.network).cls(**self.settings.network_args())
+
+    def training_volumes(
+        self, dataset: PreprocessedDataset, synthetic: dict[str, Path]
+    ) -> list[TrainingVolume]:
+        vols = []
+        s = self.settings.scale
+        for case in sorted(synthetic):
+            hr_shape = tuple(storage.open_array(dataset.path(case, "hr")).shape)
+            lr_shape = tuple(storage.open_array(synthetic[case]).shape)
+            want = (hr_shape[0], hr_shape[1] // s, hr_shape[2] // s)
+            if lr_shape != want:
+                raise MrisrError(
+                    f"synthetic LR of case {case} ({synthetic[case]}) has shape {lr_shape}, "
+                    f"expected {want}; delete it to have it made again"
+                )
+            vols.append(
+                TrainingVolume(
+                    case, dataset.path(case, "hr"), synthetic[case], dataset.path(case, "hr_weight")
+                )
+            )
+        return vols
+
+    def build_sampler(self, volumes: list[TrainingVolume]) -> PatchSampler:
+        return PatchSampler(
+            volumes,
+            self.settings.scale,
+            self.settings.lr_patch,
+            self.settings.batch_size,
+            self.seed,
+            rank=self.ctx.rank,
+            augment=self.settings.augmentation != "none",
+        )
+
+    def build_patch_degradation(
+        self, dataset: PreprocessedDataset, cases: list[str], summary: Path | None = None
+    ) -> PatchDegradation | None:
+        """The per-patch noise and jitter of the configuration, with the noise level and
+        colour measured on the real LR of the training cases (median sigma, mean rho) and
+        the PSF width from the degradation ``summary`` (for the width jitter)."""
+        section = self.config.training_noise
+        if not section or section.get("model", "none") == "none":
+            return None
+        measured = dataset.lr_noise(cases)
+        if not measured:
+            raise MrisrError(
+                f"configuration '{self.configuration}' adds the real LR's noise to its training "
+                "LR, but no training case has a real LR with a measurable background"
+            )
+        rhos = [np.asarray(m["rho"]) for m in measured if m.get("rho") is not None]
+        psf = load_json(summary).get("psf_sigma_hr") if summary and summary.is_file() else None
+        sigma_lr = (
+            float(np.mean(psf)) / self.settings.scale if psf else PAPER_SIGMA / self.settings.scale
+        )
+        noise = {
+            "sigma": float(np.median([m["sigma"] for m in measured])),
+            "rho": np.mean(rhos, axis=0).tolist() if rhos else None,
+            "kernel_variance_lr": sigma_lr**2,
+        }
+        deg = PatchDegradation.from_plans(section, noise)
+        self.log.log(
+            f"training LR noise: Rician, sigma {noise['sigma']:.4g} (median of {len(measured)} "
+            f"real LR scans, +-{100 * deg.sigma_jitter:.0f}%), "
+            f"{'coloured' if noise['rho'] is not None else 'white'}; PSF width "
+            f"+-{100 * deg.kernel_width_jitter:.0f}%, bias {deg.bias:g}"
+        )
+        return deg
+
+    def build_data(self, volumes: list[TrainingVolume], sampler: PatchSampler, start: int):
+        loader = SRPatchLoader(
+            volumes, sampler, start, self.num_workers, degradation=self.patch_degradation
+        )
+        return batch_iterator(loader, self.num_workers, augment=sampler.augment)
+
+    def choose_precision(self, continue_training: bool = False) -> PrecisionChoice:
+        """See :func:`mrisr.training.precision_probe.choose`."""
+        state = self.resume_state() if continue_training else None
+        variant = (
+            None if self.cpu_mixed_precision is None else (self.name, self.cpu_mixed_precision)
+        )
+        return choose(self.precision, self.device, self.settings, state, variant)
+
+    def build_optimisation(self, network: nn.Module) -> Optimisation:
+        s = self.settings
+        choice = self.precision_choice or self.choose_precision()
+        w = self.frequency_loss_weight
+        return Optimisation(
+            network,
+            OptimisationSettings(
+                s.learning_rate, s.betas, s.lr_milestones, s.lr_gamma, s.grad_clip_norm
+            ),
+            self.device,
+            precision=choice.precision,
+            frequency_weight=self.config.amplitude_loss_weight if w is None else w,
+        )
+
+    def build_validator(
+        self, dataset: PreprocessedDataset, val_cases: list[str]
+    ) -> PairValidator | None:
+        if not self.ctx.is_main or not val_cases:
+            return None
+        v = PairValidator(
+            dataset,
+            val_cases,
+            max_slices=self.validation_max_slices,
+            lr_key="lr" if self.config.denoise_input else "lr_raw",
+        )
+        return v if v else None
+
+    def build_clock(self, validator: PairValidator | None) -> FoldClock:
+        """The time estimate printed after the warm-up (periodic validations included)."""
+        pixels = sum(lr.size for lr, _, _ in validator.items) if validator else 0
+        return FoldClock.for_training(
+            self.settings,
+            self.iteration,
+            pixels,
+            self.device.type,
+            self.precision_choice.seconds,
+            self.optimisation.precision,
+        )
+
+    # ------------------------------------------------------------------ state, resume, Ctrl-C
+
+    def _unwrapped(self) -> nn.Module:
+        n = self.network
+        return n.module if isinstance(n, nn.parallel.DistributedDataParallel) else n
+
+    def state(self) -> dict:
+        return {
+            "iteration": self.iteration,
+            "total_iterations": self.settings.iterations,
+            "seed": self.seed,
+            "world_size": self.ctx.world_size,
+            "precision": self.optimisation.precision,
+            "network_class": self.settings.network,
+            "network_args": self.settings.network_args(),
+            "network": {k: v.contiguous() for k, v in self._unwrapped().state_dict().items()},
+            "optimisation": self.optimisation.state_dict(),
+            "rng": rng_state(),
+            "history": self.log.state_dict(),
+            "best_psnr": float(self.best_psnr),
+            "early_stopping": self.early_stop.state_dict(),
+        }
+
+    def load_state(self, state: dict) -> None:
+        """Resume from ``state``; a slim (exported or installed) or damaged checkpoint is a
+        one-line MrisrError saying what it is and what to do."""
+        where = state.get("_path", "checkpoint")
+        _check_resumable(state, where)
+        net = self._unwrapped()
+        try:
+            net.load_state_dict(state["network"])
+        except (RuntimeError, TypeError, AttributeError) as e:
+            detail = (str(e).strip().splitlines() or [type(e).__name__])[-1].strip()[:160]
+            raise MrisrError(
+                f"{where}: weights do not fit this trainer's network ({detail}); the checkpoint "
+                "is damaged or foreign: delete it and run mrisr_train without --continue"
+            ) from None
+        if self.channels_last:
+            net.to(memory_format=torch.channels_last)
+        try:
+            self.optimisation.load_state_dict(state["optimisation"])
+            set_rng_state(state["rng"])
+            self.log.load_state_dict(state["history"])
+            self.iteration = int(state["iteration"])
+            self.best_psnr = float(state.get("best_psnr", float("-inf")))
+            self.seed = int(state["seed"])
+            self.early_stop.load_state_dict(state.get("early_stopping"))
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
+            raise MrisrError(
+                f"{where}: damaged training state ({type(e).__name__} in the optimiser, RNG or "
+                "history); delete it and run mrisr_train without --continue"
+            ) from None
+        if int(state.get("world_size", 1)) != self.ctx.world_size:
+            self.log.log(
+                f"resuming a run of {state.get('world_size')} process(es) with "
+                f"{self.ctx.world_size}: batches differ from an uninterrupted run",
+                logging.WARNING,
+            )
+
+    def _save_if_interrupted(self, e: BaseException) -> None:
+        """On Ctrl-C between iterations the state is consistent: save it (--continue
+        resumes exactly); an interrupt seen as another error is re-raised as Ctrl-C."""
+        interrupted = isinstance(e, KeyboardInterrupt) or self._stop_requested
+        if interrupted and not self._hard_stop and self.iteration > 0:
+            self.checkpoints.save(LATEST, self.state())
+            self.log.log(
+                f"interrupted at iteration {self.iteration}: {LATEST} saved; "
+                "resume with --continue",
+                logging.WARNING,
+            )
+        if interrupted and not isinstance(e, KeyboardInterrupt):
+            raise KeyboardInterrupt from None  # e.g. loader workers that saw Ctrl-C
+
+    def _should_stop(self) -> bool:
+        """Ctrl-C seen (by any rank: DDP ranks agree every 10 iterations, so that they all
+        stop after the same iteration)."""
+        if not self.ctx.enabled:
+            return self._stop_requested
+        if self.iteration % 10:
+            return False
+        flag = torch.tensor([float(self._stop_requested)], device=self.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        self._stop_requested = bool(flag.item())
+        return self._stop_requested
+
+    def _defer_interrupts(self):
+        """See :class:`mrisr.training.interrupts.DeferredInterrupt`; returns the restorer."""
+        self._interrupt = DeferredInterrupt(self.ctx.is_main)
+        return self._interrupt.install()
+
+    @property
+    def _stop_requested(self) -> bool:
+        return self._interrupt.requested
+
+    @_stop_requested.setter
+    def _stop_requested(self, value: bool) -> None:
+        self._interrupt.requested = value
+
+    @property
+    def _hard_stop(self) -> bool:
+        return self._interrupt.hard
+
+    def resume_state(self, map_location: str | torch.device = "cpu") -> dict | None:
+        """The checkpoint ``--continue`` resumes from (latest, else final), checked against
+        this trainer's identity (one-line error for a foreign or damaged file); None when
+        the fold has none."""
+        for name in (LATEST, FINAL):
+            if self.checkpoints.exists(name):
+                state = self.checkpoints.load(name, map_location)
+                state["_path"] = str(self.checkpoints.path(name))
+                _check_resumable(state, state["_path"])
+                return state
+        return None
+
+    def _resume(self) -> None:
+        state = self.resume_state(self.device)
+        if state is None:
+            self.log.log(
+                f"--continue: no checkpoint in {self.output_folder}; starting from scratch",
+                logging.WARNING,
+            )
+            torch.manual_seed(self.seed)
+            return
+        self.load_state(state)
+
     # ------------------------------------------------------------------ the loop
     def _validate(self, validator: PairValidator | None) -> None:
         if validator is None:

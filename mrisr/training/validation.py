@@ -33,14 +33,12 @@ from mrisr.metrics.fidelity import (
     validation_summary,
 )
 from mrisr.metrics.registry import metrics
-from mrisr.plans import Plans
+from mrisr.plans import BASELINE_CONFIGURATION, Plans
 from mrisr.preprocessing.dataset import PreprocessedDataset
 from mrisr.utilities.errors import MrisrError
 from mrisr.utilities.file_io import save_json
 
 logger = logging.getLogger(__name__)
-
-BICUBIC = "bicubic"
 
 
 class PairValidator:
@@ -131,7 +129,7 @@ def _validate_case(
     tf = rigid_register(bic, hr)
     m_bic = compare_in_physical_space(hr, bic, tf)
     m_sr = compare_in_physical_space(hr, sr, tf) if predictor is not None else m_bic
-    result = {configuration: m_sr, BICUBIC: m_bic}
+    result = {configuration: m_sr, BASELINE_CONFIGURATION: m_bic}
     logger.info(
         "validation %s: %s PSNR %.2f dB SSIM %.4f | bicubic PSNR %.2f dB SSIM %.4f",
         c,
@@ -172,7 +170,9 @@ def validate_fold(
             c, dataset, plans, predictor, configuration, out_dir, file_ending
         )
     reference = metrics(reference=True)
-    methods = [configuration] if configuration == BICUBIC else [configuration, BICUBIC]
+    methods = [configuration, BASELINE_CONFIGURATION]
+    if configuration == BASELINE_CONFIGURATION:
+        methods = [configuration]
     header = {
         "held_out": held_out,
         "note": ""

@@ -66,7 +66,7 @@ class EDSRTrainer_5iters(EDSRTrainer):
 @TRAINERS.register
 class EDSRTrainer_quality(EDSRTrainer):
     """The quality harness's budget (``benchmarks/bench_quality.py``): a half-depth,
-    half-width EDSR, 1200 iterations (~80 s on 2 AMX cores, ~175 s on 2 AMD EPYC cores)."""
+    half-width EDSR, 1200 iterations (its time per machine: ``benchmarks/bench_edsr.py``)."""
 
     iterations = 1200
     batch_size = 16

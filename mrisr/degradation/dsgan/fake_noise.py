@@ -7,7 +7,7 @@ with a denoised LR, the discriminator sees NLM's flat regions and kept edges; fe
 raw LR and noise-free fakes, noise is the easiest cue and the generator answers it with a
 sharper kernel. Here the generated crop is what the scanner would have produced:
 ``|G(HR) + sigma (n1 + i n2)|`` with ``sigma`` and the colour measured on the unit's own
-real LR (working grid, :mod:`mrisr.imageio.noise`), and D judges it against the *raw* real
+real LR (working grid, :mod:`mrisr.imageio.noise_estimates`), and D judges it against the *raw* real
 LR, so the two differ only in the PSF the generator controls. The noise is drawn afresh
 every iteration from the unit's own noise stream (deterministic per seed); the magnitude
 is differentiable, so the G step backpropagates through it.
@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mrisr.imageio.noise import colouring_filter
+from mrisr.imageio.noise_estimates import colouring_filter
 
 
 class FakeNoise:

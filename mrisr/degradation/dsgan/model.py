@@ -24,9 +24,9 @@ from mrisr.degradation.base import (
     SynthesisContext,
     seed_of,
 )
-from mrisr.degradation.dsgan.batches import train_dsgan
 from mrisr.degradation.dsgan.params import DEFAULT_UNITS_PER_BATCH
 from mrisr.degradation.dsgan.planning import plan_dsgan_configurations
+from mrisr.degradation.dsgan.unit_batches import train_dsgan
 from mrisr.degradation.dsgan.units import DSGANUnit
 from mrisr.degradation.kernel_analysis import (
     implausible_reason,
@@ -206,6 +206,13 @@ class DSGANDegradation(Degradation):
     def plan(cls, fingerprint, context: PlanningContext) -> dict[str, dict]:
         """``dsgan_edsr`` and ``dsgan_paper_edsr`` (:mod:`mrisr.degradation.dsgan.planning`)."""
         return plan_dsgan_configurations(fingerprint, context)
+
+    @classmethod
+    def plan_summary(cls, section: dict) -> tuple[str, str]:
+        return "DSGAN", (
+            f"kernel mode {section['kernel_mode']}, crops HR {section['hr_crop']} / "
+            f"LR {section['lr_crop']}, {section['iterations']} iterations"
+        )
 
     def __init__(self, params: dict, scale: int):
         super().__init__(params, scale)

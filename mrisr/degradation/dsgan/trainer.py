@@ -19,7 +19,7 @@ arithmetic of any unit:
   streams (crops, D input noise, initialisation), derived from its seed only. No
   operation mixes units: changing the other units of a batch leaves a unit's result
   bit-identical. Changing the batch *size* (or D's precision and chunks, chosen by
-  :mod:`~mrisr.degradation.dsgan.precision`) changes the summation order; GAN training
+  :mod:`~mrisr.degradation.dsgan.discriminator_precision`) changes the summation order; GAN training
   amplifies such rounding: alone and in a batch, a unit agrees to ~1e-4 after one
   iteration and is an equally valid, different draw after a few hundred.
 * **Per iteration and unit** (batch size 1, as in the paper): one slice of the unit, one
@@ -59,7 +59,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from mrisr.degradation.dsgan import precision
+from mrisr.degradation.dsgan import discriminator_precision
 from mrisr.degradation.dsgan.fake_noise import FakeNoise
 from mrisr.degradation.dsgan.losses import LambdaSchedule, Regularisers
 from mrisr.degradation.dsgan.params import REGULARISERS
@@ -105,10 +105,10 @@ class BatchTrainer:
             for w in init_generator_weights(gens, channels=p["g_channels"])
         ]
         self.disc = StackedPatchDiscriminator(gens, channels=p["d_channels"]).to(device)
-        self.precision, self.chunk = precision.choose(
+        self.precision, self.chunk = discriminator_precision.choose(
             p["precision"], n, p["d_channels"], self.lr_crop, device
         )
-        self.disc.compute_dtype = precision.DTYPES[self.precision]
+        self.disc.compute_dtype = discriminator_precision.DTYPES[self.precision]
         betas = tuple(p["betas"])
         # Adam is element-wise: on stacked parameters it is exactly per-unit Adam.
         fused: dict[str, Any] = {"fused": True} if device.type in ("cpu", "cuda") else {}

@@ -35,7 +35,7 @@ class DSGANUnit:
     ``hr_weight``/``lr_weight``: gradient weight maps (:func:`gradient_weight_map`) of the
     same shapes, computed (only for the slices used) when None. ``noise_sigma`` /
     ``noise_rho``: the Rician noise of the real LR (sd per channel, normalised units, and
-    its spatial correlation, :mod:`mrisr.imageio.noise`), which the generated crops carry
+    its spatial correlation, :mod:`mrisr.imageio.noise_estimates`), which the generated crops carry
     when the parameters ask for ``"fake_noise": "measured"`` (``lr`` is then the raw LR).
     """
 

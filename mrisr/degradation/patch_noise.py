@@ -9,7 +9,7 @@ data loader (an augmentation, never baked into the stored LR), is modelled here:
   level ``sigma`` and the spatial colour ``rho`` (the scanner's raw-data filter and the
   resampling onto the working grid correlate neighbouring pixels) are measured on the
   background of the real LR scans of the fold's training cases, on the working grid
-  (:mod:`mrisr.imageio.noise`, recorded by preprocessing).
+  (:mod:`mrisr.imageio.noise_estimates`, recorded by preprocessing).
 * **robustness to estimation error** (planned): ``sigma`` log-uniform within
   ``+- sigma_jitter``; the PSF width within ``+- kernel_width_jitter`` (a mild blur or
   sharpening, ``x - beta * laplacian(x)``, whose variance change matches that width change
@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mrisr.imageio.noise import colouring_filter
+from mrisr.imageio.noise_estimates import colouring_filter
 
 
 @dataclass
