@@ -1,7 +1,7 @@
 """The quality harness: every configuration, the same budget, held-out real LR, one table.
 
 For each demo protocol (``python -m mrisr.dataset.demo --protocol``): build the demo
-dataset with ``--test-pairs`` held-out pairs, plan (DemoPlanner) and preprocess, train
+dataset with ``--test-pairs`` held-out pairs, plan (the demo's planner, every model) and preprocess, train
 every configuration on the same folds with the same trainer, super-resolve the held-out
 real LR scans (``imagesLRTs``), evaluate them against ``imagesHRTs`` and print one table:
 PSNR, SSIM, BRISQUE (mean +- sd) and the paired difference to bicubic with its p-value.
@@ -43,6 +43,7 @@ from mrisr.dataset.demo_protocol_family import expand
 from mrisr.degradation.base import DEGRADATIONS, Degradation, as_slice_stack
 from mrisr.degradation.kernel_analysis import fwhm_of_profile, kernel_statistics
 from mrisr.degradation.kspace_acquisition import _lr_band_spectrum
+from mrisr.planning.planners import PLANNERS, DemoPlanner
 from mrisr.utilities.errors import MrisrError
 
 CONFIGS = (
@@ -55,7 +56,14 @@ CONFIGS = (
     "kspace_edsr",
     "oracle_edsr",
 )
-PLANNER, PLANS, TRAINER = "DemoPlanner", "mrisrDemoPlans", "EDSRTrainer_quality"
+PLANNER, PLANS, TRAINER = "QualityHarnessPlanner", "mrisrDemoPlans", "EDSRTrainer_quality"
+
+
+@PLANNERS.register
+class QualityHarnessPlanner(DemoPlanner):
+    """The demo's plans with every model, the DSN included (the harness compares them all)."""
+
+    left_out_models = ()
 
 
 @DEGRADATIONS.register(name="demo_oracle")

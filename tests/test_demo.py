@@ -16,7 +16,7 @@ from mrisr.plans import Plans
 @pytest.fixture
 def tiny_demo(monkeypatch):
     monkeypatch.setattr(demo, "TRAINER", "EDSRTrainer_tiny")
-    small = {"dsgan": {"iterations": 12}, "dsn": {"iterations": 6, "batch_size": 2}}
+    small = {"dsgan": {"iterations": 12}}
     monkeypatch.setattr(DemoPlanner, "model_options", small)
     monkeypatch.setattr(demo, "THROUGHPLANE_SECONDS", 0.5)
 
@@ -33,11 +33,14 @@ def test_demo_runs_every_stage_and_reuses_them(tmp_path, tiny_demo, capsys, monk
     assert "## Held-out test scans" in report and "## Cross-validation" in report
     demo_plans = Plans.load(work / "mrisr_preprocessed/Dataset001_MNIDemo/mrisrDemoPlans.json")
     labels = dict(columns_of(demo_plans))
-    for config in demo.CONFIGURATIONS:  # a column for every configuration the demo trains
+    configurations = demo_plans.configuration_names  # the demo trains every one
+    assert "dsn_edsr" not in configurations  # the demo planner leaves the DSN out (budget)
+    assert {"dsgan_edsr", "kspace_edsr", "gaussian_edsr", "bicubic"} <= set(configurations)
+    for config in configurations:  # a column for every configuration the demo trains
         assert f" {labels[config]} |" in report.split("## Cross-validation")[0]
     assert "| PSNR ↑ |" in report and "| SSIM ↑ |" in report and "| BRISQUE ↓ |" in report
     # the held-out scans were super-resolved by every configuration onto the HR grid
-    for config in demo.CONFIGURATIONS:
+    for config in configurations:
         ev = json.loads((work / "predictions" / config / "evaluation.json").read_text())
         assert len(ev["cases"]) == 2
         assert all(20 < c["psnr"] < 60 for c in ev["cases"]) or config != "bicubic"
@@ -54,10 +57,10 @@ def test_demo_runs_every_stage_and_reuses_them(tmp_path, tiny_demo, capsys, monk
     assert "| mrisr_throughplane |" in tp
     assert (work / "throughplane" / "throughplane.png").stat().st_size > 1000
     mtimes = {p: p.stat().st_mtime for p in results.rglob("checkpoint_final.pth")}
-    assert len(mtimes) == len(demo.CONFIGURATIONS) - 1  # every configuration but bicubic
+    assert len(mtimes) == len(configurations) - 1  # every configuration but bicubic
 
     # second run: nothing trained again, predictions reused
     assert demo.main(["--workdir", str(work)]) == 0
     out = capsys.readouterr().out
-    assert out.count("trained and validated (reused)") == len(demo.CONFIGURATIONS)
+    assert out.count("trained and validated (reused)") == len(configurations)
     assert {p: p.stat().st_mtime for p in results.rglob("checkpoint_final.pth")} == mtimes

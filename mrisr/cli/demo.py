@@ -27,6 +27,7 @@ import os
 import time
 from pathlib import Path
 
+from mrisr.plans import Plans
 from mrisr.utilities.cli_support import int_at_least, run_command, setup_logging
 from mrisr.utilities.errors import MrisrError
 
@@ -37,17 +38,6 @@ PLANNER = "DemoPlanner"
 PLANS = "mrisrDemoPlans"
 TRAINER = "EDSRTrainer_demo"
 FOLD = 0
-#: training order: the paper's method first, the fixed baselines after it
-#: dsn_edsr is left out of the demo (its DSN fit and training would take it past 15 minutes on
-#: 2 CPU cores without AMX); benchmarks/bench_quality.py trains it
-CONFIGURATIONS = (
-    "dsgan_edsr",
-    "dsgan_paper_edsr",
-    "kspace_edsr",
-    "gaussian_edsr",
-    "zerofill_edsr",
-    "bicubic",
-)
 N_STAGES = 7
 #: the through-plane stage's training budget (the iteration count fits the measured speed)
 THROUGHPLANE_SECONDS = 60.0
@@ -81,21 +71,23 @@ class _Stages:
         print(f"demo finished in {time.time() - self.start:.0f} s")
 
 
-def _trained(dataset: str, config: str) -> bool:
+def _trained(dataset: str, plans: Plans, config: str) -> bool:
     from mrisr.training.train_api import fold_folder, results_folder
 
     folder = fold_folder(results_folder(dataset, TRAINER, PLANS, config), FOLD)
     done = (folder / "validation" / "summary.json").is_file()
-    if config != "bicubic":
+    if plans.configuration(config).requires_training:
         done = done and (folder / "checkpoint_final.pth").is_file()
     return done
 
 
-def _train_all(dataset: str, device: str) -> None:
+def _train_all(dataset: str, plans: Plans, device: str) -> None:
+    """Every configuration of the demo plans, in the plans' order (the planner's: the
+    paper's method first, the fixed baselines after it)."""
     from mrisr.training.train_api import fold_folder, results_folder, run_training
 
-    for config in CONFIGURATIONS:
-        if _trained(dataset, config):
+    for config in plans.configuration_names:
+        if _trained(dataset, plans, config):
             print(f"      {config}: trained and validated (reused)")
             continue
         t0 = time.time()
@@ -119,10 +111,10 @@ def _train_all(dataset: str, device: str) -> None:
         )
 
 
-def _predict_all(dataset: str, raw: Path, predictions: Path, device: str) -> None:
+def _predict_all(dataset: str, plans: Plans, raw: Path, predictions: Path, device: str) -> None:
     from mrisr.inference.predict_api import predict_folder
 
-    for config in CONFIGURATIONS:
+    for config in plans.configuration_names:
         out = predictions / config
         predict_folder(
             raw / "imagesLRTs",
@@ -131,18 +123,18 @@ def _predict_all(dataset: str, raw: Path, predictions: Path, device: str) -> Non
             config,
             TRAINER,
             PLANS,
-            folds=None if config == "bicubic" else [str(FOLD)],
+            folds=[str(FOLD)] if plans.configuration(config).requires_training else None,
             device=device,
             resume=True,
         )
 
 
-def _evaluate_all(raw: Path, predictions: Path) -> dict[str, dict]:
+def _evaluate_all(plans: Plans, raw: Path, predictions: Path) -> dict[str, dict]:
     from mrisr.evaluation.evaluate_api import evaluate_folders
     from mrisr.utilities.file_io import load_json
 
     results = {}
-    for config in CONFIGURATIONS:
+    for config in plans.configuration_names:
         pred = predictions / config
         out = pred / "evaluation.json"
         newest = max(p.stat().st_mtime for p in pred.glob("*.nii.gz"))
@@ -205,19 +197,19 @@ def _run(args: argparse.Namespace) -> int:
         f"mrisr_train {FOLD} -d {DATASET_ID} -c CONFIG -tr {TRAINER} -p {PLANS} "
         f"(every configuration, degradation stage first)"
     )
-    _train_all(dataset, args.device)
+    _train_all(dataset, plans, args.device)
 
     stage(
         f"mrisr_predict -i {raw / 'imagesLRTs'} -o {predictions}/CONFIG -d {DATASET_ID} "
         f"-c CONFIG -tr {TRAINER} -p {PLANS} -f {FOLD}"
     )
-    _predict_all(dataset, raw, predictions, args.device)
+    _predict_all(dataset, plans, raw, predictions, args.device)
 
     stage(
         f"mrisr_evaluate -ref {raw / 'imagesHRTs'} -pred {predictions}/CONFIG "
         f"-o {predictions}/CONFIG/evaluation.json"
     )
-    test = comparison_table(_evaluate_all(raw, predictions), columns_of(plans))
+    test = comparison_table(_evaluate_all(plans, raw, predictions), columns_of(plans))
     test_md = table_markdown(test, "held-out test scans (imagesLRTs vs imagesHRTs)")
 
     stage(f"mrisr_find_best_configuration -d {DATASET_ID} -tr {TRAINER} -p {PLANS}")
