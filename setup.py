@@ -59,6 +59,12 @@ setup(
             "variants=mrisr.training.variants",
         ],
         "mrisr.networks": ["edsr=mrisr.networks.edsr"],
+        "mrisr.profiles": [
+            "learned=mrisr.throughplane.profile_models:MeasuredProfile",
+            "rect=mrisr.throughplane.profile_models:RectProfile",
+            "gaussian=mrisr.throughplane.profile_models:GaussianProfile",
+            "dsgan=mrisr.throughplane.profile_models:AdversarialProfile",
+        ],
         "mrisr.metrics": [
             "fidelity=mrisr.metrics.fidelity",
             "brisque=mrisr.metrics.brisque",

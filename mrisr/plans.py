@@ -24,6 +24,8 @@ DEFAULT_CONFIGURATION = "dsgan_edsr"
 #: the interpolation baseline the planner adds to every in-plane plan: bicubic interpolation
 #: of the real LR, trains nothing; every fold's validation computes it beside the configuration
 BASELINE_CONFIGURATION = "bicubic"
+#: its through-plane counterpart: cubic B-spline along the slice axis of a thick-slice scan
+THROUGH_PLANE_BASELINE = "bspline_tp"
 #: the plans and the trainer every command uses unless told otherwise (-p, -tr)
 DEFAULT_PLANS = "mrisrPlans"
 DEFAULT_TRAINER = "EDSRTrainer"

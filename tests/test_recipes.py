@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
 import torch
 from synthetic import write_dataset
 
@@ -137,6 +138,25 @@ def test_a_plugin_package_adds_a_model_its_configuration_a_trainer_and_a_metric(
     sharp = json.loads((user.roots["mrisr_preprocessed"] / DS / "mrisrSharpPlans.json").read_text())
     assert sharp["configurations"]["gaussian1_edsr"]["degradation"]["sigma"] == 1.0
     assert {"box_edsr", "gaussian_edsr"} <= set(sharp["configurations"])
+
+
+def test_a_plugin_slice_profile_reaches_mrisr_throughplane(user, tmp_path):
+    """Recipe 5: ``--profile triangle`` builds the plugin's profile (FWHM = the thickness)."""
+    rng = np.random.default_rng(0)
+    z, y, x = np.meshgrid(*(np.arange(n, dtype=float) for n in (10, 32, 36)), indexing="ij")
+    arr = 100 + 40 * np.sin(x / 2.0) * np.cos(y / 3.0 + z) + rng.normal(0, 2, x.shape)
+    img = sitk.GetImageFromArray(np.abs(arr).astype(np.float32))
+    img.SetSpacing((1.0, 1.0, 3.0))
+    sitk.WriteImage(img, str(tmp_path / "thick.nii.gz"))
+    code, out = user(
+        "throughplane", "-i", tmp_path / "thick.nii.gz", "-o", tmp_path / "iso",
+        "--slice-thickness", 2.5, "--profile", "triangle", "--iterations", 2,
+    )  # fmt: skip
+    assert code == 0, out
+    record = json.loads((tmp_path / "iso" / "throughplane.json").read_text())
+    assert record["profile"]["kind"] == "triangle"
+    assert record["profile"]["fwhm_mm"] == pytest.approx(2.5, abs=0.05)
+    assert (tmp_path / "iso" / "thick.nii.gz").is_file()
 
 
 def test_a_plugin_that_fails_to_load_is_named_in_one_line(user):

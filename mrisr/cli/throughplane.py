@@ -29,11 +29,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--profile",
         default="auto",
-        choices=("auto", "rect", "gaussian", "learned", "dsgan"),
+        metavar="PROFILE",
         help="slice profile: 'auto' (default): a box of the stated thickness, measured from the "
         "scans when none is stated; 'rect' / 'gaussian': a box / Gaussian of the thickness; "
         "'learned': a box whose width is measured from the scans' through-plane spectrum; "
-        "'dsgan': the adversarial 1D fit (biased narrow, kept for comparison)",
+        "'dsgan': the adversarial 1D fit (biased narrow, kept for comparison); or a plugin's "
+        "(entry-point group mrisr.profiles)",
     )
     p.add_argument(
         "--hr-reference",

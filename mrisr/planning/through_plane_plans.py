@@ -17,6 +17,8 @@ import numpy as np
 
 from mrisr.imageio.resampling import INPLANE_SAME, THICK_RATIO, thick_axis_of
 from mrisr.planning.fingerprint import DatasetFingerprint
+from mrisr.plans import THROUGH_PLANE_BASELINE
+from mrisr.throughplane.profile_models import ThroughPlanePlanning, profile_models
 
 #: training budget per fold (s) and iteration ceiling: the through-plane benchmark's budget
 #: (documentation/throughplane.md: +2.3 to +3.3 dB over B-spline on the demo protocols)
@@ -79,49 +81,21 @@ def plan_through_plane(
             else "no isotropic HR scans: the LR scans' own in-plane slices only"
         ),
     )
-    base = {
-        "axis": "through-plane",
-        "degradation": None,
-        "sr": None,
-        "sr_input": "raw",
-    }
-    settings = {
-        "iterations": ITERATIONS,
-        "seconds": seconds,
-        "hr_references": bool(iso_hr),
-        "slice_thickness": None,  # per scan: DICOM, dataset.json, else the spacing
-        "slice_spacing_mm": sp,
-        "inplane_spacing_mm": ip,
-    }
-
-    def config(label: str, description: str, profile: str | None) -> dict:
-        return {
-            **base,
-            "label": label,
-            "description": description,
-            "through_plane": {**settings, "profile": profile},
-        }
-
-    return {
-        "learned_tp_edsr": config(
-            "TP-EDSR (measured profile)",
-            "through-plane EDSR trained on in-plane slices degraded by the slice profile "
-            "measured from the scans; applied to the thick-slice LR",
-            "learned",
-        ),
-        "rect_tp_edsr": config(
-            "TP-EDSR (box profile)",
-            "through-plane EDSR, slice profile a box of the stated thickness",
-            "rect",
-        ),
-        "gaussian_tp_edsr": config(
-            "TP-EDSR (Gaussian profile)",
-            "through-plane EDSR, slice profile a Gaussian of the stated thickness",
-            "gaussian",
-        ),
-        "bspline_tp": config(
-            "B-spline (through-plane)",
-            "cubic B-spline along the slice axis (no training)",
-            None,
-        ),
-    }
+    context = ThroughPlanePlanning(
+        settings={
+            "iterations": ITERATIONS,
+            "seconds": seconds,
+            "hr_references": bool(iso_hr),
+            "slice_thickness": None,  # per scan: DICOM, dataset.json, else the spacing
+            "slice_spacing_mm": sp,
+            "inplane_spacing_mm": ip,
+        },
+        base={"axis": "through-plane", "degradation": None, "sr": None, "sr_input": "raw"},
+    )
+    configurations: dict[str, dict] = {}
+    for model in profile_models():  # each slice-profile model's (the measured one first)
+        configurations.update(model.plan(context))
+    configurations[THROUGH_PLANE_BASELINE] = context.configuration(
+        "B-spline (through-plane)", "cubic B-spline along the slice axis (no training)", None
+    )
+    return configurations

@@ -34,7 +34,6 @@ from mrisr.imageio.sitk_io import (
 from mrisr.networks.checkpoint_io import save_checkpoint
 from mrisr.preprocessing.normalization import foreground_percentile
 from mrisr.throughplane.geometry import (
-    ThickSliceGeometry,
     dicom_thickness,
     output_geometry,
     slice_geometry,
@@ -47,22 +46,19 @@ from mrisr.throughplane.model import (
     train_network,
 )
 from mrisr.throughplane.pairs import TrainingPairs
-from mrisr.throughplane.profile import SliceProfile, gaussian_profile, rect_profile
+from mrisr.throughplane.profile import SliceProfile
 from mrisr.throughplane.profile_fit import ProfileFitError, fit_profile
-from mrisr.throughplane.profile_gan import learn_profile
+from mrisr.throughplane.profile_models import PROFILE_MODELS, RectProfile
 from mrisr.utilities.errors import MrisrError
 from mrisr.utilities.file_io import load_json, make_dirs, save_json
 
 logger = logging.getLogger(__name__)
 
-PROFILES = ("auto", "rect", "gaussian", "learned", "dsgan")
 MATCH_TOLERANCE = 0.02
 DEFAULT_ITERATIONS = 4000
 MODEL_FORMAT = "mrisr-throughplane-1"
 MODEL_FILE = "throughplane_model.pt"
 RECORD_FILE = "throughplane.json"
-#: the measured profile width and the stated thickness differ by more than this: a warning
-WIDTH_WARN = 0.25
 SCAN_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 
 
@@ -184,14 +180,6 @@ def _check_match(scans: list[Scan], ratio: float, thickness_px: float, what: str
                 f"in-plane pixels differ from {what}'s {ratio:.3g} / {thickness_px:.3g}; "
                 "run it separately"
             )
-
-
-def fixed_profile(kind: str, g: ThickSliceGeometry) -> SliceProfile:
-    if kind == "rect":
-        return rect_profile(g.thickness_px)
-    if kind == "gaussian":
-        return gaussian_profile(g.thickness_px)
-    raise ValueError(f"not a fixed profile: {kind}")
 
 
 def save_model(path: Path, net: ThroughPlaneNet, meta: dict) -> None:
@@ -373,42 +361,28 @@ def bspline_of(s: Scan) -> sitk.Image:
 
 
 def _profile(kind: str, scans: list[Scan], seed: int, progress: bool) -> tuple[SliceProfile, dict]:
+    """The profile ``kind`` names (:mod:`mrisr.throughplane.profile_models`), or for
+    ``auto``: a box of a stated thickness, else the measured one."""
+    if kind != "auto":
+        if kind not in PROFILE_MODELS:
+            names = ", ".join(["auto", *PROFILE_MODELS.names()])
+            raise MrisrError(f"unknown slice profile '{kind}'; choose one of {names}")
+        return PROFILE_MODELS.get(kind).build(scans, seed, progress)
     g = scans[0].geometry
-    volumes, sigmas = [s.volume for s in scans], [s.sigma for s in scans]
-    if kind == "auto":  # a stated thickness is trusted; an unknown one is measured
-        if g.thickness_source != "assumed":
-            return fixed_profile("rect", g), {"auto": f"rect: {g.thickness_source} thickness"}
-        try:
-            prof, log = fit_profile(volumes, g, sigmas, seed)
-        except ProfileFitError as e:
-            logger.warning("%s: %s; a box as thick as the spacing instead", scans[0].path, e)
-            return fixed_profile("rect", g), {"auto": f"rect: the profile fit failed ({e})"}
-        logger.info("slice thickness not stated: measured a %.2f mm box from the scans",
-                    log["width_px"] * g.inplane_spacing)  # fmt: skip
-        return prof, {**log, "auto": "learned: no thickness stated"}
-    if kind == "learned":
-        try:
-            prof, log = fit_profile(volumes, g, sigmas, seed)
-        except ProfileFitError as e:
-            raise MrisrError(
-                f"{scans[0].path}: {e}; use a box of the stated thickness instead "
-                "(mrisr_throughplane --profile rect, or the rect_tp_edsr configuration)"
-            ) from e
-        width = log["width_px"] * g.inplane_spacing
-        logger.info("slice profile measured: a %.2f mm box (%s thickness %.2f mm)", width,
-                    g.thickness_source, g.slice_thickness)  # fmt: skip
-        if g.thickness_source != "assumed" and abs(width / g.slice_thickness - 1) > WIDTH_WARN:
-            logger.warning(
-                "%s: the measured slice profile (%.2f mm) differs from the stated thickness "
-                "(%.2f mm, %s) by more than %d %%",
-                scans[0].path, width, g.slice_thickness, g.thickness_source, 100 * WIDTH_WARN,
-            )  # fmt: skip
-        return prof, log
-    if kind == "dsgan":
-        return learn_profile(volumes, g, sigmas, seed, progress)
-    if kind not in PROFILES:
-        raise MrisrError(f"unknown slice profile '{kind}'; choose one of {', '.join(PROFILES)}")
-    return fixed_profile(kind, g), {}
+    if g.thickness_source != "assumed":  # a stated thickness is trusted
+        return RectProfile.build(scans, seed, progress)[0], {
+            "auto": f"rect: {g.thickness_source} thickness"
+        }
+    try:  # an unknown one is measured
+        prof, log = fit_profile([s.volume for s in scans], g, [s.sigma for s in scans], seed)
+    except ProfileFitError as e:
+        logger.warning("%s: %s; a box as thick as the spacing instead", scans[0].path, e)
+        return RectProfile.build(scans, seed, progress)[0], {
+            "auto": f"rect: the profile fit failed ({e})"
+        }
+    logger.info("slice thickness not stated: measured a %.2f mm box from the scans",
+                log["width_px"] * g.inplane_spacing)  # fmt: skip
+    return prof, {**log, "auto": "learned: no thickness stated"}
 
 
 def _bar(progress: bool, desc: str):

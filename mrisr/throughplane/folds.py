@@ -21,6 +21,7 @@ import SimpleITK as sitk
 from mrisr.imageio.registration import rigid_register
 from mrisr.imageio.sitk_io import write_scan
 from mrisr.metrics.fidelity import through_plane_in_physical_space, validation_summary
+from mrisr.plans import THROUGH_PLANE_BASELINE
 from mrisr.throughplane.api import (
     MODEL_FILE,
     Scan,
@@ -36,7 +37,6 @@ from mrisr.utilities.file_io import save_json
 logger = logging.getLogger(__name__)
 
 #: the validation summary's name for the baseline every through-plane fold computes
-BSPLINE = "bspline_tp"
 
 
 def train_fold(
@@ -89,13 +89,15 @@ def validate_fold(
         axis = scan.geometry.numpy_axis
         m_base = through_plane_in_physical_space(ref, base, axis, tf)
         m_pred = through_plane_in_physical_space(ref, pred, axis, tf) if net else m_base
-        per_case[name] = {configuration: m_pred, BSPLINE: m_base}
+        per_case[name] = {configuration: m_pred, THROUGH_PLANE_BASELINE: m_base}
         logger.info(
             "validation %s: %s PSNR %.2f dB SSIM %.4f | B-spline PSNR %.2f dB SSIM %.4f (%.0f s)",
             name, configuration, m_pred["psnr"], m_pred["ssim"], m_base["psnr"],
             m_base["ssim"], time.perf_counter() - t,
         )  # fmt: skip
-    methods = [configuration] if configuration == BSPLINE else [configuration, BSPLINE]
+    methods = [configuration, THROUGH_PLANE_BASELINE]
+    if configuration == THROUGH_PLANE_BASELINE:
+        methods = [configuration]
     convention = (
         "mrisr.metrics.fidelity.through_plane_in_physical_space (HR rigidly registered to the "
         "B-spline and resampled onto the prediction's grid, per-scan 99.5th percentile "
