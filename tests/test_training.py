@@ -484,3 +484,64 @@ def test_early_stopping_resumes_bit_exact(env, monkeypatch):
     assert final["iteration"] == 4 and final["early_stopping"] == reference["early_stopping"]
     for k, v in reference["network"].items():
         assert torch.equal(v, final["network"][k]), k
+
+
+# ---------------------------------------------------------------------------- starting weights
+def test_pretrained_weights_are_loaded_by_name_and_shape(tmp_path):
+    from mrisr.networks.checkpoint_io import load_pretrained_weights
+
+    args = {"num_blocks": 4, "num_features": 32, "res_scale": 1.0, "in_channels": 1}
+    torch.manual_seed(1)
+    source = EDSR(scale=2, **args)
+    torch.save(source.state_dict(), tmp_path / "x2.pt")
+    torch.manual_seed(2)
+    net = EDSR(scale=2, **args)
+    record = load_pretrained_weights(net, tmp_path / "x2.pt")
+    assert record["tensors_loaded"] == record["tensors"] and record["parameter_fraction"] == 1
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, source.state_dict()[k]), k
+    # weights of a x3 network: the body is loaded, the x2 upsampler keeps its initialisation
+    torch.manual_seed(3)
+    torch.save({"format": 1, "network": EDSR(scale=3, **args).state_dict()}, tmp_path / "x3.pt")
+    torch.manual_seed(2)
+    fresh = EDSR(scale=2, **args)
+    record = load_pretrained_weights(fresh, tmp_path / "x3.pt")
+    assert 0.5 < record["parameter_fraction"] < 1 and record["kept_initialised"]
+    torch.manual_seed(2)
+    initial = EDSR(scale=2, **args).state_dict()
+    for k in record["kept_initialised"]:
+        assert torch.equal(fresh.state_dict()[k], initial[k]), k
+    assert not torch.equal(fresh.state_dict()["head.weight"], initial["head.weight"])
+
+
+def test_pretrained_weights_start_a_fold_and_are_recorded(env, capsys, tmp_path):
+    assert train_main(["0", "-c", "gaussian_edsr", "-tr", "EDSRTrainer_tiny"]) == 0
+    start = fold_dir(fold=0) / "checkpoint_final.pth"
+    capsys.readouterr()
+    args = ["1", "-c", "gaussian_edsr", "-tr", "EDSRTrainer_tiny", "-pretrained_weights", start]
+    assert train_main([str(a) for a in args]) == 0
+    ck = torch.load(fold_dir(fold=1) / "checkpoint_final.pth", weights_only=True)
+    record = ck["pretrained_weights"]
+    assert record["file"] == str(start) and record["tensors_loaded"] == record["tensors"]
+    assert "starting from pretrained weights" in (fold_dir(fold=1) / "training_log.txt").read_text()
+    scratch = ["2", "-c", "gaussian_edsr", "-tr", "EDSRTrainer_tiny"]
+    assert train_main(scratch) == 0
+    assert (
+        torch.load(fold_dir(fold=2) / "checkpoint_final.pth", weights_only=True)[
+            "pretrained_weights"
+        ]
+        is None
+    )
+    capsys.readouterr()
+
+    # a new training only; a file of other weights or none at all: one line, nothing trained
+    assert train_main([str(a) for a in [*args[:1], *args[1:], "--continue"]]) != 0
+    assert "--continue" in error_line(capsys)
+    torch.save({"other.weight": torch.zeros(3, 3)}, tmp_path / "foreign.pt")
+    assert train_main(["3", *args[1:-1], str(tmp_path / "foreign.pt")]) != 0
+    line = error_line(capsys)
+    assert "foreign.pt" in line and "another network" in line
+    assert train_main(["3", *args[1:-1], str(tmp_path / "missing.pt")]) != 0
+    line = error_line(capsys)
+    assert "missing.pt" in line and "not found" in line
+    assert not (fold_dir(fold=3) / "checkpoint_final.pth").exists()

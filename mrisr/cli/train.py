@@ -47,6 +47,16 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="resume from checkpoint_latest.pth",
     )
+    p.add_argument(
+        "-pretrained_weights",
+        "--pretrained-weights",
+        dest="pretrained_weights",
+        default=None,
+        metavar="FILE",
+        help="start a new training from these weights (an mrisr checkpoint, e.g. another "
+        "dataset's fold, or a state dict): every tensor whose name and shape match is loaded, "
+        "the rest (an upsampler of another scale) keeps its initialisation",
+    )
     p.add_argument("--val-only", action="store_true", help="only validate checkpoint_final.pth")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "mps"])
     p.add_argument(
@@ -109,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             tta=False if args.disable_tta else None,
             precision=args.precision,
             early_stopping=not args.no_early_stop,
+            pretrained_weights=args.pretrained_weights,
         )
         if summary is None:
             return 0

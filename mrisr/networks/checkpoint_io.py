@@ -9,6 +9,7 @@ not depend on training. :mod:`mrisr.training.checkpointing` adds the trainer's s
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -129,3 +130,55 @@ def check_network_scale(net: torch.nn.Module, plans: object, path: str | os.Path
 def load_network(path: str | os.PathLike, device: str | torch.device = "cpu") -> torch.nn.Module:
     """The trained network of a checkpoint file, in eval mode (for the predictor)."""
     return network_from_state(read_checkpoint(path, map_location="cpu"), path).to(device)
+
+
+#: the least share of a network's parameters a file of starting weights must fill
+PRETRAINED_MIN_FRACTION = 0.5
+
+
+def load_pretrained_weights(network: torch.nn.Module, path: str | os.PathLike) -> dict:
+    """Start ``network`` from the weights in ``path`` (nnU-Net's ``-pretrained_weights``): an
+    mrisr checkpoint (any fold's, exported or not) or a plain state dict, read with
+    ``weights_only=True``. Every tensor whose name and shape match is copied; the others
+    (e.g. the upsampler of another scale) keep their initialisation. A file that fills less
+    than :data:`PRETRAINED_MIN_FRACTION` of the parameters is refused in one line. Returns
+    the record kept in the fold's checkpoints."""
+    path = Path(path)
+    if not path.is_file():
+        raise MrisrError(f"{path}: pretrained weights not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # damaged, foreign or pickled beyond plain tensors
+        raise MrisrError(
+            f"{path}: unreadable pretrained weights ({type(e).__name__}); give an mrisr "
+            "checkpoint or a state dict of tensors"
+        ) from None
+    weights = state.get("network", state) if isinstance(state, dict) else None
+    if not isinstance(weights, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items()
+    ):
+        raise MrisrError(f"{path}: not network weights (an mrisr checkpoint or a state dict)")
+    own = network.state_dict()
+    loaded = {k: v for k, v in weights.items() if k in own and v.shape == own[k].shape}
+    total = sum(v.numel() for v in own.values())
+    fraction = sum(own[k].numel() for k in loaded) / max(total, 1)
+    if fraction < PRETRAINED_MIN_FRACTION:
+        raise MrisrError(
+            f"{path}: its weights fill {100 * fraction:.0f} % of this network's parameters "
+            f"({len(loaded)} of {len(own)} tensors match by name and shape): weights of "
+            "another network; train from scratch or give weights of this network"
+        )
+    bad = [k for k, v in loaded.items() if not torch.isfinite(v).all()]
+    if bad:
+        raise MrisrError(f"{path}: pretrained tensor '{bad[0]}' holds NaN or infinite values")
+    with torch.no_grad():
+        for k, v in loaded.items():
+            own[k].copy_(v)
+    return {
+        "file": str(path),
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "tensors_loaded": len(loaded),
+        "tensors": len(own),
+        "parameter_fraction": round(fraction, 4),
+        "kept_initialised": sorted(set(own) - set(loaded)),
+    }

@@ -21,6 +21,7 @@ the plans, dataset.json and dataset_fingerprint.json it trained with, and ``fold
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -108,41 +109,50 @@ def _file_ending(dataset: str) -> str:
     return load_json(f)["file_ending"] if f.is_file() else ".nii.gz"
 
 
+@dataclass(frozen=True)
+class TrainingJob:
+    """One fold's training as every process runs it (picklable: DDP processes get it)."""
+
+    plans: Plans
+    configuration: str
+    fold: int | str
+    fold_dir: Path
+    device: str
+    num_workers: int | None
+    progress: bool
+    precision: str = "auto"
+    early_stopping: bool = True
+    pretrained_weights: Path | None = None
+
+
 def _train_worker(
     ctx: distributed.DistContext,
     trainer_cls: type[SRTrainer],
-    plans_data: dict,
-    configuration: str,
-    fold: int | str,
-    fold_dir: Path,
-    device: str,
-    num_workers: int | None,
-    progress: bool,
+    job: TrainingJob,
     synthetic: dict[str, Path],
     val_cases: list[str],
     continue_training: bool,
-    precision: str = "auto",
-    early_stopping: bool = True,
 ) -> None:
     """One training process (module level: DDP processes start here through
     torch.multiprocessing.spawn, with no logging configured yet)."""
     if not logging.getLogger().handlers:
         setup_logging()
-    plans = Plans(plans_data)
     trainer = trainer_cls(
-        plans,
-        configuration,
-        fold,
-        fold_dir,
-        distributed.device_for(device, ctx),
+        job.plans,
+        job.configuration,
+        job.fold,
+        job.fold_dir,
+        distributed.device_for(job.device, ctx),
         ctx,
-        num_workers,
-        progress,
+        job.num_workers,
+        job.progress,
     )
-    trainer.precision = precision
-    if not early_stopping:
+    trainer.precision = job.precision
+    trainer.pretrained_weights = job.pretrained_weights
+    if not job.early_stopping:
         trainer.early_stopping = False
-    trainer.run(PreprocessedDataset.for_plans(plans), synthetic, val_cases, continue_training)
+    dataset = PreprocessedDataset.for_plans(job.plans)
+    trainer.run(dataset, synthetic, val_cases, continue_training)
 
 
 def run_training(
@@ -160,13 +170,24 @@ def run_training(
     progress: bool = True,
     precision: str = "auto",
     early_stopping: bool = True,
+    pretrained_weights: str | Path | None = None,
 ) -> dict | None:
     """Train (unless ``val_only`` or nothing to train) and validate one fold; returns the
     validation summary (None on non-main DDP ranks). ``configuration`` None: the plans'
     default (:attr:`mrisr.plans.Plans.default_configuration`, the selection rule's choice). ``precision``: auto (measured, see
     :mod:`mrisr.training.precision_probe`), fp32, bf16 or fp16; ``early_stopping``: False keeps
-    the fixed budget (see :mod:`mrisr.training.early_stopping`)."""
+    the fixed budget (see :mod:`mrisr.training.early_stopping`); ``pretrained_weights``: a
+    file whose weights a new training starts from (nnU-Net's ``-pretrained_weights``; see
+    :func:`mrisr.networks.checkpoint_io.load_pretrained_weights`)."""
     check_device(device)
+    if pretrained_weights is not None:
+        pretrained_weights = Path(pretrained_weights).expanduser().resolve()
+        if continue_training:
+            raise MrisrError(
+                "-pretrained_weights starts a new training; --continue resumes one: use one"
+            )
+        if not pretrained_weights.is_file():
+            raise MrisrError(f"{pretrained_weights}: pretrained weights not found")
     check_precision(precision, torch.device(device))
     if num_workers is not None and num_workers < 0:
         raise MrisrError(f"--num-workers {num_workers}: must be 0 or more")
@@ -198,6 +219,7 @@ def run_training(
             progress,
             precision,
             early_stopping,
+            pretrained_weights,
         )
     finally:
         if ctx.enabled and torch.distributed.is_initialized():
@@ -207,33 +229,24 @@ def run_training(
 def _train(ctx, trainer_cls, job, output, train_cases, val_cases, num_gpus, continue_training):
     """Synthetic LR for the training cases (main rank), then the training, in this process
     or in ``num_gpus`` DDP processes."""
-    plans, configuration, fold, fold_dir, device, num_workers, progress, precision, stop = job
-    probe = trainer_cls(plans, configuration, fold, fold_dir, "cpu", ctx, num_workers, False)
+    plans, configuration = job.plans, job.configuration
+    probe = trainer_cls(
+        plans, configuration, job.fold, job.fold_dir, "cpu", ctx, job.num_workers, False
+    )
     if continue_training:
         probe.resume_state()  # a foreign or damaged checkpoint fails here, before any write
     if ctx.is_main:
         copy_training_inputs(plans, output)
-        synthetic = prepare_synthetic_lr(plans, configuration, train_cases, device, progress)
+        synthetic = prepare_synthetic_lr(
+            plans, configuration, train_cases, job.device, job.progress
+        )
     ctx.barrier()
     if not ctx.is_main:
-        synthetic = ensure_synthetic_lr(plans, configuration, train_cases, device, False)
-    args = (
-        plans.data,
-        configuration,
-        fold,
-        fold_dir,
-        device,
-        num_workers,
-        progress,
-        synthetic,
-        val_cases,
-        continue_training,
-        precision,
-        stop,
-    )
+        synthetic = ensure_synthetic_lr(plans, configuration, train_cases, job.device, False)
+    args = (job, synthetic, val_cases, continue_training)
     if num_gpus > 1:
-        logger.info("starting %d DDP processes (%s)", num_gpus, device)
-        distributed.spawn(_train_worker, num_gpus, device, (trainer_cls, *args))
+        logger.info("starting %d DDP processes (%s)", num_gpus, job.device)
+        distributed.spawn(_train_worker, num_gpus, job.device, (trainer_cls, *args))
     else:
         _train_worker(ctx, trainer_cls, *args)
 
@@ -285,6 +298,7 @@ def _run(
     progress: bool,
     precision: str = "auto",
     early_stopping: bool = True,
+    pretrained_weights: Path | None = None,
 ) -> dict | None:
     name = resolve_preprocessed_dataset(dataset)
     plans = load_plans(name, plans_name)
@@ -312,7 +326,7 @@ def _run(
     if ctx.is_main:
         check_validation_inputs(ds, val_cases)  # a moved raw scan fails now, not after training
     if config.requires_training and not val_only:
-        job = (
+        job = TrainingJob(
             plans,
             configuration,
             fold,
@@ -322,6 +336,7 @@ def _run(
             progress,
             precision,
             early_stopping,
+            pretrained_weights,
         )
         _train(ctx, trainer_cls, job, output, train_cases, val_cases, num_gpus, continue_training)
     elif ctx.is_main:

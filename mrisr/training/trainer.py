@@ -44,6 +44,7 @@ from tqdm import tqdm
 
 from mrisr.degradation.gaussian import PAPER_SIGMA
 from mrisr.degradation.patch_noise import PatchDegradation
+from mrisr.networks.checkpoint_io import load_pretrained_weights
 from mrisr.networks.registry import network_spec
 from mrisr.plans import Plans
 from mrisr.preprocessing import storage
@@ -181,6 +182,10 @@ class SRTrainer:
         self.early_stop = EarlyStopping(self.plateau_rule, enabled=False)
         self._interrupt = DeferredInterrupt(self.ctx.is_main)
         self.precision_choice: PrecisionChoice | None = None  # chosen when the run starts
+        #: starting weights of a new training (``mrisr_train -pretrained_weights``) and the
+        #: record of what was loaded from them (kept in every checkpoint of the fold)
+        self.pretrained_weights: Path | None = None
+        self.pretrained_record: dict | None = None
 
     @property
     def name(self) -> str:
@@ -407,6 +412,7 @@ class SRTrainer:
             "history": self.log.state_dict(),
             "best_psnr": float(self.best_psnr),
             "early_stopping": self.early_stop.state_dict(),
+            "pretrained_weights": self.pretrained_record,
         }
 
     def load_state(self, state: dict) -> None:
@@ -433,6 +439,7 @@ class SRTrainer:
             self.best_psnr = float(state.get("best_psnr", float("-inf")))
             self.seed = int(state["seed"])
             self.early_stop.load_state_dict(state.get("early_stopping"))
+            self.pretrained_record = state.get("pretrained_weights")
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
             raise MrisrError(
                 f"{where}: damaged training state ({type(e).__name__} in the optimiser, RNG or "
@@ -608,6 +615,21 @@ class SRTrainer:
         if continue_training:
             self._resume()
         else:
+            if self.pretrained_weights is not None:
+                self.pretrained_record = load_pretrained_weights(
+                    self.network, self.pretrained_weights
+                )
+                r = self.pretrained_record
+                self.log.log(
+                    f"starting from pretrained weights {r['file']}: {r['tensors_loaded']} of "
+                    f"{r['tensors']} tensors ({100 * r['parameter_fraction']:.1f} % of the "
+                    "parameters)"
+                    + (
+                        f"; initialised: {', '.join(r['kept_initialised'])}"
+                        if r["kept_initialised"]
+                        else ""
+                    )
+                )
             torch.manual_seed(self.seed)
         if self.ctx.enabled:
             self.network = nn.parallel.DistributedDataParallel(
