@@ -57,6 +57,8 @@ CONFIGS = (
     "oracle_edsr",
 )
 PLANNER, PLANS, TRAINER = "QualityHarnessPlanner", "mrisrDemoPlans", "EDSRTrainer_quality"
+#: starting weights of every new training (mrisr_train -pretrained_weights; bench_warm_start.py)
+PRETRAINED_WEIGHTS: Path | None = None
 
 
 @PLANNERS.register
@@ -249,6 +251,7 @@ def run_protocol(protocol: str, args, configs: list[str]) -> dict:
                 continue_training=resume,
                 device=args.device,
                 progress=False,
+                pretrained_weights=None if resume else PRETRAINED_WEIGHTS,
             )
         pred = work / "predictions" / TRAINER / config
         predict_folder(
