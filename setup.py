@@ -7,6 +7,7 @@ setup(
     "(learned realistic downsampling + EDSR)",
     license="Apache-2.0",
     packages=find_packages(include=["mrisr", "mrisr.*"]),
+    package_data={"mrisr.networks": ["pretrained/*.pt", "pretrained/*.json"]},
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.1",

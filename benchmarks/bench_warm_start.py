@@ -10,6 +10,10 @@ from scratch in <= 300 iterations. The starting network here knows one other pro
 same anatomy, not the generic model the issue asks for: a lower bound on what that gives.
 
     python benchmarks/bench_warm_start.py --workdir /work/qwork
+    python benchmarks/bench_warm_start.py --workdir /work/qwork --weights generic.pt
+
+``--weights FILE`` starts both protocols from that file instead (the generic network of
+``benchmarks/pretrain_generic_edsr.py``); its results are kept apart (``_weights`` files).
 
 Shares ``--workdir`` with ``bench_quality.py`` / ``bench_early_stop.py`` (datasets, plans and
 the DSGAN stage are reused); each protocol's result goes to
@@ -69,13 +73,26 @@ def source_weights(workdir: Path, protocol: str, trainer: str) -> Path:
     return found[0]
 
 
+@TRAINERS.register
+class EDSRTrainer_quality_300_generic(EDSRTrainer_quality_300):
+    """The same, started from a file of weights (``--weights``)."""
+
+
 def run(protocol: str, source: str, args) -> dict:
-    out = Path(args.workdir) / f"warm_start_{protocol}.json"
+    tag = "_weights" if args.weights else ""
+    out = Path(args.workdir) / f"warm_start{tag}_{protocol}.json"
     if out.is_file():
         return json.loads(out.read_text())
-    weights = source_weights(Path(args.workdir), source, args.source_trainer)
+    weights = (
+        Path(args.weights).resolve()
+        if args.weights
+        else source_weights(Path(args.workdir), source, args.source_trainer)
+    )
     result = {"protocol": protocol, "pretrained_from": str(weights), "runs": {}}
-    for label, trainer, warm in RUNS:
+    runs = RUNS
+    if args.weights:
+        runs = (*RUNS[:2], ("warm_300", "EDSRTrainer_quality_300_generic", True))
+    for label, trainer, warm in runs:
         bench_quality.TRAINER = trainer
         bench_quality.PRETRAINED_WEIGHTS = weights if warm else None
         t = time.time()
@@ -112,6 +129,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--protocols", default="default,fermi_pf")
     p.add_argument("--source-trainer", default="EDSRTrainer_quality_long_fixed")
+    p.add_argument("--weights", default=None, help="start from this file instead")
     p.add_argument("--test-pairs", type=int, default=4)
     p.add_argument("--folds", nargs="+", type=int, default=[0])
     p.add_argument("--workdir", default="quality_work")
@@ -123,7 +141,8 @@ def main(argv=None) -> int:
         raise SystemExit("--protocols: two protocols, each warm-started from the other")
     results = [run(a, b, args) for a, b in (protocols, protocols[::-1])]
     text = report(results)
-    Path(args.workdir, "warm_start_report.md").write_text(text + "\n")
+    tag = "_weights" if args.weights else ""
+    Path(args.workdir, f"warm_start{tag}_report.md").write_text(text + "\n")
     print(text)
     return 0
 

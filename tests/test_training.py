@@ -545,3 +545,23 @@ def test_pretrained_weights_start_a_fold_and_are_recorded(env, capsys, tmp_path)
     line = error_line(capsys)
     assert "missing.pt" in line and "not found" in line
     assert not (fold_dir(fold=3) / "checkpoint_final.pth").exists()
+
+
+def test_the_shipped_generic_network_loads_and_says_how_it_was_made():
+    from mrisr.networks.checkpoint_io import load_pretrained_weights, pretrained_weights_file
+
+    f = pretrained_weights_file("generic")
+    assert f.is_file() and f.stat().st_size < 5e6
+    recipe = json.loads(f.with_suffix(".json").read_text())
+    assert len(recipe["protocols"]) >= 6
+    assert all(len(p["scans_sha256"]) == 64 for p in recipe["protocols"])
+    assert load_pretrained_weights(EDSR(**recipe["network_args"]), f)["parameter_fraction"] == 1
+    x3 = {**recipe["network_args"], "scale": 3}  # another scale: the body is loaded
+    assert 0.5 < load_pretrained_weights(EDSR(**x3), f)["parameter_fraction"] < 1
+
+
+def test_generic_weights_are_refused_by_a_network_of_another_size(env, capsys):
+    args = ["0", "-c", "gaussian_edsr", "-tr", "EDSRTrainer_tiny", "-pretrained_weights", "generic"]
+    assert train_main(args) != 0
+    line = error_line(capsys)
+    assert "edsr_generic_8x32.pt" in line and "another network" in line

@@ -54,8 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="FILE",
         help="start a new training from these weights (an mrisr checkpoint, e.g. another "
-        "dataset's fold, or a state dict): every tensor whose name and shape match is loaded, "
-        "the rest (an upsampler of another scale) keeps its initialisation",
+        "dataset's fold, or a state dict), or 'generic': the network shipped with mrisr "
+        "(8 x 32 EDSR trained on the demo's protocol family); every tensor whose name and "
+        "shape match is loaded, the rest (an upsampler of another scale) keeps its "
+        "initialisation",
     )
     p.add_argument("--val-only", action="store_true", help="only validate checkpoint_final.pth")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "mps"])

@@ -134,6 +134,16 @@ def load_network(path: str | os.PathLike, device: str | torch.device = "cpu") ->
 
 #: the least share of a network's parameters a file of starting weights must fill
 PRETRAINED_MIN_FRACTION = 0.5
+#: starting weights shipped with mrisr, by the name ``-pretrained_weights`` takes; each has
+#: its training recipe beside it (``.json``: benchmarks/pretrain_generic_edsr.py)
+SHIPPED_WEIGHTS = {"generic": Path(__file__).parent / "pretrained" / "edsr_generic_8x32.pt"}
+
+
+def pretrained_weights_file(name_or_path: str | os.PathLike) -> Path:
+    """The file ``-pretrained_weights`` names: a shipped network (``generic``) or a path."""
+    if str(name_or_path) in SHIPPED_WEIGHTS:
+        return SHIPPED_WEIGHTS[str(name_or_path)]
+    return Path(name_or_path).expanduser().resolve()
 
 
 def load_pretrained_weights(network: torch.nn.Module, path: str | os.PathLike) -> dict:

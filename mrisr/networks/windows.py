@@ -3,11 +3,10 @@
 ``shifted_windows(x, S)`` copies the ``S x S`` shifted views of ``x`` (im2col with the
 shift as the leading axes); ``shift_sum(b)`` adds shifted blocks back together (col2im).
 Each is the other's adjoint and serves as its backward. For large blocks the shift-add
-of whole contiguous planes is several times faster than ``F.fold`` on 2 CPU cores
-(``F.fold`` of 72 x 81 x 400 windows: 4.4 ms; the shift-add: 1.6 ms); for small ones
-(the generator's 7x7 composition, a 24-unit chunk of the discriminator's first layer)
-``F.fold``'s one kernel beats ``S*S`` small adds (0.04 vs 0.44 ms for 6 units' 7x7
-composition): :data:`FOLD_MAX_BLOCK` separates the two. ``window_correlation`` is the
+of whole contiguous planes is faster than ``F.fold`` on a CPU; for small ones (the
+generator's 7x7 composition, a chunk of the discriminator's first layer) ``F.fold``'s one
+kernel beats ``S*S`` small adds (``benchmarks/bench_dsgan.py`` times both):
+:data:`FOLD_MAX_BLOCK` separates the two. ``window_correlation`` is the
 discriminator's first layer on these windows.
 """
 

@@ -1,7 +1,7 @@
 """Preprocessed arrays on disk: blosc2 (compressed, chunked per slice, fast to crop from).
 
 Each array is stored with one chunk per slice and small blocks, so that cropping a patch
-decompresses only the blocks it touches (a 48x48 LR + 96x96 HR crop takes well under 1 ms).
+decompresses only the blocks it touches (``benchmarks/bench_crop.py`` times a crop).
 """
 
 from __future__ import annotations

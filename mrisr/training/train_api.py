@@ -28,6 +28,7 @@ import torch
 
 from mrisr import paths
 from mrisr.degradation.stage import ensure_synthetic_lr, model_id, synthetic_path
+from mrisr.networks.checkpoint_io import pretrained_weights_file
 from mrisr.paths import fold_folder, resolve_preprocessed_dataset, results_folder
 from mrisr.planning.fingerprint import FINGERPRINT_FILE, DatasetFingerprint
 from mrisr.plans import DEFAULT_PLANS, DEFAULT_TRAINER, Plans
@@ -181,7 +182,7 @@ def run_training(
     :func:`mrisr.networks.checkpoint_io.load_pretrained_weights`)."""
     check_device(device)
     if pretrained_weights is not None:
-        pretrained_weights = Path(pretrained_weights).expanduser().resolve()
+        pretrained_weights = pretrained_weights_file(pretrained_weights)
         if continue_training:
             raise MrisrError(
                 "-pretrained_weights starts a new training; --continue resumes one: use one"

@@ -11,7 +11,7 @@ order of magnitude beside one other CPU-bound process. So:
 * :func:`compute_threads` = ``OMP_NUM_THREADS`` when the user set it, else the usable CPUs
   less the loader processes that run beside the compute threads (at least 1);
 * :func:`configure_openmp` bounds how long an idle OpenMP thread spins before it sleeps
-  (``GOMP_SPINCOUNT=10000``, ~0.1 ms, instead of libgomp's ~3 ms) unless the user chose a
+  (``GOMP_SPINCOUNT=10000`` instead of libgomp's far longer default) unless the user chose a
   wait policy; it must run before torch is imported (the runtime reads its environment
   when it is loaded), which the command-line entry points do (``mrisr/cli/__init__.py``);
 * :class:`ThreadTuner` keeps the thread count at whichever of n and n/2 steps faster

@@ -11,8 +11,8 @@ least 10 % faster. ``"fp32"`` / ``"bf16"`` force it.
 The same probe chooses how many units the discriminator processes at a time
 (:meth:`~mrisr.networks.patch_discriminator.StackedPatchDiscriminator.backward_in_chunks`):
 the whole batch, 24 or 12 units. Smaller chunks keep a chunk's activations in the cache
-between its forward and its backward pass (72 units in bf16 on a 2-core Xeon: 74 ms per D
-step in one pass, 48 ms in chunks of 24) but launch more operations. The choice is
+between its forward and its backward pass but launch more operations
+(``benchmarks/bench_dsgan.py --precision`` times them). The choice is
 remembered for the process (same shape, threads and device: same choice) and logged with
 every timing, and cached per machine (processor, torch, threads) and shape under
 ``<mrisr_results>/.machine/dsgan_precision.json``: where float32 and bf16 run alike the
