@@ -12,6 +12,7 @@ configuration that uses it. ``mrisr_throughplane --profile NAME`` and the plans'
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -68,40 +69,42 @@ class ProfileModel:
 PROFILE_MODELS: Registry[type[ProfileModel]] = Registry("slice profile", "mrisr.profiles")
 
 
+class StatedThicknessProfile(ProfileModel):
+    """A fixed shape whose FWHM is the stated thickness; its configuration is
+    ``<name>_tp_edsr``. A subclass names the shape (``shape``: FWHM in px -> profile)."""
+
+    shape: ClassVar[Callable[[float], SliceProfile]]
+    description: ClassVar[str] = ""
+
+    @classmethod
+    def build(cls, scans, seed, progress):
+        return cls.shape(scans[0].geometry.thickness_px), {}
+
+    @classmethod
+    def plan(cls, context):
+        return {f"{cls.name}_tp_edsr": context.configuration(cls.label, cls.description, cls.name)}
+
+
 @PROFILE_MODELS.register
-class RectProfile(ProfileModel):
+class RectProfile(StatedThicknessProfile):
     """A box of the stated thickness (the scanner's nominal slab)."""
 
     name = "rect"
     label = "TP-EDSR (box profile)"
+    description = "through-plane EDSR, slice profile a box of the stated thickness"
     plan_order = 20
-
-    @classmethod
-    def build(cls, scans, seed, progress):
-        return rect_profile(scans[0].geometry.thickness_px), {}
-
-    @classmethod
-    def plan(cls, context):
-        description = "through-plane EDSR, slice profile a box of the stated thickness"
-        return {"rect_tp_edsr": context.configuration(cls.label, description, cls.name)}
+    shape = staticmethod(rect_profile)
 
 
 @PROFILE_MODELS.register
-class GaussianProfile(ProfileModel):
+class GaussianProfile(StatedThicknessProfile):
     """A Gaussian whose FWHM is the stated thickness (a smooth slab edge)."""
 
     name = "gaussian"
     label = "TP-EDSR (Gaussian profile)"
+    description = "through-plane EDSR, slice profile a Gaussian of the stated thickness"
     plan_order = 30
-
-    @classmethod
-    def build(cls, scans, seed, progress):
-        return gaussian_profile(scans[0].geometry.thickness_px), {}
-
-    @classmethod
-    def plan(cls, context):
-        description = "through-plane EDSR, slice profile a Gaussian of the stated thickness"
-        return {"gaussian_tp_edsr": context.configuration(cls.label, description, cls.name)}
+    shape = staticmethod(gaussian_profile)
 
 
 @PROFILE_MODELS.register
