@@ -59,6 +59,9 @@ CONFIGS = (
 PLANNER, PLANS, TRAINER = "QualityHarnessPlanner", "mrisrDemoPlans", "EDSRTrainer_quality"
 #: starting weights of every new training (mrisr_train -pretrained_weights; bench_warm_start.py)
 PRETRAINED_WEIGHTS: Path | None = None
+#: without starting weights: random ones (True), or the plans' initialisation (False: the
+#: generic network shipped with mrisr where one of the trainer's size exists)
+FROM_SCRATCH = False
 
 
 @PLANNERS.register
@@ -201,6 +204,10 @@ def run_protocol(protocol: str, args, configs: list[str]) -> dict:
     )
     dataset = raw.name
     _, plans = plan_and_preprocess(dataset, 2, planner=PLANNER)
+    if FROM_SCRATCH:  # as mrisr_plan_and_preprocess --from-scratch: the screen too
+        from mrisr.cli.plan_and_preprocess import plan_from_scratch
+
+        plan_from_scratch(plans)
     truth = _truth(raw)
     # the oracle: the simulator's acquisition, the noise and input of dsgan_edsr
     plans_path = work / "mrisr_preprocessed" / dataset / f"{PLANS}.json"
@@ -252,6 +259,7 @@ def run_protocol(protocol: str, args, configs: list[str]) -> dict:
                 device=args.device,
                 progress=False,
                 pretrained_weights=None if resume else PRETRAINED_WEIGHTS,
+                from_scratch=FROM_SCRATCH and PRETRAINED_WEIGHTS is None,
             )
         pred = work / "predictions" / TRAINER / config
         predict_folder(
@@ -483,7 +491,7 @@ def _per_pair_fidelity(cases: dict) -> list[str]:
 
 
 def main(argv=None) -> int:
-    global TRAINER
+    global TRAINER, FROM_SCRATCH
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--protocols", default="default,fermi_pf")
     p.add_argument("--configs", default=",".join(CONFIGS))
@@ -498,8 +506,15 @@ def main(argv=None) -> int:
         help="run the selection rule per protocol (implied by the names 'default', "
         "'runner_up' and 'all' in --configs) and report how well it predicts the outcome",
     )
+    p.add_argument(
+        "--from-scratch",
+        action="store_true",
+        help="every training from random weights (default: the plans' initialisation, the "
+        "generic network shipped with mrisr where one of the trainer's size exists)",
+    )
     args = p.parse_args(argv)
     TRAINER = args.trainer
+    FROM_SCRATCH = args.from_scratch
     import logging
 
     logging.basicConfig(level=logging.WARNING)

@@ -95,6 +95,7 @@ def run(protocol: str, source: str, args) -> dict:
     for label, trainer, warm in runs:
         bench_quality.TRAINER = trainer
         bench_quality.PRETRAINED_WEIGHTS = weights if warm else None
+        bench_quality.FROM_SCRATCH = not warm
         t = time.time()
         r = bench_quality.run_protocol(protocol, args, ["bicubic", CONFIG])
         ev = r["evals"]

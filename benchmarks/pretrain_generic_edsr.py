@@ -55,6 +55,7 @@ def main(argv=None) -> int:
     import torch
 
     bench_quality.TRAINER = args.trainer
+    bench_quality.FROM_SCRATCH = True  # the first protocol; each next starts from the last
     previous, recipe = None, {"trainer": args.trainer, "configuration": CONFIG, "protocols": []}
     for protocol in expand(args.protocols):
         t = time.time()

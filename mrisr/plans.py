@@ -32,6 +32,8 @@ DEFAULT_TRAINER = "EDSRTrainer"
 
 
 MAX_SCALE = 16
+#: how a plans' SR networks start (:attr:`Plans.initialisation`): the planner's default first
+INITIALISATIONS = ("generic", "scratch")
 
 
 def _number(v: object) -> bool:
@@ -80,6 +82,11 @@ def plans_problem(data: object) -> str | None:
     for key in ("default_configuration",):
         if key in data and data[key] not in configs:
             return f"'{key}' {data[key]!r} is not one of the configurations"
+    if data.get("initialisation", INITIALISATIONS[0]) not in INITIALISATIONS:
+        return (
+            f"'initialisation' must be one of {', '.join(INITIALISATIONS)}, "
+            f"not {data['initialisation']!r}"
+        )
     worth = data.get("worth_training", [])
     if not isinstance(worth, list) or any(w not in configs for w in worth):
         return f"'worth_training' must list configurations, not {worth!r}"
@@ -404,6 +411,14 @@ class Plans:
         if chosen in names:
             return chosen
         return DEFAULT_CONFIGURATION if DEFAULT_CONFIGURATION in names else names[0]
+
+    @property
+    def initialisation(self) -> str:
+        """How the SR networks start (``"initialisation"``): ``generic``, fine-tuning the
+        generic network shipped with mrisr where one of the planned size exists
+        (:func:`mrisr.networks.checkpoint_io.generic_weights_for`), or ``scratch``. Plans
+        written before the choice was recorded trained from scratch and keep doing so."""
+        return str(self.data.get("initialisation", "scratch"))
 
     @property
     def worth_training(self) -> list[str]:

@@ -565,3 +565,101 @@ def test_generic_weights_are_refused_by_a_network_of_another_size(env, capsys):
     assert train_main(args) != 0
     line = error_line(capsys)
     assert "edsr_generic_8x32.pt" in line and "another network" in line
+
+
+def test_new_trainings_fine_tune_the_generic_network_of_their_size(
+    env, capsys, tmp_path, monkeypatch
+):
+    """Plans fine-tune by default: a new training starts from the shipped generic network
+    of its size; --from-scratch, plans planned --from-scratch, or no generic network of that
+    size: random weights, said in the log and recorded in the checkpoint."""
+    from mrisr.networks import checkpoint_io
+
+    plans_file = env["mrisr_preprocessed"] / DS / "mrisrPlans.json"
+    plans = Plans.load(plans_file)
+    assert plans.initialisation == "generic" and "initialisation" in plans.data["decisions"]
+    # a generic network of the tiny trainer's size, shipped in a stand-in folder
+    shipped = tmp_path / "pretrained"
+    shipped.mkdir()
+    args = {"scale": 2, "num_blocks": 2, "num_features": 16, "res_scale": 1.0, "in_channels": 1}
+    torch.manual_seed(7)
+    generic = EDSR(**args).state_dict()
+    torch.save(generic, shipped / "edsr_generic_2x16.pt")
+    recipe = {"network_class": "EDSR", "network_args": args}
+    (shipped / "edsr_generic_2x16.json").write_text(json.dumps(recipe))
+    monkeypatch.setattr(checkpoint_io, "PRETRAINED_DIR", shipped)
+
+    started = {}
+    real_load = checkpoint_io.load_pretrained_weights
+
+    def spy(network, path):
+        record = real_load(network, path)
+        started[str(path)] = {k: v.clone() for k, v in network.state_dict().items()}
+        return record
+
+    monkeypatch.setattr("mrisr.training.trainer.load_pretrained_weights", spy)
+    assert train_main(["0", "-c", "gaussian_edsr", "-tr", "EDSRTrainer_tiny"]) == 0
+    record = torch.load(fold_dir(fold=0) / "checkpoint_final.pth", weights_only=True)[
+        "pretrained_weights"
+    ]
+    assert record["source"] == "generic" and record["file"].endswith("edsr_generic_2x16.pt")
+    assert record["parameter_fraction"] == 1
+    for k, v in started[record["file"]].items():  # it started from exactly those weights
+        assert torch.equal(v, generic[k]), k
+    assert "starting from generic weights" in (fold_dir(fold=0) / "training_log.txt").read_text()
+
+    # --from-scratch: random weights, whatever the plans say
+    assert (
+        train_main(["1", "-c", "gaussian_edsr", "-tr", "EDSRTrainer_tiny", "--from-scratch"]) == 0
+    )
+    ck = torch.load(fold_dir(fold=1) / "checkpoint_final.pth", weights_only=True)
+    assert ck["pretrained_weights"] is None
+    log = (fold_dir(fold=1) / "training_log.txt").read_text()
+    assert "starting from random weights (--from-scratch)" in log
+    # no generic network of this size: random weights, and the log says why
+    (shipped / "edsr_generic_2x16.json").write_text(
+        json.dumps({**recipe, "network_args": {**args, "num_features": 32}})
+    )
+    assert train_main(["2", "-c", "gaussian_edsr", "-tr", "EDSRTrainer_tiny"]) == 0
+    assert (
+        "no generic network of 2 blocks x 16 features"
+        in (fold_dir(fold=2) / "training_log.txt").read_text()
+    )
+    capsys.readouterr()
+    # both starting weights and none: one line, nothing trained
+    bad = ["3", "-c", "gaussian_edsr", "-tr", "EDSRTrainer_tiny", "--from-scratch"]
+    assert train_main([*bad, "-pretrained_weights", "generic"]) != 0
+    assert "--from-scratch" in error_line(capsys)
+    assert not (fold_dir(fold=3) / "checkpoint_final.pth").exists()
+
+
+def test_plans_from_scratch_are_recorded_and_followed(env, monkeypatch):
+    from mrisr.cli.plan_and_preprocess import plan_from_scratch
+    from mrisr.plans import plans_problem
+
+    plans_file = env["mrisr_preprocessed"] / DS / "mrisrPlans.json"
+    plans = Plans.load(plans_file)
+    plan_from_scratch(plans)
+    again = Plans.load(plans_file)
+    assert again.initialisation == "scratch"
+    assert "--from-scratch" in again.data["decisions"]["initialisation"]
+    assert plans_problem({**again.data, "initialisation": "imagenet"}).startswith(
+        "'initialisation' must be one of generic, scratch"
+    )
+    # plans written before the choice was recorded trained from scratch, and still do
+    del again.data["initialisation"]
+    assert again.initialisation == "scratch"
+    assert train_main(["0", "-c", "gaussian_edsr", "-tr", "EDSRTrainer_tiny"]) == 0
+    log = (fold_dir(fold=0) / "training_log.txt").read_text()
+    assert "starting from random weights (the plans' initialisation is scratch)" in log
+
+
+def test_the_generic_network_is_found_by_architecture_not_scale():
+    from mrisr.networks.checkpoint_io import generic_weights_for, pretrained_weights_file
+
+    quality = {"num_blocks": 8, "num_features": 32, "res_scale": 1.0, "in_channels": 1}
+    for scale in (2, 3, 4):
+        assert generic_weights_for("edsr", {**quality, "scale": scale}) == (
+            pretrained_weights_file("generic")
+        )
+    assert generic_weights_for("edsr", {**quality, "num_features": 64, "scale": 2}) is None

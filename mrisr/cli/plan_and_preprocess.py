@@ -54,6 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
         "and those worth training",
     )
     p.add_argument(
+        "--from-scratch",
+        action="store_true",
+        help="plan SR trainings that start from random weights (default: fine-tune the "
+        "generic network shipped with mrisr where one of the planned size exists)",
+    )
+    p.add_argument(
         "--device", default="cpu", choices=["cpu", "cuda", "mps"], help="device of the screen"
     )
     p.add_argument("-v", "--verbose", action="store_true")
@@ -89,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
                 in_plane = any(
                     plans.configuration(n).axis == "in-plane" for n in plans.configuration_names
                 )
+                if args.from_scratch and in_plane:
+                    plan_from_scratch(plans)
                 if budget is not None and in_plane:
                     apply_time_budget(plans, budget)
                 if not args.no_select and in_plane:
@@ -102,6 +110,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     return run_command("mrisr_plan_and_preprocess", body)
+
+
+def plan_from_scratch(plans) -> None:
+    """Record that the plans' SR trainings start from random weights, and save them."""
+    plans.data["initialisation"] = "scratch"
+    plans.data.setdefault("decisions", {})["initialisation"] = (
+        "scratch (--from-scratch): each SR training starts from random weights"
+    )
+    plans.save(plans.path)
 
 
 def apply_time_budget(plans, budget: float) -> None:

@@ -59,6 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
         "shape match is loaded, the rest (an upsampler of another scale) keeps its "
         "initialisation",
     )
+    p.add_argument(
+        "--from-scratch",
+        action="store_true",
+        help="start from random weights, whatever the plans' initialisation (by default a "
+        "new training fine-tunes the generic network shipped with mrisr where one of its "
+        "size exists)",
+    )
     p.add_argument("--val-only", action="store_true", help="only validate checkpoint_final.pth")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "mps"])
     p.add_argument(
@@ -122,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             precision=args.precision,
             early_stopping=not args.no_early_stop,
             pretrained_weights=args.pretrained_weights,
+            from_scratch=args.from_scratch,
         )
         if summary is None:
             return 0

@@ -10,6 +10,7 @@ not depend on training. :mod:`mrisr.training.checkpointing` adds the trainer's s
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -136,7 +137,27 @@ def load_network(path: str | os.PathLike, device: str | torch.device = "cpu") ->
 PRETRAINED_MIN_FRACTION = 0.5
 #: starting weights shipped with mrisr, by the name ``-pretrained_weights`` takes; each has
 #: its training recipe beside it (``.json``: benchmarks/pretrain_generic_edsr.py)
-SHIPPED_WEIGHTS = {"generic": Path(__file__).parent / "pretrained" / "edsr_generic_8x32.pt"}
+PRETRAINED_DIR = Path(__file__).parent / "pretrained"
+SHIPPED_WEIGHTS = {"generic": PRETRAINED_DIR / "edsr_generic_8x32.pt"}
+
+
+def generic_weights_for(network: str, args: dict) -> Path | None:
+    """The shipped generic network of this architecture (registered ``network`` name and
+    constructor ``args``), preferring one of the same scale; None if none is shipped. A
+    network of another scale still starts from it (its upsampler keeps its
+    initialisation)."""
+    cls_name = network_spec(network).cls.__name__
+    ours = {k: v for k, v in args.items() if k != "scale"}
+    found = []
+    for recipe_file in sorted(PRETRAINED_DIR.glob("*.json")):
+        recipe = json.loads(recipe_file.read_text())
+        theirs = dict(recipe.get("network_args", {}))
+        weights = recipe_file.with_suffix(".pt")
+        if recipe.get("network_class") != cls_name or not weights.is_file():
+            continue
+        if {k: v for k, v in theirs.items() if k != "scale"} == ours:
+            found.append((theirs.get("scale") != args.get("scale"), weights))
+    return min(found)[1] if found else None
 
 
 def pretrained_weights_file(name_or_path: str | os.PathLike) -> Path:

@@ -19,7 +19,7 @@ from mrisr.degradation.base import PlanningContext, degradation_models
 from mrisr.planning.fingerprint import DatasetFingerprint, integer_scale
 from mrisr.planning.through_plane_plans import SECONDS as THROUGH_PLANE_SECONDS
 from mrisr.planning.through_plane_plans import plan_through_plane, through_plane_only
-from mrisr.plans import BASELINE_CONFIGURATION, DEFAULT_PLANS, Plans
+from mrisr.plans import BASELINE_CONFIGURATION, DEFAULT_PLANS, INITIALISATIONS, Plans
 from mrisr.utilities.registry import Registry
 
 PLANNERS: Registry[type] = Registry("planner", "mrisr.planners")
@@ -209,6 +209,19 @@ class DefaultPlanner:
         )
         return {"l1": 1.0, "fourier_amplitude": 0.5}
 
+    def plan_initialisation(self) -> str:
+        """Fine-tune the generic network shipped with mrisr (issue of time to a good
+        model): 300 iterations from it beat 1200 from scratch on both demo protocols
+        (benchmarks/bench_warm_start.py). Only where one of the trained network's size is
+        shipped; ``mrisr_plan_and_preprocess --from-scratch`` opts out."""
+        self._decide(
+            "initialisation",
+            "generic: each SR training fine-tunes the generic network shipped with mrisr "
+            "where one of its size exists (EDSR 8 x 32; trained on the demo's protocol "
+            "family), else starts from scratch; --from-scratch opts out",
+        )
+        return INITIALISATIONS[0]
+
     # ---- the configurations: every registered degradation model's, then the baseline
     def plan_configurations(self, context: PlanningContext) -> dict:
         """name -> configuration: what each registered model contributes (in plan order),
@@ -267,6 +280,7 @@ class DefaultPlanner:
             decide=self._decide,
             options=self.model_options,
         )
+        initialisation = self.plan_initialisation()
         data = {
             "plans_name": self.plans_name,
             "planner": type(self).__name__,
@@ -285,6 +299,7 @@ class DefaultPlanner:
                 "sampling": {"clip_percentile": 97.0, "window": 5},
             },
             "configurations": self.plan_configurations(context),
+            "initialisation": initialisation,
             "decisions": dict(self.decisions),
         }
         return Plans(data)

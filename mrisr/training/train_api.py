@@ -124,6 +124,7 @@ class TrainingJob:
     precision: str = "auto"
     early_stopping: bool = True
     pretrained_weights: Path | None = None
+    from_scratch: bool = False
 
 
 def _train_worker(
@@ -150,6 +151,7 @@ def _train_worker(
     )
     trainer.precision = job.precision
     trainer.pretrained_weights = job.pretrained_weights
+    trainer.from_scratch = job.from_scratch
     if not job.early_stopping:
         trainer.early_stopping = False
     dataset = PreprocessedDataset.for_plans(job.plans)
@@ -172,6 +174,7 @@ def run_training(
     precision: str = "auto",
     early_stopping: bool = True,
     pretrained_weights: str | Path | None = None,
+    from_scratch: bool = False,
 ) -> dict | None:
     """Train (unless ``val_only`` or nothing to train) and validate one fold; returns the
     validation summary (None on non-main DDP ranks). ``configuration`` None: the plans'
@@ -179,8 +182,13 @@ def run_training(
     :mod:`mrisr.training.precision_probe`), fp32, bf16 or fp16; ``early_stopping``: False keeps
     the fixed budget (see :mod:`mrisr.training.early_stopping`); ``pretrained_weights``: a
     file whose weights a new training starts from (nnU-Net's ``-pretrained_weights``; see
-    :func:`mrisr.networks.checkpoint_io.load_pretrained_weights`)."""
+    :func:`mrisr.networks.checkpoint_io.load_pretrained_weights`); else the plans'
+    initialisation (:attr:`mrisr.plans.Plans.initialisation`) unless ``from_scratch``."""
     check_device(device)
+    if pretrained_weights is not None and from_scratch:
+        raise MrisrError(
+            "-pretrained_weights names starting weights; --from-scratch has none: use one"
+        )
     if pretrained_weights is not None:
         pretrained_weights = pretrained_weights_file(pretrained_weights)
         if continue_training:
@@ -221,6 +229,7 @@ def run_training(
             precision,
             early_stopping,
             pretrained_weights,
+            from_scratch,
         )
     finally:
         if ctx.enabled and torch.distributed.is_initialized():
@@ -300,6 +309,7 @@ def _run(
     precision: str = "auto",
     early_stopping: bool = True,
     pretrained_weights: Path | None = None,
+    from_scratch: bool = False,
 ) -> dict | None:
     name = resolve_preprocessed_dataset(dataset)
     plans = load_plans(name, plans_name)
@@ -338,6 +348,7 @@ def _run(
             precision,
             early_stopping,
             pretrained_weights,
+            from_scratch,
         )
         _train(ctx, trainer_cls, job, output, train_cases, val_cases, num_gpus, continue_training)
     elif ctx.is_main:

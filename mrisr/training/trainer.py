@@ -44,7 +44,7 @@ from tqdm import tqdm
 
 from mrisr.degradation.gaussian import PAPER_SIGMA
 from mrisr.degradation.patch_noise import PatchDegradation
-from mrisr.networks.checkpoint_io import load_pretrained_weights
+from mrisr.networks.checkpoint_io import generic_weights_for, load_pretrained_weights
 from mrisr.networks.registry import network_spec
 from mrisr.plans import Plans
 from mrisr.preprocessing import storage
@@ -186,10 +186,31 @@ class SRTrainer:
         #: record of what was loaded from them (kept in every checkpoint of the fold)
         self.pretrained_weights: Path | None = None
         self.pretrained_record: dict | None = None
+        #: ``mrisr_train --from-scratch``: random weights whatever the plans' initialisation
+        self.from_scratch = False
 
     @property
     def name(self) -> str:
         return type(self).__name__
+
+    def starting_weights(self) -> tuple[Path | None, str]:
+        """The weights a new training starts from and where they come from: the file of
+        ``-pretrained_weights`` ("pretrained"), else the shipped generic network of this
+        size when the plans fine-tune ("generic"); None and the reason otherwise."""
+        if self.pretrained_weights is not None:
+            return self.pretrained_weights, "pretrained"
+        if self.from_scratch:
+            return None, "--from-scratch"
+        if self.plans.initialisation != "generic":
+            return None, f"the plans' initialisation is {self.plans.initialisation}"
+        s = self.settings
+        generic = generic_weights_for(s.network, s.network_args())
+        if generic is None:
+            return None, (
+                f"no generic network of {s.num_blocks} blocks x {s.num_features} features "
+                "is shipped with mrisr"
+            )
+        return generic, "generic"
 
     def identity(self) -> dict:
         """What a checkpoint must match to be resumed by this trainer."""
@@ -615,13 +636,17 @@ class SRTrainer:
         if continue_training:
             self._resume()
         else:
-            if self.pretrained_weights is not None:
-                self.pretrained_record = load_pretrained_weights(
-                    self.network, self.pretrained_weights
-                )
+            start, source = self.starting_weights()
+            if start is None:
+                self.log.log(f"starting from random weights ({source})")
+            else:
+                self.pretrained_record = {
+                    "source": source,
+                    **load_pretrained_weights(self.network, start),
+                }
                 r = self.pretrained_record
                 self.log.log(
-                    f"starting from pretrained weights {r['file']}: {r['tensors_loaded']} of "
+                    f"starting from {source} weights {r['file']}: {r['tensors_loaded']} of "
                     f"{r['tensors']} tensors ({100 * r['parameter_fraction']:.1f} % of the "
                     "parameters)"
                     + (
