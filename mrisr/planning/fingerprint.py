@@ -40,6 +40,7 @@ from mrisr.imageio.resampling import (
 )
 from mrisr.imageio.sitk_io import Geometry, read_scan
 from mrisr.preprocessing.foreground import foreground_mask
+from mrisr.preprocessing.pair_noise import residual_noise_sigma
 from mrisr.preprocessing.preprocessor import resample_normalised
 from mrisr.utilities.file_io import load_json, save_json
 from mrisr.utilities.parallel import map_progress
@@ -47,9 +48,9 @@ from mrisr.utilities.parallel import map_progress
 logger = logging.getLogger(__name__)
 
 FINGERPRINT_FILE = "dataset_fingerprint.json"
-FINGERPRINT_VERSION = 5  # 2: the Gaussian fit aligns each pair first; 3: background noise;
+FINGERPRINT_VERSION = 6  # 2: the Gaussian fit aligns each pair first; 3: background noise;
 # 4: the Gaussian fit at the dataset's scale (the planner's), not each pair's own; 5: the
-# noise inside the tissue
+# noise inside the tissue; 6: the noise from the registered pair's residual
 GAUSSIAN_FIT_SIGMAS = [round(0.3 + 0.1 * i, 2) for i in range(28)]  # 0.3 .. 3.0 HR pixels
 
 
@@ -74,6 +75,12 @@ class ScanFingerprint:
     # to the background's: the cross-check (g-factor maps, masked backgrounds)
     noise_sigma_tissue: float | None = None
     noise_tissue_to_background: float | None = None
+    # LR of a pair only: the sigma of its residual against the registered HR, degraded by the
+    # response that leaves least (:mod:`mrisr.preprocessing.pair_noise`; colour-blind), the
+    # response, and its ratio to the background's
+    noise_sigma_residual: float | None = None
+    noise_residual_model: str | None = None
+    noise_residual_to_background: float | None = None
 
 
 @dataclass
@@ -292,14 +299,22 @@ def integer_scale(pair_ratios: list[float]) -> int:
     return max(2, int(round(float(np.median(pair_ratios)))))
 
 
-def gaussian_fit_case(args: tuple[Case, int]) -> tuple[list[float], dict]:
-    """The rigid alignment of one pair (the head moves between the two series) and the
-    Gaussian fit at the dataset's ``scale`` on it (runs in a worker process)."""
+def gaussian_fit_case(args: tuple[Case, int]) -> tuple[list[float], dict, dict | None]:
+    """The rigid alignment of one pair (the head moves between the two series), the
+    Gaussian fit at the dataset's ``scale`` on it, and the LR's noise from its residual
+    against the HR (runs in a worker process)."""
     case, scale = args
     hr_img, lr_img = read_scan(case.hr, check=False), read_scan(case.lr, check=False)
-    a, _ = through_plane_axis_of_pair(Geometry.of(hr_img), Geometry.of(lr_img))
+    a, b = through_plane_axis_of_pair(Geometry.of(hr_img), Geometry.of(lr_img))
     tf = rigid_register(hr_img, lr_img)
-    return _gaussian_fit(hr_img, lr_img, a, scale, tf), transform_to_json(tf)
+    residual = residual_noise_sigma(
+        sitk.Cast(hr_img, sitk.sitkFloat32),
+        sitk.Cast(lr_img, sitk.sitkFloat32),
+        tf.GetInverse(),
+        a,
+        b,
+    )
+    return _gaussian_fit(hr_img, lr_img, a, scale, tf), transform_to_json(tf), residual
 
 
 def through_plane_normal(
@@ -345,9 +360,16 @@ def compute_fingerprint(
         fits = map_progress(
             gaussian_fit_case, [(c, scale) for c, _ in paired], num_processes, desc="Gaussian fit"
         )
-        for (_, r), (fit, registration) in zip(paired, fits):
+        for (_, r), (fit, registration, residual) in zip(paired, fits):
             r.pair.scale, r.pair.gaussian_fit_ssim = scale, fit
             r.pair.registration = registration
+            if residual is not None:
+                r.lr.noise_sigma_residual = residual["sigma"]
+                r.lr.noise_residual_model = residual["model"]
+                if r.lr.noise_sigma_background:
+                    r.lr.noise_residual_to_background = round(
+                        residual["sigma"] / r.lr.noise_sigma_background, 3
+                    )
     return DatasetFingerprint(
         dataset_name=dataset_name,
         source_digest=source_digest(cases),

@@ -85,12 +85,44 @@ class PreprocessedDataset:
     def lr_noise(self, cases: list[str]) -> list[dict]:
         """The real LR noise measured by preprocessing (working grid, before denoising:
         ``{"sigma", "rho", ...}``) of those ``cases`` that have one."""
-        props = self.properties
-        return [
-            props[c]["lr"]["noise"]
+        return [self.properties[c]["lr"]["noise"] for c in cases if self._has_noise(c)]
+
+    def lr_noise_level(self, cases: list[str]) -> dict | None:
+        """The noise the training LR of ``cases`` gets (working grid, normalised units):
+        ``{"sigma", "rho", "method", "scans"}``, None when no case has a measurement.
+
+        Where registered pairs measured it against their HR (``sigma_residual``,
+        :mod:`mrisr.preprocessing.pair_noise`), the lowest of them: the noise is one
+        protocol's, and the residual's model errors only add to it. Else the median of the
+        scans' background (or in-tissue) estimates. The colour (``rho``) is the mean of the
+        background's measurements."""
+        measured = self.lr_noise(cases)
+        if not measured:
+            return None
+        rhos = [np.asarray(m["rho"]) for m in measured if m.get("rho") is not None]
+        residual = [
+            self.properties[c]["lr"]["noise"]["sigma_residual"]
             for c in cases
-            if props[c]["has_lr"] and props[c]["lr"].get("noise")
+            if self._has_noise(c)
+            and self.is_registered_pair(c)
+            and self.properties[c]["lr"]["noise"].get("sigma_residual")
         ]
+        if residual:
+            sigma = float(min(residual))
+            method = f"residual against the registered HR, lowest of {len(residual)} pairs"
+        else:
+            sigma = float(np.median([m["sigma"] for m in measured]))
+            method = f"median of {len(measured)} scans' {measured[0].get('method', 'estimates')}"
+        return {
+            "sigma": sigma,
+            "rho": np.mean(rhos, axis=0).tolist() if rhos else None,
+            "method": method,
+            "scans": len(measured),
+        }
+
+    def _has_noise(self, case: str) -> bool:
+        p = self.properties[case]
+        return bool(p["has_lr"] and p["lr"].get("noise"))
 
     def path(self, case: str, key: str) -> Path:
         if key not in KEYS:

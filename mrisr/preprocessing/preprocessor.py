@@ -40,6 +40,7 @@ from mrisr.preprocessing.denoise import denoise_lr
 from mrisr.preprocessing.foreground import foreground_mask
 from mrisr.preprocessing.normalization import normalization_scale
 from mrisr.preprocessing.pair_check import check_pair
+from mrisr.preprocessing.pair_noise import residual_noise_sigma
 from mrisr.preprocessing.sampling import gradient_weight_map
 from mrisr.utilities.file_io import load_json, save_json
 from mrisr.utilities.parallel import map_progress
@@ -301,6 +302,16 @@ def preprocess_case(args: tuple[Case, dict, str, dict | None]) -> str:
                     case.name,
                     props["pair_check"]["reason"],
                 )
+            elif tf is not None and lr.noise is not None:
+                # the noise where the signal is: the working-grid LR against its registered
+                # HR (the grid is HR-aligned: the identity maps one onto the other)
+                work = lr.grid.apply_to(sitk.GetImageFromArray(lr.raw.astype(np.float32)))
+                residual = residual_noise_sigma(
+                    sitk.Cast(hr_img, sitk.sitkFloat32), work, sitk.Euler3DTransform(), tp, 2
+                )
+                if residual is not None:
+                    lr.noise["sigma_residual"] = residual["sigma"]
+                    lr.noise["residual_model"] = residual["model"]
     save_json(props, files["properties"])  # last: marks the case as done
     return case.name
 

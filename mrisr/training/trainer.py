@@ -334,26 +334,25 @@ class SRTrainer:
         section = self.config.training_noise
         if not section or section.get("model", "none") == "none":
             return None
-        measured = dataset.lr_noise(cases)
-        if not measured:
+        level = dataset.lr_noise_level(cases)
+        if level is None:
             raise MrisrError(
                 f"configuration '{self.configuration}' adds the real LR's noise to its training "
                 "LR, but no training case has a real LR with a measurable background"
             )
-        rhos = [np.asarray(m["rho"]) for m in measured if m.get("rho") is not None]
         psf = load_json(summary).get("psf_sigma_hr") if summary and summary.is_file() else None
         sigma_lr = (
             float(np.mean(psf)) / self.settings.scale if psf else PAPER_SIGMA / self.settings.scale
         )
         noise = {
-            "sigma": float(np.median([m["sigma"] for m in measured])),
-            "rho": np.mean(rhos, axis=0).tolist() if rhos else None,
+            "sigma": level["sigma"],
+            "rho": level["rho"],
             "kernel_variance_lr": sigma_lr**2,
         }
         deg = PatchDegradation.from_plans(section, noise)
         self.log.log(
-            f"training LR noise: Rician, sigma {noise['sigma']:.4g} (median of {len(measured)} "
-            f"real LR scans, +-{100 * deg.sigma_jitter:.0f}%), "
+            f"training LR noise: Rician, sigma {noise['sigma']:.4g} ({level['method']}, "
+            f"+-{100 * deg.sigma_jitter:.0f}%), "
             f"{'coloured' if noise['rho'] is not None else 'white'}; PSF width "
             f"+-{100 * deg.kernel_width_jitter:.0f}%, bias {deg.bias:g}"
         )
