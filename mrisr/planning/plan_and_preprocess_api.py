@@ -141,6 +141,16 @@ def model_lines(plans: Plans) -> list[str]:
     return lines
 
 
+def _measured_noise_level(plans: Plans) -> dict | None:
+    """The training noise the preprocessed real LR gives (every LR scan; a fold's training
+    takes its own training cases'), None before preprocessing."""
+    try:
+        ds = PreprocessedDataset.for_plans(plans)
+        return ds.lr_noise_level(ds.with_lr())
+    except (MrisrError, OSError, KeyError):
+        return None
+
+
 def summary_text(dataset: str, verified: VerifiedDataset, plans: Plans) -> str:
     """What was decided and why, for the terminal."""
     n_pairs = sum(c.is_pair for c in verified.cases)
@@ -184,9 +194,16 @@ def summary_text(dataset: str, verified: VerifiedDataset, plans: Plans) -> str:
     noisy = _first_section(plans, lambda c: bool(c.training_noise))
     if noisy:
         noise = noisy.training_noise
+        level = _measured_noise_level(plans)
         lines.append(
-            f"  training noise   {noise['model']}, level and colour of the real LR's background, "
-            f"sigma +-{100 * noise['sigma_jitter']:.0f}%, PSF width "
+            f"  training noise   {noise['model']}, "
+            + (
+                f"sigma {level['sigma']:.3g} ({level['method']}; normalised units, the "
+                f"{'coloured' if level['rho'] is not None else 'white'} noise of the real LR)"
+                if level
+                else "the real LR's measured level and colour"
+            )
+            + f", sigma +-{100 * noise['sigma_jitter']:.0f}%, PSF width "
             f"+-{100 * noise['kernel_width_jitter']:.0f}%, bias {noise['bias']:g}"
         )
     lines += flagged_pairs_lines(plans)

@@ -190,9 +190,12 @@ class DefaultPlanner:
         sig = [s.noise_sigma_background for s in self.fp.scans("lr") if s.noise_sigma_background]
         self._decide(
             "training_noise",
-            "Rician noise on every training LR patch at the level and colour measured on the "
-            f"real LR's background ({len(sig)} of {len(self.fp.scans('lr'))} LR scans have one; "
-            "measured again on the working grid by preprocessing), sigma log-uniform within "
+            "Rician noise on every training LR patch at the real LR's level: measured against "
+            "the registered HR of each pair (the lowest of the pairs' residual estimates: the "
+            "model's errors only add), else on the background "
+            f"({len(sig)} of {len(self.fp.scans('lr'))} LR scans have one) or inside the tissue; "
+            "the colour from the background; measured again on the working grid by "
+            "preprocessing; sigma log-uniform within "
             "+-30%, PSF width +-10%, smooth bias 0.1: robust to estimation error; the network "
             "sees the raw (not NLM-denoised) real LR and learns to denoise",
         )

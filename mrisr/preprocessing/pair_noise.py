@@ -60,6 +60,7 @@ def residual_noise_sigma(
     ) & ndimage.binary_erosion(covered, structure=np.ones((1, 3, 3), bool))
     if tissue.sum() < MIN_PIXELS / FLAT_QUANTILE:
         return None
+    hr = _slab_under(hr, lr, lr_to_hr, hr_axis)
     hr_arr = sitk.GetArrayFromImage(hr).astype(np.float64)
     inplane = [ax for ax in range(3) if ax != hr_axis]  # SimpleITK axes
     lr_spacing = _lr_spacing_along(hr, lr, inplane)
@@ -83,6 +84,24 @@ def _central_slices(lr: sitk.Image, axis: int) -> sitk.Image:
     index = [slice(None)] * 3
     index[axis] = slice(start, start + MAX_SLICES)
     return lr[tuple(index)]
+
+
+def _slab_under(hr: sitk.Image, lr: sitk.Image, lr_to_hr: sitk.Transform, axis: int) -> sitk.Image:
+    """The HR's slices (along its through-plane ``axis``) that the LR's field of view
+    covers, and two more on each side: the in-plane filters need no more."""
+    size = np.array(lr.GetSize()) - 1
+    corners = [
+        lr_to_hr.TransformPoint(lr.TransformContinuousIndexToPhysicalPoint([float(v) for v in c]))
+        for c in np.stack(np.meshgrid(*[[0, n] for n in size], indexing="ij"), -1).reshape(-1, 3)
+    ]
+    k = [hr.TransformPhysicalPointToContinuousIndex(c)[axis] for c in corners]
+    n = hr.GetSize()[axis]
+    lo, hi = max(0, int(np.floor(min(k))) - 2), min(n, int(np.ceil(max(k))) + 3)
+    if hi - lo < 1 or (lo == 0 and hi == n):
+        return hr
+    index = [slice(None)] * 3
+    index[axis] = slice(lo, hi)
+    return hr[tuple(index)]
 
 
 def _on_lr(img: sitk.Image, lr: sitk.Image, lr_to_hr: sitk.Transform, lr_axis: int) -> np.ndarray:
