@@ -38,8 +38,8 @@ def protocol_errors(protocol: str, work: Path) -> dict:
     truth = json.loads((raw / "demo_acquisition.json").read_text())
     verified = verify_dataset(raw, 1)
     fp = compute_fingerprint(raw.name, verified.cases, verified.geometries, 1)
-    out = {"protocol": protocol, "lr": truth["protocols"]["LR"], "background": [], "tissue": []}
-    out["residual"] = []
+    out = {"protocol": protocol, "lr": truth["protocols"]["LR"]}
+    out.update(background=[], tissue=[], residual=[])
     for c in fp.cases:
         t = truth["cases"].get(c.name, {}).get("truth", {}).get("LR")
         if c.lr is None or t is None:

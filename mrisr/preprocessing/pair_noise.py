@@ -133,7 +133,7 @@ def _candidates(hr_arr: np.ndarray, hr: sitk.Image, inplane: list[int], lr_spaci
     for window in ("rect", "hamming"):
         for a in BAND_SHARES:
             for b in BAND_SHARES:
-                response = np.ones(hr_arr.shape)
+                response = np.ones((1, 1, 1))  # separable: broadcast from two 1D windows
                 for ax, share in zip(inplane, (a, b)):
                     f = freqs[ax] / share  # 1 at the candidate's band edge
                     w = (f <= 1) * (
