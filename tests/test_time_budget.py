@@ -48,6 +48,7 @@ def test_a_generous_budget_keeps_the_plan(plans):
 
 
 def test_the_ceiling_is_what_fits_and_the_schedule_scales(plans):
+    plans.data["initialisation"] = "scratch"  # no shipped network to step down to
     name = trained(plans)[0]
     sr = dict(plans.configuration(name).sr)
     t = step_seconds({"num_blocks": sr["num_blocks"], "num_features": sr["num_features"]}, 0, 0)
@@ -88,3 +89,40 @@ def test_plan_and_preprocess_with_a_time_budget(env):
     assert "time_budget" in plans["decisions"] and "time_budget" in out
     code, _, err = run(plan_cli, "-d", "1", "--time-budget", "soon")
     assert code == 2 and "--time-budget 'soon'" in err
+
+
+def test_a_tight_budget_steps_down_to_the_shipped_generic_network(plans):
+    """Where the planned 16 x 64 fits too few iterations and 8 x 64 from random weights
+    would fit a cut-short training, plans that fine-tune take the shipped 8 x 32 generic
+    network instead; plans from scratch keep the ladder's next rung; a budget that fits the
+    planned training in full keeps it."""
+    name = trained(plans)[0]
+    sr = dict(plans.configuration(name).sr)
+    assert (sr["num_blocks"], sr["num_features"]) == (16, 64)
+    assert plans.initialisation == "generic"
+    t = step_seconds({"num_blocks": 16, "num_features": 64}, 0, 0)
+    budget = 1500 * t / (1 - RESERVE)  # 16 x 64: 1500 steps; 8 x 64: 3000
+    scratch = Plans(json.loads(json.dumps(plans.data)))
+    scratch.data["initialisation"] = "scratch"
+    lines = fit_time_budget(plans, budget, step_seconds)
+    new = plans.configuration(name).sr
+    assert (new["num_blocks"], new["num_features"]) == (8, 32)
+    assert new["iterations"] == min(sr["iterations"], int(budget * (1 - RESERVE) / (t / 8)))
+    assert any("fine-tunes the generic network" in ln for ln in lines)
+    fit_time_budget(scratch, budget, step_seconds)
+    assert (
+        scratch.configuration(name).sr["num_blocks"],
+        scratch.configuration(name).sr["num_features"],
+    ) == (8, 64)
+    full = Plans(json.loads(json.dumps(scratch.data)))
+    full.data["initialisation"] = "generic"
+    before = dict(full.configuration(name).sr)
+    fit_time_budget(
+        full,
+        before["iterations"]
+        * step_seconds({"num_blocks": 8, "num_features": 64}, 0, 0)
+        / (1 - RESERVE)
+        + 1,
+        step_seconds,
+    )
+    assert full.configuration(name).sr["num_features"] == 64  # all 8 x 64 iterations fit

@@ -23,14 +23,24 @@ the transfer function ``T(k) = sum L(k) conj(G(k)) / sum |G(k)|^2`` of the real 
 against the HR's band ``G`` (cross-spectrum: noise and the LR's own texture average out),
 reduced to the separable profiles by alternating weighted least squares, each profile fitted
 by a cosine series ``sum_j c_j cos(j pi u)`` with DC gain 1 and no sign constraint.
+
+**The band itself is measured** where the window is learned with ``"band": "measured"``:
+the headers' spacing is not always the acquired resolution (scanners store images on a finer
+grid than acquired by zero-filled interpolation, and reduced phase resolution or partial
+Fourier narrow one axis). Per axis, the band edge is where the measured transfer profile
+falls for good below :data:`BAND_EDGE_RESPONSE` of its DC (frequencies passed at less than
+10 % amplitude carry nothing the SR can use); the headers' band stays where the profile
+reaches it. The measured band is saved with the window and recorded in the fit.
 Parameters: ``{"name": "kspace_acquisition", "band": [by, bx], "window": {...}}``.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
+from scipy import ndimage
 
 from mrisr.degradation.base import (
     DEGRADATIONS,
@@ -41,8 +51,16 @@ from mrisr.degradation.base import (
 from mrisr.degradation.kernel_analysis import fwhm_of_profile
 from mrisr.degradation.kspace import _fold
 
+logger = logging.getLogger(__name__)
+
 #: frequency bins with less than this fraction of the mean HR power are not fitted
 MIN_POWER_FRACTION = 1e-3
+#: the measured band ends where the transfer profile stays below this fraction of its DC
+BAND_EDGE_RESPONSE = 0.1
+#: a measured edge this close to the headers' band keeps the headers' band
+BAND_EDGE_MARGIN = 0.05
+#: the narrowest band measured (a fifth of the LR grid's: beyond any scanner's zero-filling)
+MIN_MEASURED_BAND = 0.2
 
 
 def window_profile(spec: dict, u: np.ndarray, axis: int) -> np.ndarray:
@@ -106,13 +124,18 @@ class KSpaceAcquisition(LearnedDegradation):
         learned = bool(fingerprint.pairs)
         context.decide(
             "kspace_band",
-            f"band {band[0]:.3f} x {band[1]:.3f} of the x{s} LR grid's: the real LR holds HR "
-            f"frequencies up to 1 / (2 x {r[1]:.3g} x {r[0]:.3g} HR px), the exact ratio; window "
+            f"band {band[0]:.3f} x {band[1]:.3f} of the x{s} LR grid's: the headers' LR holds "
+            f"HR frequencies up to 1 / (2 x {r[1]:.3g} x {r[0]:.3g} HR px), the exact ratio; "
             + (
-                "learned from the registered pairs" if learned else "Hamming (no pairs to learn it)"
+                "band and window measured on the registered pairs (narrower where the LR was "
+                "acquired coarser than stored: zero-filled interpolation, phase resolution)"
+                if learned
+                else "window Hamming (no pairs to measure it)"
             ),
         )
-        window = {"type": "learned", "terms": 3} if learned else {"type": "hamming"}
+        window = (
+            {"type": "learned", "terms": 3, "band": "measured"} if learned else {"type": "hamming"}
+        )
         return {
             "kspace_edsr": context.configuration(
                 "k-space+EDSR",
@@ -128,9 +151,11 @@ class KSpaceAcquisition(LearnedDegradation):
     @classmethod
     def plan_summary(cls, section: dict) -> tuple[str, str]:
         b = section["band"]
+        measured = section["window"].get("band") == "measured"
         return "k-space band", (
-            f"{b[0]:.3f} x {b[1]:.3f} of the LR grid's (exact ratio), "
-            f"window {section['window']['type']}"
+            f"{b[0]:.3f} x {b[1]:.3f} of the LR grid's (exact ratio"
+            + ("; measured on the pairs at training" if measured else "")
+            + f"), window {section['window']['type']}"
         )
 
     def __init__(self, params: dict, scale: int):
@@ -144,6 +169,9 @@ class KSpaceAcquisition(LearnedDegradation):
         self.params["band"] = list(self.band)
         self.params.setdefault("window", {"type": "hamming"})
         self.terms = int(self.params["window"].get("terms", 3))
+        #: the headers' band; ``self.band`` becomes the measured one after a fit
+        self.header_band = self.band
+        self.measure_band = self.params["window"].get("band") == "measured"
 
     @property
     def learned(self) -> bool:  # type: ignore[override]
@@ -202,6 +230,22 @@ class KSpaceAcquisition(LearnedDegradation):
         t = (cross / np.maximum(power, 1e-12)).real
         weight = power * (power > MIN_POWER_FRACTION * power.mean())
         wy, wx = _separable_profiles(t, weight)
+        if self.measure_band:
+            self.band = (
+                measured_band_edge(wy, self.header_band[0]),
+                measured_band_edge(wx, self.header_band[1]),
+            )
+            self.params["band"] = list(self.band)
+            if self.band != self.header_band:
+                logger.info(
+                    "%s: band measured on the pairs %.3f x %.3f of the LR grid's, the headers' "
+                    "%.3f x %.3f: the LR passes less than 10 %% beyond (acquired coarser than "
+                    "stored, reduced phase resolution, partial Fourier or a raw-data filter's "
+                    "taper)",
+                    self.name,
+                    *self.band,
+                    *self.header_band,
+                )
         coefs = []
         for axis, (prof, wsum) in enumerate(
             ((wy, (weight * wx[None] ** 2).sum(1)), (wx, (weight * wy[:, None] ** 2).sum(0)))
@@ -211,6 +255,9 @@ class KSpaceAcquisition(LearnedDegradation):
         self.params["window"] = {"type": "learned", "terms": self.terms, "coefficients": coefs}
         self.fit_history = {
             "pairs": len(pairs),
+            "band": list(self.band),
+            "band_headers": list(self.header_band),
+            "band_measured": self.measure_band,
             "window_coefficients": coefs,
             "psf_fwhm_hr_px": self.psf_fwhm_hr(),
         }
@@ -223,12 +270,39 @@ class KSpaceAcquisition(LearnedDegradation):
         return {
             "coefficients": torch.tensor(
                 coef if coef is not None else [[0.0], [0.0]], dtype=torch.float64
-            )
+            ),
+            "band": torch.tensor(self.band, dtype=torch.float64),
         }
 
     def load_state_dict(self, state: dict) -> None:
         coef = state["coefficients"].tolist()
-        self.params["window"] = {"type": "learned", "terms": self.terms, "coefficients": coef}
+        window = {"type": "learned", "terms": self.terms, "coefficients": coef}
+        if self.measure_band:
+            window["band"] = "measured"
+        self.params["window"] = window
+        if "band" in state:  # weights saved before the band was measured keep the plans'
+            self.band = tuple(float(b) for b in state["band"].tolist())
+            self.params["band"] = list(self.band)
+
+
+def measured_band_edge(profile: np.ndarray, header_band: float) -> float:
+    """The band edge of one axis's transfer ``profile`` (FFT order, DC 1), as a fraction of
+    the LR grid's Nyquist: past the last frequency whose response (both signs' mean,
+    a running median of 5 bins) reaches :data:`BAND_EDGE_RESPONSE`. The headers' band where the
+    edge comes within :data:`BAND_EDGE_MARGIN` of it or beyond."""
+    n = len(profile)
+    k = np.abs(np.fft.fftfreq(n, d=1.0 / n)).astype(int)
+    m = n // 2 + 1
+    folded = np.bincount(k, weights=profile, minlength=m) / np.maximum(
+        np.bincount(k, minlength=m), 1
+    )
+    smooth = ndimage.median_filter(folded, size=5, mode="nearest")  # keeps a step where it is
+    reached = np.nonzero(smooth >= BAND_EDGE_RESPONSE)[0]
+    # bin i sits at i / (n / 2) of Nyquist; the edge lies half a bin past the last one
+    edge = (reached.max() + 0.5) / (n / 2.0) if reached.size else MIN_MEASURED_BAND
+    if edge >= header_band - BAND_EDGE_MARGIN:
+        return float(header_band)
+    return float(max(edge, MIN_MEASURED_BAND))
 
 
 def _separable_profiles(t: np.ndarray, weight: np.ndarray, rounds: int = 10):

@@ -7,7 +7,12 @@ cached per machine and network). Its iteration ceiling becomes what fits in the 
 reserve for the periodic validations, data loading and the final validation, and at most the
 planned count. Where fewer than :data:`MIN_ITERATIONS` would fit, the next smaller network
 of :data:`NETWORK_LADDER` is measured instead (a smaller EDSR trained longer beats a larger
-one trained for a few hundred steps). The learning-rate milestones and the checkpoint and
+one trained for a few hundred steps). Where the plans fine-tune the generic networks shipped
+with mrisr (``"initialisation": "generic"``), a network larger than the largest shipped one
+starts from random weights and is kept only where all its planned iterations fit; else the
+ladder steps to the shipped network, which starts from weights that already know MRI (on the
+demo, 300 fine-tuning iterations of the shipped 8 x 32 validated above a 16 x 64 trained
+from random weights for 7 minutes). The learning-rate milestones and the checkpoint and
 validation intervals scale with the iterations, as for a trainer variant. The decision is
 recorded in the plans (``decisions.time_budget``); ``EDSRTrainer`` trains it, early stopping
 may stop it sooner. The degradation stage (DSGAN kernels, once per dataset) is not part of
@@ -20,6 +25,7 @@ import re
 from collections.abc import Callable
 from dataclasses import asdict
 
+from mrisr.networks.checkpoint_io import generic_weights_for
 from mrisr.networks.registry import network_spec
 from mrisr.plans import Plans, SRPlan
 from mrisr.training.estimate import format_duration
@@ -40,6 +46,13 @@ _UNIT = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hour": 3600, "hours":
 
 #: (network args, batch size, LR patch) -> seconds per training step
 StepSeconds = Callable[[dict, int, int], float]
+#: (registered network name, constructor args) -> whether a generic network is shipped
+Shipped = Callable[[str, dict], bool]
+
+
+def shipped_generic(network: str, args: dict) -> bool:
+    """Whether mrisr ships a generic network of this architecture (any scale)."""
+    return generic_weights_for(network, args) is not None
 
 
 def parse_duration(text: str) -> float:
@@ -74,9 +87,15 @@ def _scaled(sr: dict, blocks: int, features: int, iterations: int) -> dict:
     }
 
 
-def fit_time_budget(plans: Plans, budget: float, step_seconds: StepSeconds) -> list[str]:
+def fit_time_budget(
+    plans: Plans, budget: float, step_seconds: StepSeconds, shipped: Shipped | None = None
+) -> list[str]:
     """Fit every training configuration of ``plans`` (changed in place) to ``budget``
-    seconds per configuration and fold; returns one line per distinct fit."""
+    seconds per configuration and fold; returns one line per distinct fit. ``shipped``
+    says which networks have generic weights (default: those shipped with mrisr, where the
+    plans fine-tune them; none from scratch)."""
+    if shipped is None and plans.initialisation == "generic":
+        shipped = shipped_generic
     planned = {  # resolved before any is changed (children inherit their parent's sr)
         name: dict(plans.configuration(name).sr)
         for name in plans.configuration_names
@@ -87,7 +106,7 @@ def fit_time_budget(plans: Plans, budget: float, step_seconds: StepSeconds) -> l
     for name, sr in planned.items():
         key = repr(sorted(sr.items()))
         if key not in fits:
-            fits[key] = _fit(sr, plans.scale, budget, step_seconds)
+            fits[key] = _fit(sr, plans.scale, budget, step_seconds, shipped)
         users.setdefault(key, []).append(name)
     for name, sr in planned.items():
         plans.data["configurations"][name]["sr"] = fits[repr(sorted(sr.items()))][0]
@@ -99,17 +118,30 @@ def fit_time_budget(plans: Plans, budget: float, step_seconds: StepSeconds) -> l
     return lines
 
 
-def _fit(sr: dict, scale: int, budget: float, step_seconds: StepSeconds) -> tuple[dict, str]:
+def _fit(
+    sr: dict, scale: int, budget: float, step_seconds: StepSeconds, shipped: Shipped | None
+) -> tuple[dict, str]:
     planned = int(sr["iterations"])
     plan = TrainingSettings(**asdict(SRPlan.from_dict(sr)), scale=scale)
-    rungs = _ladder(plan.num_blocks, plan.num_features)
-    for i, (blocks, features) in enumerate(rungs):
-        args = network_spec(plan.network).init_args(
+
+    def args_of(blocks: int, features: int) -> dict:
+        return network_spec(plan.network).init_args(
             {"num_blocks": blocks, "num_features": features, "res_scale": plan.res_scale}, scale
         )
+
+    rungs = _ladder(plan.num_blocks, plan.num_features)
+    generic = [r for r in rungs if shipped is not None and shipped(plan.network, args_of(*r))]
+    largest_generic = generic[0][0] * generic[0][1] ** 2 if generic else 0
+    for i, (blocks, features) in enumerate(rungs):
+        args = args_of(blocks, features)
         t = step_seconds(args, plan.batch_size, plan.lr_patch)
         fits = int(budget * (1 - RESERVE) / t)
-        if fits >= min(MIN_ITERATIONS, planned) or i == len(rungs) - 1:
+        # a random start above a shipped generic network must fit all its planned
+        # iterations: cut short, it loses to fine-tuning the smaller one
+        # (documentation/mrisr_plan_and_preprocess.md, "A time budget")
+        cut_random_start = blocks * features**2 > largest_generic > 0
+        need = planned if cut_random_start else min(MIN_ITERATIONS, planned)
+        if fits >= need or i == len(rungs) - 1:
             break
     if fits < MIN_FIT:
         raise MrisrError(
@@ -123,5 +155,8 @@ def _fit(sr: dict, scale: int, budget: float, step_seconds: StepSeconds) -> tupl
         f"= {format_duration(its * t)}"
     )
     if (blocks, features) != rungs[0]:
-        line += f" (the planned {rungs[0][0]} x {rungs[0][1]} would fit too few iterations)"
+        line += f" (the planned {rungs[0][0]} x {rungs[0][1]} would fit too few iterations"
+        if (blocks, features) in generic:
+            line += "; fine-tunes the generic network shipped with mrisr"
+        line += ")"
     return _scaled(sr, blocks, features, its), line
