@@ -138,9 +138,12 @@ def main(argv=None) -> int:
     p.set_defaults(select=False)  # bench_quality.run_protocol's: no selection screen
     args = p.parse_args(argv)
     protocols = args.protocols.split(",")
-    if len(protocols) != 2:
+    if args.weights:  # every protocol starts from the file
+        results = [run(a, a, args) for a in protocols]
+    elif len(protocols) != 2:
         raise SystemExit("--protocols: two protocols, each warm-started from the other")
-    results = [run(a, b, args) for a, b in (protocols, protocols[::-1])]
+    else:
+        results = [run(a, b, args) for a, b in (protocols, protocols[::-1])]
     text = report(results)
     tag = "_weights" if args.weights else ""
     Path(args.workdir, f"warm_start{tag}_report.md").write_text(text + "\n")

@@ -11,6 +11,8 @@ recipe beside it (``.json``: protocols, trainer, scale, per-protocol held-out PS
 of the training scans).
 
     python benchmarks/pretrain_generic_edsr.py --workdir DIR --out DIR/edsr_generic_8x32.pt
+    python benchmarks/pretrain_generic_edsr.py --protocols random:4,random:8,random:15,random:25,random:26 \
+        --start-from mrisr/networks/pretrained/edsr_generic_8x32.pt --out DIR/edsr_generic_8x32_x3.pt
 
 Then ``mrisr_train ... -pretrained_weights DIR/edsr_generic_8x32.pt`` fine-tunes it
 (``benchmarks/bench_warm_start.py --weights`` measures what it is worth).
@@ -50,13 +52,23 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--test-pairs", type=int, default=2)
     p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--start-from",
+        default=None,
+        help="weights the first protocol starts from (e.g. the x2 generic network for an x3 "
+        "one: its body carries over, the upsampler of another scale starts afresh); default "
+        "random weights",
+    )
     args = p.parse_args(argv)
     args.folds, args.select = [0], False
     import torch
 
     bench_quality.TRAINER = args.trainer
     bench_quality.FROM_SCRATCH = True  # the first protocol; each next starts from the last
-    previous, recipe = None, {"trainer": args.trainer, "configuration": CONFIG, "protocols": []}
+    previous = Path(args.start_from).resolve() if args.start_from else None
+    recipe = {"trainer": args.trainer, "configuration": CONFIG, "protocols": []}
+    if previous is not None:
+        recipe["started_from"] = previous.name
     for protocol in expand(args.protocols):
         t = time.time()
         bench_quality.PRETRAINED_WEIGHTS = previous

@@ -658,8 +658,11 @@ def test_the_generic_network_is_found_by_architecture_not_scale():
     from mrisr.networks.checkpoint_io import generic_weights_for, pretrained_weights_file
 
     quality = {"num_blocks": 8, "num_features": 32, "res_scale": 1.0, "in_channels": 1}
-    for scale in (2, 3, 4):
-        assert generic_weights_for("edsr", {**quality, "scale": scale}) == (
-            pretrained_weights_file("generic")
-        )
+    x2 = pretrained_weights_file("generic")
+    # each scale takes the network shipped for it, else the x2 one
+    assert generic_weights_for("edsr", {**quality, "scale": 2}) == x2
+    x3 = generic_weights_for("edsr", {**quality, "scale": 3})
+    assert x3 == x2.with_name("edsr_generic_8x32_x3.pt")
+    assert json.loads(x3.with_suffix(".json").read_text())["network_args"]["scale"] == 3
+    assert generic_weights_for("edsr", {**quality, "scale": 4}) == x2
     assert generic_weights_for("edsr", {**quality, "num_features": 64, "scale": 2}) is None

@@ -143,9 +143,9 @@ SHIPPED_WEIGHTS = {"generic": PRETRAINED_DIR / "edsr_generic_8x32.pt"}
 
 def generic_weights_for(network: str, args: dict) -> Path | None:
     """The shipped generic network of this architecture (registered ``network`` name and
-    constructor ``args``), preferring one of the same scale; None if none is shipped. A
-    network of another scale still starts from it (its upsampler keeps its
-    initialisation)."""
+    constructor ``args``), preferring one of the same scale, else the x2 one (an x4
+    upsampler begins with an x2 stage); None if none is shipped. A network of another scale
+    still starts from it (its upsampler keeps its initialisation where the shapes differ)."""
     cls_name = network_spec(network).cls.__name__
     ours = {k: v for k, v in args.items() if k != "scale"}
     found = []
@@ -156,8 +156,9 @@ def generic_weights_for(network: str, args: dict) -> Path | None:
         if recipe.get("network_class") != cls_name or not weights.is_file():
             continue
         if {k: v for k, v in theirs.items() if k != "scale"} == ours:
-            found.append((theirs.get("scale") != args.get("scale"), weights))
-    return min(found)[1] if found else None
+            scale = theirs.get("scale")
+            found.append((scale != args.get("scale"), scale != 2, weights))
+    return min(found)[-1] if found else None
 
 
 def pretrained_weights_file(name_or_path: str | os.PathLike) -> Path:
