@@ -165,13 +165,17 @@ class KSpaceAcquisition(LearnedDegradation):
             band = np.repeat(band, 2)
         if band.size != 2 or not np.all((band > 0) & (band <= 1.0 + 1e-9)):
             raise ValueError(f"kspace_acquisition 'band' must be in (0, 1], got {band.tolist()}")
-        self.band = (float(band[0]), float(band[1]))
-        self.params["band"] = list(self.band)
+        self._set_band(band)
         self.params.setdefault("window", {"type": "hamming"})
         self.terms = int(self.params["window"].get("terms", 3))
         #: the headers' band; ``self.band`` becomes the measured one after a fit
         self.header_band = self.band
         self.measure_band = self.params["window"].get("band") == "measured"
+
+    def _set_band(self, band) -> None:
+        """The band the model degrades with, kept in its parameters (saved in the metadata)."""
+        self.band = (float(band[0]), float(band[1]))
+        self.params["band"] = list(self.band)
 
     @property
     def learned(self) -> bool:  # type: ignore[override]
@@ -231,11 +235,12 @@ class KSpaceAcquisition(LearnedDegradation):
         weight = power * (power > MIN_POWER_FRACTION * power.mean())
         wy, wx = _separable_profiles(t, weight)
         if self.measure_band:
-            self.band = (
-                measured_band_edge(wy, self.header_band[0]),
-                measured_band_edge(wx, self.header_band[1]),
+            self._set_band(
+                (
+                    measured_band_edge(wy, self.header_band[0]),
+                    measured_band_edge(wx, self.header_band[1]),
+                )
             )
-            self.params["band"] = list(self.band)
             if self.band != self.header_band:
                 logger.info(
                     "%s: band measured on the pairs %.3f x %.3f of the LR grid's, the headers' "
@@ -281,8 +286,7 @@ class KSpaceAcquisition(LearnedDegradation):
             window["band"] = "measured"
         self.params["window"] = window
         if "band" in state:  # weights saved before the band was measured keep the plans'
-            self.band = tuple(float(b) for b in state["band"].tolist())
-            self.params["band"] = list(self.band)
+            self._set_band(state["band"].tolist())
 
 
 def measured_band_edge(profile: np.ndarray, header_band: float) -> float:

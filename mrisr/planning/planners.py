@@ -220,8 +220,8 @@ class DefaultPlanner:
         self._decide(
             "initialisation",
             "generic: each SR training fine-tunes the generic network shipped with mrisr "
-            "where one of its size exists (EDSR 8 x 32, for x2 and x3; trained on the demo's protocol "
-            "family), else starts from scratch; --from-scratch opts out",
+            "where one of its size exists (EDSR 8 x 32, for x2 and x3; trained on the demo's "
+            "protocol family), else starts from scratch; --from-scratch opts out",
         )
         return INITIALISATIONS[0]
 

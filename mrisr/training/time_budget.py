@@ -66,11 +66,18 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
+def _arithmetic(blocks: int, features: int) -> int:
+    """An EDSR body's multiply-adds per pixel, up to a constant: what orders the ladder."""
+    return blocks * features**2
+
+
 def _ladder(blocks: int, features: int) -> list[tuple[int, int]]:
     """The planned network, then the smaller rungs of the ladder."""
-    size = blocks * features**2
+    size = _arithmetic(blocks, features)
     return [(blocks, features)] + [
-        (b, f) for b, f in NETWORK_LADDER if b * f**2 < size and (b, f) != (blocks, features)
+        (b, f)
+        for b, f in NETWORK_LADDER
+        if _arithmetic(b, f) < size and (b, f) != (blocks, features)
     ]
 
 
@@ -131,7 +138,7 @@ def _fit(
 
     rungs = _ladder(plan.num_blocks, plan.num_features)
     generic = [r for r in rungs if shipped is not None and shipped(plan.network, args_of(*r))]
-    largest_generic = generic[0][0] * generic[0][1] ** 2 if generic else 0
+    largest_generic = _arithmetic(*generic[0]) if generic else 0
     for i, (blocks, features) in enumerate(rungs):
         args = args_of(blocks, features)
         t = step_seconds(args, plan.batch_size, plan.lr_patch)
@@ -139,7 +146,7 @@ def _fit(
         # a random start above a shipped generic network must fit all its planned
         # iterations: cut short, it loses to fine-tuning the smaller one
         # (documentation/mrisr_plan_and_preprocess.md, "A time budget")
-        cut_random_start = blocks * features**2 > largest_generic > 0
+        cut_random_start = _arithmetic(blocks, features) > largest_generic > 0
         need = planned if cut_random_start else min(MIN_ITERATIONS, planned)
         if fits >= need or i == len(rungs) - 1:
             break
