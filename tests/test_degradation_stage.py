@@ -137,8 +137,10 @@ def test_dsgan_units_are_retrained_when_their_settings_change(plans):
     made = lr_file.stat().st_mtime_ns
     units = degradation_dir(plans, "dsgan_edsr") / "units"
     first = json.loads((units / "case_000__z001.json").read_text())
-    # the fakes carry the noise measured on the case's real LR
-    measured = PreprocessedDataset.for_plans(plans).properties["case_000"]["lr"]["noise"]
+    # the fakes carry the noise measured on the case's real LR: the level the SR training
+    # adds (test_pair_noise: the pair's residual where there is one)
+    ds = PreprocessedDataset.for_plans(plans)
+    measured = ds.lr_noise_level(ds.with_lr())
     assert first["fake_noise_sigma"] == pytest.approx(measured["sigma"])
     assert first["fake_noise_sigma"] > 0
     kernel = np.load(units / "case_000__z001_kernel_raw.npy")
@@ -149,6 +151,19 @@ def test_dsgan_units_are_retrained_when_their_settings_change(plans):
     assert not np.array_equal(np.load(units / "case_000__z001_kernel_raw.npy"), kernel)
     # and the synthetic LR of the old section is made again, not reused
     assert lr_file.stat().st_mtime_ns != made
+    # a dataset preprocessed again that reads another noise level trains its units again
+    for case in ds.with_lr():
+        f = ds.folder / f"{case}.json"
+        props = json.loads(f.read_text())
+        noise = props["lr"]["noise"]
+        for k in ("sigma", "sigma_residual"):
+            if noise.get(k):
+                noise[k] *= 2
+        f.write_text(json.dumps(props))
+    lr_file.unlink()  # the synthetic LR of the old preprocessing is gone with it
+    ensure_synthetic_lr(plans, "dsgan_edsr", ["case_000"], progress=False)
+    louder = json.loads((units / "case_000__z001.json").read_text())
+    assert louder["fake_noise_sigma"] == pytest.approx(2 * first["fake_noise_sigma"])
     paper = plans.data["configurations"]["dsgan_paper_edsr"]["degradation"]
     paper.update(iterations=12, lr_decay_iterations=[3, 6, 9])
     ensure_synthetic_lr(plans, "dsgan_paper_edsr", ["case_000"], progress=False)

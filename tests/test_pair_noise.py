@@ -99,3 +99,18 @@ def test_training_noise_takes_the_lowest_pair_residual_else_the_median(tmp_path)
     assert level["sigma"] == 0.027 and "lowest of 2 pairs" in level["method"]
     level = ds.lr_noise_level(["c", "d"])  # no usable residual: the scans' estimates
     assert level["sigma"] == pytest.approx(0.03) and level["method"].startswith("median of 2")
+
+
+def test_dsgan_fakes_and_training_lr_carry_the_same_noise(tmp_path):
+    """The DSGAN's generated crops get the noise the SR training adds (the pair's
+    residual where it has one), not the background's, which a g-factor map makes quieter."""
+    from mrisr.degradation.dsgan.model import _measured_noise
+
+    bg = {"sigma": 0.02, "rho": None, "method": "background Rayleigh fit"}
+    _case(tmp_path, "a", {**bg, "sigma_residual": 0.031})
+    _case(tmp_path, "d", {**bg, "sigma": 0.04}, pair=False)
+    ds = PreprocessedDataset(tmp_path)
+    assert _measured_noise(ds, ["a"]) == (pytest.approx(0.031), None)
+    assert _measured_noise(ds, ["d"]) == (pytest.approx(0.04), None)  # no pair: background
+    _case(tmp_path, "e", {}, pair=False)
+    assert _measured_noise(PreprocessedDataset(tmp_path), ["e"]) == (0.0, None)

@@ -143,8 +143,10 @@ def _apply_intensity_relation(
         for c in cases:
             if ds.properties[c]["has_lr"]:
                 real.append(ds.load(c, "lr_raw")[ds.load(c, "lr_mask").astype(bool)])
-    sigmas = [n["sigma"] for n in ds.lr_noise(cases) if n.get("sigma")]
-    relation = fit_relation(syn, real, float(np.median(sigmas)) if sigmas else 0.0)
+    # the noise the training adds to the related LR: the real LR's as measured where the
+    # signal is (the pairs' residual), not the background's (a g-factor map, a masked one)
+    level = ds.lr_noise_level(cases)
+    relation = fit_relation(syn, real, level["sigma"] if level else 0.0)
     info["intensity_relation"], apply = decide(relation, method)
     logger.info("intensity relation of the LR series: %s", info["intensity_relation"]["reason"])
     if not apply:

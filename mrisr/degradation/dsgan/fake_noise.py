@@ -6,8 +6,9 @@ than that, spatially correlated by the scanner's raw-data filter and the resampl
 with a denoised LR, the discriminator sees NLM's flat regions and kept edges; fed with the
 raw LR and noise-free fakes, noise is the easiest cue and the generator answers it with a
 sharper kernel. Here the generated crop is what the scanner would have produced:
-``|G(HR) + sigma (n1 + i n2)|`` with ``sigma`` and the colour measured on the unit's own
-real LR (working grid, :mod:`mrisr.imageio.noise_estimates`), and D judges it against the *raw* real
+``|G(HR) + sigma (n1 + i n2)|`` with ``sigma`` and the colour the SR training adds (the
+dataset's level on the working grid, :meth:`PreprocessedDataset.lr_noise_level`: the
+registered pairs' residual, else the background), and D judges it against the *raw* real
 LR, so the two differ only in the PSF the generator controls. The noise is drawn afresh
 every iteration from the unit's own noise stream (deterministic per seed); the magnitude
 is differentiable, so the G step backpropagates through it.

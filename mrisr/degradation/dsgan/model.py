@@ -12,6 +12,7 @@ configuration (same GANs, another synthesis kernel).
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import numpy as np
@@ -108,17 +109,25 @@ def _padded_stack(arrs: list[np.ndarray]) -> np.ndarray:
 
 
 def _measured_noise(ds: PreprocessedDataset, cases: list[str]) -> tuple[float, list | None]:
-    """The LR noise of ``cases`` on the working grid: the median sigma, and the colour of
-    the case closest to it (preprocessing's measurement, before denoising)."""
-    found = [(float(n["sigma"]), n.get("rho")) for n in ds.lr_noise(cases)]
-    if not found:
+    """The LR noise of ``cases`` on the working grid, as the SR training adds it
+    (:meth:`PreprocessedDataset.lr_noise_level`: the residual against the registered HR
+    where the cases are pairs, the noise where the signal is; else the scans' background
+    or in-tissue estimates) and its colour. ``(0, None)`` when nothing was measured.
+
+    One level for every unit (the dataset's, all its LR scans: one protocol): a single
+    pair's residual carries its own registration and model errors, and a scan's
+    background misses a g-factor map's in-tissue noise (bench_noise.py)."""
+    level = ds.lr_noise_level(cases)
+    if level is None:
         return 0.0, None
-    med = float(np.median([f[0] for f in found]))
-    return med, min(found, key=lambda f: abs(f[0] - med))[1]
+    return float(level["sigma"]), level["rho"]
 
 
-def _make_unit(ds: PreprocessedDataset, name: str, spec: tuple, fake_noise: str) -> DSGANUnit:
-    """The unit's slices; with ``fake_noise == "measured"`` the raw real LR and its noise."""
+def _make_unit(
+    ds: PreprocessedDataset, name: str, spec: tuple, noise: tuple[float, list | None] | None
+) -> DSGANUnit:
+    """The unit's slices; with a measured ``noise`` (sigma, rho) the raw real LR, else the
+    (denoised) working LR and noise-free fakes."""
     case, z, members = spec
     sl = slice(z, z + 1) if z is not None else slice(None)
     hr_cases = [c for c in members if ds.properties[c]["has_hr"]]
@@ -129,8 +138,8 @@ def _make_unit(ds: PreprocessedDataset, name: str, spec: tuple, fake_noise: str)
     def stack(cs: list[str], key: str) -> np.ndarray:
         return _padded_stack([np.asarray(ds.array(c, key)[sl]) for c in cs])
 
-    noisy = fake_noise == "measured"
-    sigma, rho = _measured_noise(ds, lr_cases) if noisy else (0.0, None)
+    noisy = noise is not None
+    sigma, rho = noise if noisy else (0.0, None)
     return DSGANUnit(
         name=name,
         hr=stack(hr_cases, "hr"),
@@ -233,11 +242,11 @@ class DSGANDegradation(Degradation):
         names = list(todo)
         step = DEFAULT_UNITS_PER_BATCH
         params, key = self.gan_params(), self.settings_key()
+        noise = self._fake_noise(ctx.ds)
         for a in range(0, len(names), step):
             chunk = names[a : a + step]
             logger.info("DSGAN: training units %d-%d of %d", a + 1, a + len(chunk), len(names))
-            fake_noise = params.get("fake_noise", "none")
-            units = [_make_unit(ctx.ds, n, todo[n], fake_noise) for n in chunk]
+            units = [_make_unit(ctx.ds, n, todo[n], noise) for n in chunk]
             results = train_dsgan(
                 units, self.scale, params, device=ctx.device, progress=ctx.progress
             )
@@ -251,10 +260,21 @@ class DSGANDegradation(Degradation):
         """A hash of the GAN's parameters: a unit trained with others is trained again."""
         return content_hash(self.gan_params())
 
-    def _is_trained(self, summary_file: Path) -> bool:
+    def _fake_noise(self, ds: PreprocessedDataset) -> tuple[float, list | None] | None:
+        """The noise on the generated crops (``"fake_noise": "measured"``), else None."""
+        if self.params.get("fake_noise", "none") != "measured":
+            return None
+        return _measured_noise(ds, ds.with_lr())
+
+    def _is_trained(self, summary_file: Path, noise_sigma: float) -> bool:
+        """Trained with these GAN parameters and this noise level (a dataset preprocessed
+        again may measure another)."""
         if not summary_file.is_file():
             return False
-        return load_json(summary_file).get("settings") == self.settings_key()
+        summary = load_json(summary_file)
+        return summary.get("settings") == self.settings_key() and math.isclose(
+            summary.get("fake_noise_sigma", 0.0), noise_sigma, rel_tol=1e-6, abs_tol=1e-9
+        )
 
     def _unit_kernels(self, out: Path, names: list[str]) -> tuple[dict, dict]:
         """unit -> synthesis kernel (None: no usable kernel), and unit -> why it was
@@ -288,7 +308,9 @@ class DSGANDegradation(Degradation):
         units = _units(ctx.ds, self.kernel_mode, list(ctx.cases), ctx.mid)
         members = _seed_members(units, int(self.params.get("seeds_per_unit", 1)))
         gans = {m: units[n] for n, ms in members.items() for m in ms}
-        todo = {m: s for m, s in gans.items() if not self._is_trained(out / f"{m}.json")}
+        noise = self._fake_noise(ctx.ds)
+        sigma = noise[0] if noise else 0.0
+        todo = {m: s for m, s in gans.items() if not self._is_trained(out / f"{m}.json", sigma)}
         if len(todo) < len(gans):
             logger.info(
                 "DSGAN: %d of %d units already trained: reused", len(gans) - len(todo), len(gans)

@@ -123,7 +123,8 @@ def _fake_noise(ctx: PlanningContext) -> str:
     ctx.decide(
         "dsgan_fake_noise",
         "measured: the DSGAN's discriminator judges G(HR) with the real LR's Rician noise "
-        "(sigma and colour measured on the working grid) against the raw real LR, so "
+        "(sigma and colour the SR training adds: the registered pairs' residual, else "
+        "the background) against the raw real LR, so "
         "noise is no cue and the kernel width is learned from structure alone; the "
         "paper's configuration keeps noise-free fakes against the NLM-denoised LR",
     )
