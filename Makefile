@@ -15,7 +15,7 @@ install:
 
 test: install
 	$(PYTHON) -m ruff check mrisr tests benchmarks
-	$(PYTHON) -m pytest tests
+	$(PYTHON) -m pytest tests --durations=15
 
 demo: install
 	$(PYTHON) -m mrisr.cli.demo --workdir $(DEMO_DIR)
