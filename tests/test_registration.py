@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import SimpleITK as sitk
@@ -45,3 +46,35 @@ def test_metrics_register_the_reference(tmp_path):
     reg = compare_in_physical_space(hr, moved)
     assert reg["psnr"] > plain["psnr"] + 5 and reg["ssim"] > 0.95
     assert np.allclose(reg["registration"][3:5], [-1.5, 1.0], atol=0.2)
+
+
+def test_validation_registers_each_pair_once_for_every_configuration(tmp_path, monkeypatch):
+    """Validating several configurations on one pair aligns its HR once (the alignment is
+    to the bicubic interpolation, the same for all); another bicubic image or a changed HR
+    file is aligned again, and callers get their own copy of the transform."""
+    from mrisr.training import validation
+
+    calls = []
+
+    def counted(fixed, moving):
+        calls.append(1)
+        return rigid_register(fixed, moving)
+
+    monkeypatch.setattr(validation, "rigid_register", counted)
+    monkeypatch.setattr(validation, "_ALIGNMENTS", {})
+    raw = build_demo_dataset(tmp_path, num_pairs=1, num_test_pairs=0)
+    hr_path = raw / "imagesHR" / "demo_000.nii.gz"
+    hr = sitk.ReadImage(str(hr_path), sitk.sitkFloat32)
+    bic = sitk.Resample(
+        sitk.ReadImage(str(raw / "imagesLR" / "demo_000.nii.gz"), sitk.sitkFloat32), hr
+    )
+    first = validation._alignment(bic, hr, hr_path)
+    first.SetTranslation((50.0, 0.0, 0.0))  # the caller's copy: the shared one is unchanged
+    again = validation._alignment(bic, hr, hr_path)
+    assert len(calls) == 1 and again.GetTranslation() != (50.0, 0.0, 0.0)
+    validation._alignment(bic * 2.0, hr, hr_path)  # another bicubic image
+    assert len(calls) == 2
+    st = hr_path.stat()  # the HR file written again
+    os.utime(hr_path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    validation._alignment(bic, hr, hr_path)
+    assert len(calls) == 3
