@@ -37,6 +37,7 @@ from mrisr.metrics.fidelity import (
 from mrisr.metrics.registry import metrics
 from mrisr.plans import BASELINE_CONFIGURATION, Plans
 from mrisr.preprocessing.dataset import PreprocessedDataset
+from mrisr.utilities import safety
 from mrisr.utilities.errors import MrisrError
 from mrisr.utilities.file_io import save_json
 
@@ -117,9 +118,9 @@ _MAX_ALIGNMENTS = 256
 
 
 def _alignment(bic: sitk.Image, hr: sitk.Image, hr_path: Path) -> sitk.Euler3DTransform:
-    """``rigid_register(bic, hr)``, made once per bicubic image and HR file version."""
+    """``rigid_register(bic, hr)``, made once per bicubic image and HR file version (the
+    version preprocessing's staleness check reads: :func:`safety.content_hash`)."""
     digest = hashlib.blake2b(sitk.GetArrayViewFromImage(bic).tobytes(), digest_size=16)
-    stat = hr_path.stat()
     key = (
         digest.hexdigest(),
         bic.GetSize(),
@@ -127,8 +128,7 @@ def _alignment(bic: sitk.Image, hr: sitk.Image, hr_path: Path) -> sitk.Euler3DTr
         bic.GetOrigin(),
         bic.GetDirection(),
         str(hr_path.resolve()),
-        stat.st_size,
-        stat.st_mtime_ns,
+        safety.content_hash(hr_path),
     )
     if key not in _ALIGNMENTS:
         if len(_ALIGNMENTS) >= _MAX_ALIGNMENTS:
@@ -147,8 +147,9 @@ def _validate_case(
     file_ending: str,
 ) -> dict:
     """One pair: SR (or bicubic) written, scored against its HR beside bicubic."""
+    hr_path = _source(dataset, c, "hr")
     lr = read_scan(_source(dataset, c, "lr"), check=False)
-    hr = read_scan(_source(dataset, c, "hr"), check=False)
+    hr = read_scan(hr_path, check=False)
     bic = bicubic_scan(lr, plans)
     sr, sd = predictor.predict_scan(lr, return_std=True) if predictor else (bic, None)
     write_scan(sr, out_dir / f"{c}{file_ending}")
@@ -156,7 +157,7 @@ def _validate_case(
         write_scan(sd, out_dir / f"{c}_uncertainty{file_ending}")
     # one rigid alignment of the HR scan per case (to the real LR's bicubic
     # interpolation), shared by every method compared on this case
-    tf = _alignment(bic, hr, _source(dataset, c, "hr"))
+    tf = _alignment(bic, hr, hr_path)
     m_bic = compare_in_physical_space(hr, bic, tf)
     m_sr = compare_in_physical_space(hr, sr, tf) if predictor is not None else m_bic
     result = {configuration: m_sr, BASELINE_CONFIGURATION: m_bic}

@@ -238,11 +238,16 @@ class DSGANDegradation(Degradation):
         return {k: v for k, v in self.params.items() if k not in STAGE_KEYS}
 
     # ---- training
-    def _train_units(self, ctx: SynthesisContext, todo: dict[str, tuple], out: Path) -> None:
+    def _train_units(
+        self,
+        ctx: SynthesisContext,
+        todo: dict[str, tuple],
+        out: Path,
+        noise: tuple[float, list | None] | None,
+    ) -> None:
         names = list(todo)
         step = DEFAULT_UNITS_PER_BATCH
         params, key = self.gan_params(), self.settings_key()
-        noise = self._fake_noise(ctx.ds)
         for a in range(0, len(names), step):
             chunk = names[a : a + step]
             logger.info("DSGAN: training units %d-%d of %d", a + 1, a + len(chunk), len(names))
@@ -316,7 +321,7 @@ class DSGANDegradation(Degradation):
                 "DSGAN: %d of %d units already trained: reused", len(gans) - len(todo), len(gans)
             )
         if todo:
-            self._train_units(ctx, todo, out)
+            self._train_units(ctx, todo, out, noise)
         per_gan, flagged = self._unit_kernels(out, list(gans))
         for n, why in flagged.items():
             logger.warning(
