@@ -8,14 +8,41 @@ sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 
+@pytest.fixture(scope="session")
+def machine_timings(tmp_path_factory):
+    """The SR network's step timings on this machine (``$mrisr_results/.machine/
+    precision.json``), shared by every test's fresh results folder as one machine's
+    results folder shares them: the plans' time estimate and a training's precision
+    probe measure a network once per session, not once per test (~9 s each)."""
+    return tmp_path_factory.mktemp("machine") / "precision.json"
+
+
 @pytest.fixture
-def mrisr_env(tmp_path, monkeypatch):
-    """Fresh mrisr_raw / mrisr_preprocessed / mrisr_results folders."""
+def mrisr_env(tmp_path, monkeypatch, machine_timings):
+    """Fresh mrisr_raw / mrisr_preprocessed / mrisr_results folders (the machine's SR
+    step timings carried over, see ``machine_timings``)."""
+    import shutil
+
+    from mrisr.training.precision_probe import CACHE_FILE
+    from mrisr.utilities.file_io import load_json, save_json
+
     roots = {k: tmp_path / k for k in ("mrisr_raw", "mrisr_preprocessed", "mrisr_results")}
     for k, p in roots.items():
         p.mkdir()
         monkeypatch.setenv(k, str(p))
-    return roots
+    own = roots["mrisr_results"] / CACHE_FILE
+    if machine_timings.is_file():
+        own.parent.mkdir(parents=True)
+        shutil.copy(machine_timings, own)
+    yield roots
+    if own.is_file():
+        try:
+            table = load_json(machine_timings) if machine_timings.is_file() else {}
+            mine = load_json(own)
+            if isinstance(table, dict) and isinstance(mine, dict):
+                save_json({**table, **mine}, machine_timings)
+        except (OSError, ValueError):
+            pass  # a test that wrote something else there keeps it to itself
 
 
 @pytest.fixture(scope="session")
