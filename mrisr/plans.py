@@ -365,6 +365,13 @@ class Plans:
         return float(v) if v else None
 
     @property
+    def real_lr_acquired_spacing(self) -> list[float] | None:
+        """Median acquired in-plane spacing (mm, SimpleITK order) of the real LR scans, read
+        from their spectra (None where none was read, or in plans written before)."""
+        v = self.data.get("real_lr_acquired_inplane_spacing")
+        return [float(x) for x in v] if v else None
+
+    @property
     def through_plane_normal(self) -> list[float]:
         return list(self.data["through_plane_normal"])
 

@@ -116,16 +116,18 @@ class KSpaceAcquisition(LearnedDegradation):
         s = context.scale
         if fingerprint.pairs:
             r = np.median([c.pair.inplane_ratio for c in fingerprint.pairs], axis=0)
-        else:
-            lr = [sc.inplane_spacing for sc in fingerprint.scans("lr")]
+        else:  # the acquired spacing where the LR's spectrum showed it, else the headers'
+            lr = [sc.acquired_inplane_spacing for sc in fingerprint.scans("lr")]
             r = np.median(lr, axis=0) / context.hr_spacing
         # inplane_ratio is in SimpleITK order (a, b) = array axes (x, y)
         band = [float(min(1.0, s / r[1])), float(min(1.0, s / r[0]))]
         learned = bool(fingerprint.pairs)
         context.decide(
             "kspace_band",
-            f"band {band[0]:.3f} x {band[1]:.3f} of the x{s} LR grid's: the headers' LR holds "
-            f"HR frequencies up to 1 / (2 x {r[1]:.3g} x {r[0]:.3g} HR px), the exact ratio; "
+            f"band {band[0]:.3f} x {band[1]:.3f} of the x{s} LR grid's: "
+            + ("the headers' LR" if learned else "the LR as acquired (read from its spectra)")
+            + f" holds HR frequencies up to 1 / (2 x {r[1]:.3g} x {r[0]:.3g} HR px), "
+            "the exact ratio; "
             + (
                 "band and window measured on the registered pairs (narrower where the LR was "
                 "acquired coarser than stored: zero-filled interpolation, phase resolution)"

@@ -39,6 +39,7 @@ from mrisr.imageio.resampling import (
     working_grid,
 )
 from mrisr.imageio.sitk_io import Geometry, read_scan
+from mrisr.imageio.spectrum_band import spectrum_band
 from mrisr.preprocessing.foreground import foreground_mask
 from mrisr.preprocessing.pair_noise import residual_noise_sigma
 from mrisr.preprocessing.preprocessor import resample_normalised
@@ -48,9 +49,9 @@ from mrisr.utilities.parallel import map_progress
 logger = logging.getLogger(__name__)
 
 FINGERPRINT_FILE = "dataset_fingerprint.json"
-FINGERPRINT_VERSION = 6  # 2: the Gaussian fit aligns each pair first; 3: background noise;
+FINGERPRINT_VERSION = 7  # 2: the Gaussian fit aligns each pair first; 3: background noise;
 # 4: the Gaussian fit at the dataset's scale (the planner's), not each pair's own; 5: the
-# noise inside the tissue; 6: the noise from the registered pair's residual
+# noise inside the tissue; 6: the noise from the registered pair's residual; 7: the LR's acquired band from its spectrum
 GAUSSIAN_FIT_SIGMAS = [round(0.3 + 0.1 * i, 2) for i in range(28)]  # 0.3 .. 3.0 HR pixels
 
 
@@ -81,6 +82,19 @@ class ScanFingerprint:
     noise_sigma_residual: float | None = None
     noise_residual_model: str | None = None
     noise_residual_to_background: float | None = None
+    # LR only: the band its spectrum holds per in-plane axis (SimpleITK order, as
+    # inplane_spacing), as fractions of the stored grid's Nyquist, and the acquired spacing
+    # that follows (stored / band): below 1 where the scan was stored on a finer grid than
+    # acquired or its phase resolution was reduced (:mod:`mrisr.imageio.spectrum_band`);
+    # the drop (dB) at each axis' edge that decided it (below 10: no cliff, the stored band)
+    acquired_band: list[float] | None = None
+    acquired_spacing: list[float] | None = None
+    acquired_band_drop_db: list[float] | None = None
+
+    @property
+    def acquired_inplane_spacing(self) -> list[float]:
+        """The acquired in-plane spacing where the spectrum was read, else the headers'."""
+        return self.acquired_spacing or self.inplane_spacing
 
 
 @dataclass
@@ -210,7 +224,21 @@ def _scan_fingerprint(path: Path, image: sitk.Image, tp_axis: int, is_lr: bool) 
             fp.noise_tissue_to_background = round(
                 fp.noise_sigma_tissue / fp.noise_sigma_background, 3
             )
+        _read_acquired_band(fp, arr, mask)
     return fp, arr, mask, scale
+
+
+def _read_acquired_band(fp: ScanFingerprint, arr: np.ndarray, mask: np.ndarray) -> None:
+    """The LR's acquired band from the cliff in its tissue spectrum, its floor checked
+    against the scan's noise: the background's, else the tissue's (which reads coloured
+    noise low, so that a cut may be missed, never invented)."""
+    read = spectrum_band(arr, mask, fp.noise_sigma_background or fp.noise_sigma_tissue)
+    if read is None:
+        return
+    # arr is (through-plane, b, a): y is in-plane axis b, x is a
+    fp.acquired_band = read["band"][::-1]
+    fp.acquired_band_drop_db = read["drop_db"][::-1]
+    fp.acquired_spacing = [round(sp / b, 4) for sp, b in zip(fp.inplane_spacing, fp.acquired_band)]
 
 
 def _slices_match(hr: Geometry, a: int, lr: Geometry, b: int) -> bool:

@@ -151,6 +151,17 @@ def _measured_noise_level(plans: Plans) -> dict | None:
         return None
 
 
+def acquired_resolution_lines(plans: Plans) -> list[str]:
+    """A line where the LR spectra show an acquired resolution coarser than the headers'."""
+    acquired, stored = plans.real_lr_acquired_spacing, plans.real_lr_spacing
+    if not acquired or not stored or max(acquired) <= 1.05 * stored:
+        return []
+    return [
+        f"  LR acquired      {acquired[0]:.3g} x {acquired[1]:.3g} mm, read from the LR "
+        f"spectra (the headers state {stored:.3g} mm)"
+    ]
+
+
 def summary_text(dataset: str, verified: VerifiedDataset, plans: Plans) -> str:
     """What was decided and why, for the terminal."""
     n_pairs = sum(c.is_pair for c in verified.cases)
@@ -161,6 +172,7 @@ def summary_text(dataset: str, verified: VerifiedDataset, plans: Plans) -> str:
         f"{dataset}: {len(verified.cases)} cases ({n_pairs} pairs, {n_hr} HR, {n_lr} LR scans)",
         f"  scale            x{plans.scale}  (HR in-plane {plans.hr_spacing:.4g} mm, "
         f"LR working {plans.lr_spacing:.4g} mm)",
+        *acquired_resolution_lines(plans),
         f"  configurations   {', '.join(plans.configuration_names)}",
         *selection_lines(plans),
     ]

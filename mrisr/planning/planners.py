@@ -70,6 +70,34 @@ class DefaultPlanner:
         sp = [float(np.mean(s.inplane_spacing)) for s in self.fp.scans("lr")]
         return float(np.median(sp)) if sp else None
 
+    def plan_acquired_resolution(self) -> list[float] | None:
+        """Median acquired in-plane spacing of the LR scans (SimpleITK order), read from
+        their spectra (:mod:`mrisr.imageio.spectrum_band`); None where none was read."""
+        read = [s for s in self.fp.scans("lr") if s.acquired_band is not None]
+        if not read:
+            return None
+        stored = np.median([s.inplane_spacing for s in read], axis=0)
+        acquired = np.median([s.acquired_spacing for s in read], axis=0)
+        band = np.median([s.acquired_band for s in read], axis=0)
+        n = sum(min(s.acquired_band) < 1.0 for s in read)
+        if n == 0:
+            self._decide(
+                "acquired_resolution",
+                f"{stored[0]:.3g} x {stored[1]:.3g} mm, as the headers state: no LR scan's "
+                f"tissue spectrum ends short of its stored grid's Nyquist ({len(read)} read)",
+            )
+        else:
+            self._decide(
+                "acquired_resolution",
+                f"{acquired[0]:.3g} x {acquired[1]:.3g} mm, coarser than the headers' "
+                f"{stored[0]:.3g} x {stored[1]:.3g} mm: the tissue spectra of {n} of "
+                f"{len(read)} LR scans end at {band[0]:.2f} x {band[1]:.2f} of the stored "
+                "grid's Nyquist (stored finer than acquired, reduced phase resolution or a "
+                "steep raw-data filter); the k-space band follows it where there are no pairs "
+                "to measure it on",
+            )
+        return [round(float(a), 4) for a in acquired]
+
     def plan_scale(self, hr_spacing: float) -> int:
         pairs = self.fp.pairs
         if pairs:
@@ -292,6 +320,7 @@ class DefaultPlanner:
             "hr_inplane_spacing": h,
             "lr_working_inplane_spacing": s * h,
             "real_lr_inplane_spacing": self.plan_real_lr_spacing(),
+            "real_lr_acquired_inplane_spacing": self.plan_acquired_resolution(),
             "through_plane_normal": self.fp.through_plane_normal,
             "preprocessing": {
                 "normalization": self.plan_normalization(),

@@ -1,0 +1,114 @@
+"""The LR's acquired band read from its spectrum (``dataset_fingerprint.json``'s
+``acquired_band``) against the simulator's truth, per protocol of the demo family: no
+training, a second or two per scan.
+
+Two truths per in-plane axis, as fractions of the stored grid's Nyquist:
+
+- acquired: the readout (x) ``1 / storage_factor``, the phase encoding (y)
+  ``phase_resolution / storage_factor`` (``demo_acquisition.json``'s ``protocols.LR``);
+- held: the acquired band times the raw-data filter's 10 %-amplitude edge, the convention
+  of the k-space model's band measured on pairs (a Hamming filter ends at 0.91, a Fermi
+  filter at its radius plus 2.2 widths); an edge at or beyond 0.95 counts as 1.
+
+An estimate counts as right within 10 % of either. Develop on seeds 0-99, report on 1000
+and above:
+
+    python benchmarks/bench_acquired_band.py --protocols random:0-39 --workdir DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+
+def filter_edge(lr: dict) -> float:
+    """The simulator's raw-data filter's 10 %-amplitude edge (fraction of its band)."""
+    u = np.linspace(0.0, 1.0, 2001)
+    kind, p = lr["window"], lr["window_param"]
+    if kind == "hamming":
+        a = 0.54 + 0.46 * np.cos(np.pi * u)
+    elif kind == "tukey":
+        a = np.where(u < 1 - p, 1.0, 0.5 * (1 + np.cos(np.pi * (u - (1 - p)) / max(p, 1e-9))))
+    elif kind == "fermi":
+        a = 1.0 / (1.0 + np.exp(np.clip((u - p) / lr["window_width"], -60, 60)))
+    else:
+        a = np.ones_like(u)
+    edge = float(u[np.nonzero(a >= 0.1)[0][-1]])
+    return 1.0 if edge >= 0.95 else edge
+
+
+def protocol_row(protocol: str, work: Path) -> dict:
+    from mrisr.dataset.demo import build_demo_dataset
+    from mrisr.dataset.integrity import verify_dataset
+    from mrisr.planning.fingerprint import fingerprint_case, through_plane_normal
+
+    raw = build_demo_dataset(work / protocol.replace(":", "_"), 1, protocol=protocol)
+    lr = json.loads((raw / "demo_acquisition.json").read_text())["protocols"]["LR"]
+    sf, pr = lr.get("storage_factor", 1.0), lr.get("phase_resolution", 1.0)
+    acquired = [pr / sf, 1.0 / sf]
+    edge = filter_edge(lr)
+    held = [b * edge if edge < 1 else b for b in acquired]
+    verified = verify_dataset(raw, 1)
+    normal = through_plane_normal(verified.cases, verified.geometries)
+    bands, sources = [], set()
+    for c in verified.cases:
+        fp = fingerprint_case((c, normal))
+        if fp.lr is not None and fp.lr.acquired_band is not None:
+            bands.append(fp.lr.acquired_band[::-1])  # SimpleITK (x, y) -> (y, x)
+            sources.add(min(fp.lr.acquired_band_drop_db))
+    est = np.median(bands, axis=0).tolist() if bands else [float("nan")] * 2
+    err = min(max(abs(e / t - 1) for e, t in zip(est, truth)) for truth in (acquired, held))
+    return {
+        "protocol": protocol,
+        "window": lr["window"],
+        "background": lr.get("background", "noise"),
+        "acquired": acquired,
+        "held": held,
+        "estimate": est,
+        "range": [np.min(bands, axis=0).tolist(), np.max(bands, axis=0).tolist()]
+        if bands
+        else None,
+        "min_drop_db": min(sources) if sources else None,
+        "error": err,
+    }
+
+
+def main() -> None:
+    from mrisr.dataset.demo_protocol_family import expand
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--protocols", default="default,fermi_pf,random:0-39")
+    ap.add_argument("--workdir", type=Path, required=True)
+    ap.add_argument("--out", type=Path, help="JSON lines, one protocol per line (appended)")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    print(
+        f"{'protocol':<11} {'filter':<8} {'bg':<7} acquired y/x  held y/x    estimate y/x  min drop dB"
+    )
+    errors = []
+    for p in expand(args.protocols):
+        r = protocol_row(p, args.workdir)
+        errors.append(r["error"])
+        (ay, ax), (hy, hx), (ey, ex) = r["acquired"], r["held"], r["estimate"]
+        print(
+            f"{p:<11} {r['window']:<8} {r['background']:<7} {ay:.2f}/{ax:.2f}     "
+            f"{hy:.2f}/{hx:.2f}   {ey:.2f}/{ex:.2f}     {r['min_drop_db']:.0f}"
+            + ("  <-- off by more than 10 %" if not r["error"] <= 0.10 else ""),
+            flush=True,
+        )
+        if args.out:
+            with open(args.out, "a") as fh:
+                fh.write(json.dumps(r) + "\n")
+    e = np.asarray(errors)
+    print(
+        f"within 10 % of a truth: {(e <= 0.10).sum()}/{e.size}; within 5 %: {(e <= 0.05).sum()}/{e.size}"
+    )
+
+
+if __name__ == "__main__":
+    main()
