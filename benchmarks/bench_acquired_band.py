@@ -6,9 +6,9 @@ Two truths per in-plane axis, as fractions of the stored grid's Nyquist:
 
 - acquired: the readout (x) ``1 / storage_factor``, the phase encoding (y)
   ``phase_resolution / storage_factor`` (``demo_acquisition.json``'s ``protocols.LR``);
-- held: the acquired band times the raw-data filter's 10 %-amplitude edge, the convention
-  of the k-space model's band measured on pairs (a Hamming filter ends at 0.91, a Fermi
-  filter at its radius plus 2.2 widths); an edge at or beyond 0.95 counts as 1.
+- held: the acquired band times the raw-data filter's 10 %-amplitude edge, read from the
+  simulator's own filter on its k-space grid (the convention of the k-space model's band
+  measured on pairs); an edge at or beyond 0.95 counts as 1.
 
 An estimate counts as right within 10 % of either. Develop on seeds 0-99, report on 1000
 and above:
@@ -27,18 +27,15 @@ import numpy as np
 
 
 def filter_edge(lr: dict) -> float:
-    """The simulator's raw-data filter's 10 %-amplitude edge (fraction of its band)."""
-    u = np.linspace(0.0, 1.0, 2001)
-    kind, p = lr["window"], lr["window_param"]
-    if kind == "hamming":
-        a = 0.54 + 0.46 * np.cos(np.pi * u)
-    elif kind == "tukey":
-        a = np.where(u < 1 - p, 1.0, 0.5 * (1 + np.cos(np.pi * (u - (1 - p)) / max(p, 1e-9))))
-    elif kind == "fermi":
-        a = 1.0 / (1.0 + np.exp(np.clip((u - p) / lr["window_width"], -60, 60)))
-    else:
-        a = np.ones_like(u)
-    edge = float(u[np.nonzero(a >= 0.1)[0][-1]])
+    """The simulator's raw-data filter's 10 %-amplitude edge along the readout (fraction
+    of its band), from the simulator's own filter (:func:`window_2d`, the k_y = 0 row)."""
+    from mrisr.dataset.demo_acquisition import AcquisitionProtocol, window_2d
+
+    protocol = AcquisitionProtocol(**lr)
+    freqs = np.fft.fftfreq(protocol.matrix, 1.0 / protocol.matrix).round()
+    row = window_2d(protocol, freqs)[0]
+    kept = freqs[(freqs >= 0) & (row >= 0.1)]
+    edge = float(kept.max() / (protocol.matrix / 2.0))
     return 1.0 if edge >= 0.95 else edge
 
 

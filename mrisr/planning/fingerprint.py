@@ -51,7 +51,8 @@ logger = logging.getLogger(__name__)
 FINGERPRINT_FILE = "dataset_fingerprint.json"
 FINGERPRINT_VERSION = 7  # 2: the Gaussian fit aligns each pair first; 3: background noise;
 # 4: the Gaussian fit at the dataset's scale (the planner's), not each pair's own; 5: the
-# noise inside the tissue; 6: the noise from the registered pair's residual; 7: the LR's acquired band from its spectrum
+# noise inside the tissue; 6: the noise from the registered pair's residual; 7: the LR's
+# acquired band from its spectrum
 GAUSSIAN_FIT_SIGMAS = [round(0.3 + 0.1 * i, 2) for i in range(28)]  # 0.3 .. 3.0 HR pixels
 
 
