@@ -21,8 +21,11 @@ the real LR of the registered pairs (SSIM, PSNR).
 
 ``random:A-B`` runs the demo's protocol family (:mod:`mrisr.dataset.demo_protocol_family`);
 with several protocols the report starts with each configuration's gain over bicubic per
-protocol and its distribution. Each protocol's result is written to
-``<workdir>/results/`` as soon as it is done: a re-run resumes where it stopped.
+protocol and its distribution. Each protocol's result is written to ``--results``
+(default ``<workdir>/results/``) as soon as it is done: a re-run resumes where it stopped.
+A study longer than a session keeps its finished protocols in the repository
+(``--results benchmarks/results/quality``), so the next session continues with the next
+protocol on a fresh workdir.
 
 Everything lives under ``--workdir`` (default ``quality_work``); finished stages are reused.
 """
@@ -511,6 +514,11 @@ def main(argv=None) -> int:
     p.add_argument("--folds", nargs="+", type=int, default=[0])
     p.add_argument("--test-pairs", type=int, default=4)
     p.add_argument("--workdir", default="quality_work")
+    p.add_argument(
+        "--results",
+        default=None,
+        help="folder of the finished protocols' results (default: <workdir>/results)",
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--trainer", default=TRAINER, help="trainer class for every configuration")
     p.add_argument(
@@ -567,7 +575,7 @@ def _run_or_reuse(protocol: str, args, configs: list[str]) -> dict:
     """One protocol's result, written to ``<workdir>/results/<protocol>.json`` when done; a
     re-run reuses it (and, inside a protocol, every finished stage), so the harness resumes
     where it stopped."""
-    path = Path(args.workdir, "results", f"{slug(protocol)}__{TRAINER}.json")
+    path = Path(args.results or Path(args.workdir, "results"), f"{slug(protocol)}__{TRAINER}.json")
     if path.is_file():
         r = json.loads(path.read_text())
         if r.get("selection"):

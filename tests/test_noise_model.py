@@ -1,6 +1,7 @@
 """The realistic degradation: noise estimation, Rician training noise, signed kernels, the
 learned k-space window, implausible kernels."""
 
+import logging
 import math
 
 import numpy as np
@@ -193,6 +194,26 @@ def test_kspace_band_is_measured_where_the_lr_holds_less_than_its_grid():
     keeps = KSpaceAcquisition({"band": [0.9, 0.9], "window": dict(window)}, 2)
     keeps.fit(pairs_of(full))
     assert keeps.band == (0.9, 0.9)
+
+
+def test_the_pairs_band_is_checked_against_the_lr_spectra(caplog):
+    """The band measured on the pairs is recorded against the LR spectra's reading: close
+    where they agree, and a warning naming both where they do not."""
+    truth = KSpaceAcquisition({"band": [0.5, 0.7], "window": {"type": "none"}}, 2)
+    hrs = [_textures(seed=s) + 1.0 for s in range(2)]
+    pairs = [(hr, truth.degrade(hr)) for hr in hrs]
+    window = {"type": "learned", "terms": 3, "band": "measured"}
+    params = {"band": [1.0, 1.0], "window": dict(window), "band_spectrum": [0.52, 0.68]}
+    with caplog.at_level(logging.WARNING, logger="mrisr.degradation.kspace_acquisition"):
+        fit = KSpaceAcquisition(params, 2).fit(pairs)
+    assert fit["band_spectrum"] == [0.52, 0.68]
+    assert max(abs(r) for r in fit["band_spectrum_agreement"]) < 0.1
+    assert "differ" not in caplog.text
+    params = {"band": [1.0, 1.0], "window": dict(window), "band_spectrum": [1.0, 0.7]}
+    with caplog.at_level(logging.WARNING, logger="mrisr.degradation.kspace_acquisition"):
+        fit = KSpaceAcquisition(params, 2).fit(pairs)
+    assert fit["band_spectrum_agreement"][0] == pytest.approx(-0.5, abs=0.06)
+    assert "differ by more than 20 %" in caplog.text and "1.000 x 0.700" in caplog.text
 
 
 def test_measured_kspace_band_round_trips(tmp_path):

@@ -129,3 +129,23 @@ def test_plans_follow_the_acquired_resolution_without_pairs(mrisr_env, capsys):
     band = plans.data["configurations"]["kspace_edsr"]["degradation"]["band"]
     assert band == pytest.approx([2 / 3.2, 2 / 3.2], rel=0.12)
     assert "LR acquired" in out and "the headers state 1.6 mm" in out
+
+
+def test_plans_carry_the_spectra_band_to_check_the_pairs_against(mrisr_env):
+    """With registered pairs the k-space band is measured on the pairs at training; the
+    plans carry the LR spectra's reading beside it (on the working grid) to check it."""
+    ds = write_dataset(
+        mrisr_env["mrisr_raw"],
+        n_pairs=3,
+        hr_size=(96, 96, 4),
+        hr_spacing=(1.0, 1.0, 2.0),
+        lr_size=(60, 60, 4),
+        lr_spacing=(1.6, 1.6, 2.0),
+    )
+    for f in sorted((ds / "imagesLR").iterdir()):
+        zero_fill(f, 0.5)
+    assert plan_main(["-d", "1", "-np", "1", "--no-select", "--no-time-estimate"]) == 0
+    plans = Plans.load(mrisr_env["mrisr_preprocessed"] / "Dataset001_Synth" / "mrisrPlans.json")
+    section = plans.data["configurations"]["kspace_edsr"]["degradation"]
+    assert section["window"]["band"] == "measured"
+    assert section["band_spectrum"] == pytest.approx([0.5 * b for b in section["band"]], rel=0.12)

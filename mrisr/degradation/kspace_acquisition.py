@@ -59,6 +59,8 @@ MIN_POWER_FRACTION = 1e-3
 BAND_EDGE_RESPONSE = 0.1
 #: a measured edge this close to the headers' band keeps the headers' band
 BAND_EDGE_MARGIN = 0.05
+#: the pairs' band and the LR spectra's agree within this fraction (half vs 10 % amplitude)
+BAND_AGREEMENT = 0.2
 #: the narrowest band measured (a fifth of the LR grid's: beyond any scanner's zero-filling)
 MIN_MEASURED_BAND = 0.2
 
@@ -122,6 +124,10 @@ class KSpaceAcquisition(LearnedDegradation):
         # inplane_ratio is in SimpleITK order (a, b) = array axes (x, y)
         band = [float(min(1.0, s / r[1])), float(min(1.0, s / r[0]))]
         learned = bool(fingerprint.pairs)
+        read = [sc.acquired_band for sc in fingerprint.scans("lr") if sc.acquired_band]
+        # the second reading, checked against the pairs' at the fit: the LR spectra's band
+        # (SimpleITK order) on the working LR grid
+        spectrum = np.median(read, axis=0)[::-1] * band if learned and read else None
         context.decide(
             "kspace_band",
             f"band {band[0]:.3f} x {band[1]:.3f} of the x{s} LR grid's: "
@@ -138,12 +144,15 @@ class KSpaceAcquisition(LearnedDegradation):
         window = (
             {"type": "learned", "terms": 3, "band": "measured"} if learned else {"type": "hamming"}
         )
+        params = {"name": "kspace_acquisition", "band": band, "window": window}
+        if spectrum is not None:
+            params["band_spectrum"] = [round(float(b), 4) for b in spectrum]
         return {
             "kspace_edsr": context.configuration(
                 "k-space+EDSR",
                 "EDSR trained on HR through the real LR's k-space band and "
                 "learned raw-data filter plus its Rician noise; applied to the raw real LR",
-                {"name": "kspace_acquisition", "band": band, "window": window},
+                params,
                 raw_input=True,
             )
         }
@@ -158,6 +167,11 @@ class KSpaceAcquisition(LearnedDegradation):
             f"{b[0]:.3f} x {b[1]:.3f} of the LR grid's (exact ratio"
             + ("; measured on the pairs at training" if measured else "")
             + f"), window {section['window']['type']}"
+            + (
+                "; the LR spectra read {:.3f} x {:.3f}".format(*section["band_spectrum"])
+                if section.get("band_spectrum")
+                else ""
+            )
         )
 
     def __init__(self, params: dict, scale: int):
@@ -253,6 +267,7 @@ class KSpaceAcquisition(LearnedDegradation):
                     *self.band,
                     *self.header_band,
                 )
+        agreement = self._spectrum_agreement()
         coefs = []
         for axis, (prof, wsum) in enumerate(
             ((wy, (weight * wx[None] ** 2).sum(1)), (wx, (weight * wy[:, None] ** 2).sum(0)))
@@ -267,8 +282,32 @@ class KSpaceAcquisition(LearnedDegradation):
             "band_measured": self.measure_band,
             "window_coefficients": coefs,
             "psf_fwhm_hr_px": self.psf_fwhm_hr(),
+            **agreement,
         }
         return self.fit_history
+
+    def _spectrum_agreement(self) -> dict:
+        """The band measured on the pairs against the one read from the LR scans' own
+        spectra (the plans' ``band_spectrum``): two methods, one quantity. The spectrum
+        reads where the power falls off its cliff, the pairs where the response falls below
+        10 % of DC: a smooth raw-data filter (Fermi) parts them by up to ~15 %; beyond
+        :data:`BAND_AGREEMENT`, a warning (the pairs' band is used)."""
+        spectrum = self.params.get("band_spectrum")
+        if not (self.measure_band and spectrum):
+            return {}
+        rel = [round(m / max(b, 1e-6) - 1.0, 4) for m, b in zip(self.band, spectrum)]
+        out = {"band_spectrum": list(spectrum), "band_spectrum_agreement": rel}
+        if max(abs(r) for r in rel) > BAND_AGREEMENT:
+            logger.warning(
+                "%s: the band measured on the pairs (%.3f x %.3f) and the one read from the "
+                "LR spectra (%.3f x %.3f) differ by more than %d %%: check the pairs' "
+                "registration (the pairs' band is used)",
+                self.name,
+                *self.band,
+                *spectrum,
+                round(100 * BAND_AGREEMENT),
+            )
+        return out
 
     def state_dict(self) -> dict:
         import torch
