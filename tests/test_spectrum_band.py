@@ -3,6 +3,8 @@ reduced phase resolution are found, raw-data filters and smooth objects are not 
 for them, and the plans follow what was read."""
 
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -97,25 +99,30 @@ def zero_fill(path, band):
     sitk.WriteImage(out, str(path))
 
 
-def test_plans_follow_the_acquired_resolution_without_pairs(mrisr_env, capsys):
-    """LR scans stored at 1.6 mm but holding half their band (acquired at 3.2 mm): the
-    fingerprint reads it, the plans record it with the headers', and the k-space model
-    degrades to the acquired band (2 / 3.2 of the x2 grid's), not the headers' (all)."""
+def plan_half_band_dataset(root: Path, **cases) -> Path:
+    """Plan a dataset of 1 mm HR and 1.6 mm LR scans whose LR holds half its band (acquired
+    at 3.2 mm, zero-filled to 1.6); ``cases``: write_dataset's n_pairs / hr_only / lr_only.
+    Returns the preprocessed dataset folder."""
     ds = write_dataset(
-        mrisr_env["mrisr_raw"],
-        n_pairs=0,
-        hr_only=2,
-        lr_only=2,
+        root,
         hr_size=(96, 96, 4),
         hr_spacing=(1.0, 1.0, 2.0),
         lr_size=(60, 60, 4),
         lr_spacing=(1.6, 1.6, 2.0),
+        **cases,
     )
     for f in sorted((ds / "imagesLR").iterdir()):
         zero_fill(f, 0.5)
     assert plan_main(["-d", "1", "-np", "1", "--no-select", "--no-time-estimate"]) == 0
+    return Path(os.environ["mrisr_preprocessed"]) / "Dataset001_Synth"
+
+
+def test_plans_follow_the_acquired_resolution_without_pairs(mrisr_env, capsys):
+    """LR scans stored at 1.6 mm but holding half their band (acquired at 3.2 mm): the
+    fingerprint reads it, the plans record it with the headers', and the k-space model
+    degrades to the acquired band (2 / 3.2 of the x2 grid's), not the headers' (all)."""
+    root = plan_half_band_dataset(mrisr_env["mrisr_raw"], n_pairs=0, hr_only=2, lr_only=2)
     out = capsys.readouterr().out
-    root = mrisr_env["mrisr_preprocessed"] / "Dataset001_Synth"
     fp = json.loads((root / "dataset_fingerprint.json").read_text())
     for c in fp["cases"]:
         if c.get("lr"):
@@ -134,18 +141,8 @@ def test_plans_follow_the_acquired_resolution_without_pairs(mrisr_env, capsys):
 def test_plans_carry_the_spectra_band_to_check_the_pairs_against(mrisr_env):
     """With registered pairs the k-space band is measured on the pairs at training; the
     plans carry the LR spectra's reading beside it (on the working grid) to check it."""
-    ds = write_dataset(
-        mrisr_env["mrisr_raw"],
-        n_pairs=3,
-        hr_size=(96, 96, 4),
-        hr_spacing=(1.0, 1.0, 2.0),
-        lr_size=(60, 60, 4),
-        lr_spacing=(1.6, 1.6, 2.0),
-    )
-    for f in sorted((ds / "imagesLR").iterdir()):
-        zero_fill(f, 0.5)
-    assert plan_main(["-d", "1", "-np", "1", "--no-select", "--no-time-estimate"]) == 0
-    plans = Plans.load(mrisr_env["mrisr_preprocessed"] / "Dataset001_Synth" / "mrisrPlans.json")
+    root = plan_half_band_dataset(mrisr_env["mrisr_raw"], n_pairs=3)
+    plans = Plans.load(root / "mrisrPlans.json")
     section = plans.data["configurations"]["kspace_edsr"]["degradation"]
     assert section["window"]["band"] == "measured"
     assert section["band_spectrum"] == pytest.approx([0.5 * b for b in section["band"]], rel=0.12)
