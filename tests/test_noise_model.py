@@ -196,22 +196,26 @@ def test_kspace_band_is_measured_where_the_lr_holds_less_than_its_grid():
     assert keeps.band == (0.9, 0.9)
 
 
-def test_the_pairs_band_is_checked_against_the_lr_spectra(caplog):
-    """The band measured on the pairs is recorded against the LR spectra's reading: close
-    where they agree, and a warning naming both where they do not."""
+def test_the_lr_spectra_band_is_used_and_checked_on_the_pairs(caplog):
+    """Where the plans carry the LR spectra's band, the model degrades with it and records
+    the band measured on the pairs beside it: close where they agree, and a warning naming
+    both where they do not."""
     truth = KSpaceAcquisition({"band": [0.5, 0.7], "window": {"type": "none"}}, 2)
     hrs = [_textures(seed=s) + 1.0 for s in range(2)]
     pairs = [(hr, truth.degrade(hr)) for hr in hrs]
     window = {"type": "learned", "terms": 3, "band": "measured"}
     params = {"band": [1.0, 1.0], "window": dict(window), "band_spectrum": [0.52, 0.68]}
+    model = KSpaceAcquisition(params, 2)
     with caplog.at_level(logging.WARNING, logger="mrisr.degradation.kspace_acquisition"):
-        fit = KSpaceAcquisition(params, 2).fit(pairs)
-    assert fit["band_spectrum"] == [0.52, 0.68]
+        fit = model.fit(pairs)
+    assert model.band == (0.52, 0.68) and fit["band"] == [0.52, 0.68]
+    assert fit["band_pairs"] == pytest.approx([0.5, 0.7], abs=0.05)
     assert max(abs(r) for r in fit["band_spectrum_agreement"]) < 0.1
     assert "differ" not in caplog.text
     params = {"band": [1.0, 1.0], "window": dict(window), "band_spectrum": [1.0, 0.7]}
     with caplog.at_level(logging.WARNING, logger="mrisr.degradation.kspace_acquisition"):
         fit = KSpaceAcquisition(params, 2).fit(pairs)
+    assert fit["band"] == [1.0, 0.7]
     assert fit["band_spectrum_agreement"][0] == pytest.approx(-0.5, abs=0.06)
     assert "differ by more than 20 %" in caplog.text and "1.000 x 0.700" in caplog.text
 
