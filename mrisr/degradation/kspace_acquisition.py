@@ -62,7 +62,7 @@ MIN_POWER_FRACTION = 1e-3
 BAND_EDGE_RESPONSE = 0.1
 #: a measured edge this close to the headers' band keeps the headers' band
 BAND_EDGE_MARGIN = 0.05
-#: the pairs' band and the LR spectra's agree within this fraction (half vs 10 % amplitude)
+#: the pairs' band and the LR spectra's agree within this fraction (else a warning)
 BAND_AGREEMENT = 0.2
 #: the narrowest band measured (a fifth of the LR grid's: beyond any scanner's zero-filling)
 MIN_MEASURED_BAND = 0.2
@@ -128,8 +128,8 @@ class KSpaceAcquisition(LearnedDegradation):
         band = [float(min(1.0, s / r[1])), float(min(1.0, s / r[0]))]
         learned = bool(fingerprint.pairs)
         read = [sc.acquired_band for sc in fingerprint.scans("lr") if sc.acquired_band]
-        # the second reading, checked against the pairs' at the fit: the LR spectra's band
-        # (SimpleITK order) on the working LR grid
+        # the LR spectra's band (SimpleITK order) on the working LR grid: with pairs, the
+        # band the fit uses, the one measured on the pairs its check
         spectrum = np.median(read, axis=0)[::-1] * band if learned and read else None
         context.decide(
             "kspace_band",
@@ -138,8 +138,11 @@ class KSpaceAcquisition(LearnedDegradation):
             + f" holds HR frequencies up to 1 / (2 x {r[1]:.3g} x {r[0]:.3g} HR px), "
             "the exact ratio; "
             + (
-                "band and window measured on the registered pairs (narrower where the LR was "
-                "acquired coarser than stored: zero-filled interpolation, phase resolution)"
+                "window learned on the registered pairs inside the band the LR spectra read "
+                "({:.3f} x {:.3f}), the band measured on the pairs as its check".format(*spectrum)
+                if spectrum is not None
+                else "band and window measured on the registered pairs (narrower where the LR "
+                "was acquired coarser than stored: zero-filled interpolation, phase resolution)"
                 if learned
                 else "window Hamming (no pairs to measure it)"
             ),
