@@ -64,13 +64,11 @@ def protocol_row(protocol: str, work: Path, pairs: bool = False) -> dict:
             bands.append(fp.lr.acquired_band[::-1])  # SimpleITK (x, y) -> (y, x)
             sources.add(min(fp.lr.acquired_band_drop_db))
     est = np.median(bands, axis=0).tolist() if bands else [float("nan")] * 2
-    err = min(max(abs(e / t - 1) for e, t in zip(est, truth)) for truth in (acquired, held))
+    err = truth_error(est, (acquired, held))
     row = pair_band(raw, work / (protocol.replace(":", "_") + "_work")) if pairs else {}
-    if row:  # the pairs' band against the same truths, on the working grid
-        row["pairs_error"] = min(
-            max(abs(p / (h * t) - 1) for p, h, t in zip(row["pairs_band"], row["band_headers"], tr))
-            for tr in (acquired, held)
-        )
+    if row:  # the pairs' band (working grid) against the same truths (the LR grid's)
+        on_lr = [p / h for p, h in zip(row["pairs_band"], row["band_headers"])]
+        row["pairs_error"] = truth_error(on_lr, (acquired, held))
     return {
         **row,
         "protocol": protocol,
@@ -85,6 +83,11 @@ def protocol_row(protocol: str, work: Path, pairs: bool = False) -> dict:
         "min_drop_db": min(sources) if sources else None,
         "error": err,
     }
+
+
+def truth_error(band: list[float], truths: tuple[list[float], ...]) -> float:
+    """Relative error of a (y, x) band against the nearest of the truths (its worse axis)."""
+    return min(max(abs(b / t - 1) for b, t in zip(band, truth)) for truth in truths)
 
 
 def pair_band(raw: Path, work: Path) -> dict:
