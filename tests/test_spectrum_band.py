@@ -139,10 +139,14 @@ def test_plans_follow_the_acquired_resolution_without_pairs(mrisr_env, capsys):
 
 
 def test_plans_carry_the_spectra_band_to_check_the_pairs_against(mrisr_env):
-    """With registered pairs the k-space band is measured on the pairs at training; the
-    plans carry the LR spectra's reading beside it (on the working grid) to check it."""
+    """With registered pairs the plans carry the LR spectra's reading on the working grid,
+    the band the fit uses (the pairs' its check). The LR is stored at 1.6 mm, finer than the
+    x2 working grid's 2 mm: the headers' band is clipped to all of it, while the acquired
+    3.2 mm holds 2 / 3.2 of it (half of the stored grid's band is 0.625 of the working
+    grid's, not half), as without pairs."""
     root = plan_half_band_dataset(mrisr_env["mrisr_raw"], n_pairs=3)
     plans = Plans.load(root / "mrisrPlans.json")
     section = plans.data["configurations"]["kspace_edsr"]["degradation"]
     assert section["window"]["band"] == "measured"
-    assert section["band_spectrum"] == pytest.approx([0.5 * b for b in section["band"]], rel=0.12)
+    assert section["band"] == [1.0, 1.0]
+    assert section["band_spectrum"] == pytest.approx([2 / 3.2, 2 / 3.2], rel=0.12)

@@ -140,9 +140,14 @@ class KSpaceAcquisition(LearnedDegradation):
         band = [float(min(1.0, s / r[1])), float(min(1.0, s / r[0]))]
         learned = bool(fingerprint.pairs)
         read = [sc.acquired_band for sc in fingerprint.scans("lr") if sc.acquired_band]
-        # the LR spectra's band (SimpleITK order) on the working LR grid: with pairs, the
-        # band the fit uses, the one measured on the pairs its check
-        spectrum = np.median(read, axis=0)[::-1] * band if learned and read else None
+        # the LR spectra's band (SimpleITK order, a fraction of the stored grid's) on the
+        # working LR grid: times the unclipped ratio s / r, then clipped (an LR stored finer
+        # than the working grid holds more of that grid's band than of its own); with pairs,
+        # the band the fit uses, the one measured on the pairs its check
+        spectrum = None
+        if learned and read:
+            on_grid = np.median(read, axis=0)[::-1] * (s / np.asarray(r, dtype=np.float64))[::-1]
+            spectrum = np.minimum(on_grid, 1.0)
         context.decide(
             "kspace_band",
             f"band {band[0]:.3f} x {band[1]:.3f} of the x{s} LR grid's: "
