@@ -90,20 +90,26 @@ def truth_error(band: list[float], truths: tuple[list[float], ...]) -> float:
     return min(max(abs(b / t - 1) for b, t in zip(band, truth)) for truth in truths)
 
 
-def pair_band(raw: Path, work: Path) -> dict:
-    """The k-space model's band measured on every registered pair of ``raw``'s dataset
-    against the LR spectra's reading (both on the working grid, y / x), from its fit."""
+def use_folders(raw: Path, work: Path) -> None:
+    """Point the mrisr folders at ``raw``'s dataset and ``work`` (its preprocessed data and
+    results, created if missing)."""
     import os
-
-    from mrisr.degradation.stage import degradation_dir, ensure_synthetic_lr, model_id
-    from mrisr.planning.plan_and_preprocess_api import plan_and_preprocess
-    from mrisr.preprocessing.dataset import PreprocessedDataset
-    from mrisr.utilities.file_io import load_json
 
     os.environ["mrisr_raw"] = str(raw.parent)
     for k in ("mrisr_preprocessed", "mrisr_results"):
         (work / k).mkdir(parents=True, exist_ok=True)
         os.environ[k] = str(work / k)
+
+
+def pair_band(raw: Path, work: Path) -> dict:
+    """The k-space model's band measured on every registered pair of ``raw``'s dataset
+    against the LR spectra's reading (both on the working grid, y / x), from its fit."""
+    from mrisr.degradation.stage import degradation_dir, ensure_synthetic_lr, model_id
+    from mrisr.planning.plan_and_preprocess_api import plan_and_preprocess
+    from mrisr.preprocessing.dataset import PreprocessedDataset
+    from mrisr.utilities.file_io import load_json
+
+    use_folders(raw, work)
     _, plans = plan_and_preprocess(raw.name, 2, planner="DemoPlanner")
     cases = PreprocessedDataset.for_plans(plans).pairs()
     ensure_synthetic_lr(plans, "kspace_edsr", cases, progress=False)

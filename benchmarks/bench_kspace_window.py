@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -30,6 +29,8 @@ import numpy as np
 
 def prepared(protocol: str, work: Path):
     """(raw dataset folder, plans) of ``protocol``, built and preprocessed if missing."""
+    from bench_acquired_band import use_folders
+
     from mrisr.dataset.demo import build_demo_dataset
     from mrisr.planning.plan_and_preprocess_api import plan_and_preprocess
     from mrisr.plans import Plans
@@ -38,10 +39,7 @@ def prepared(protocol: str, work: Path):
     raw = work / slug / "Dataset001_MNIDemo"
     if not (raw / "demo_acquisition.json").is_file():
         raw = build_demo_dataset(work / slug, 1, protocol=protocol)
-    os.environ["mrisr_raw"] = str(raw.parent)
-    for k in ("mrisr_preprocessed", "mrisr_results"):
-        (work / f"{slug}_work" / k).mkdir(parents=True, exist_ok=True)
-        os.environ[k] = str(work / f"{slug}_work" / k)
+    use_folders(raw, work / f"{slug}_work")
     plans_path = work / f"{slug}_work" / "mrisr_preprocessed" / raw.name / "mrisrDemoPlans.json"
     if plans_path.is_file():
         return raw, Plans.load(plans_path)

@@ -137,7 +137,8 @@ class KSpaceAcquisition(LearnedDegradation):
             lr = [sc.acquired_inplane_spacing for sc in fingerprint.scans("lr")]
             r = np.median(lr, axis=0) / context.hr_spacing
         # inplane_ratio is in SimpleITK order (a, b) = array axes (x, y)
-        band = [float(min(1.0, s / r[1])), float(min(1.0, s / r[0]))]
+        ratio = (s / np.asarray(r, dtype=np.float64))[::-1]
+        band = [float(b) for b in np.minimum(ratio, 1.0)]
         learned = bool(fingerprint.pairs)
         read = [sc.acquired_band for sc in fingerprint.scans("lr") if sc.acquired_band]
         # the LR spectra's band (SimpleITK order, a fraction of the stored grid's) on the
@@ -146,8 +147,7 @@ class KSpaceAcquisition(LearnedDegradation):
         # the band the fit uses, the one measured on the pairs its check
         spectrum = None
         if learned and read:
-            on_grid = np.median(read, axis=0)[::-1] * (s / np.asarray(r, dtype=np.float64))[::-1]
-            spectrum = np.minimum(on_grid, 1.0)
+            spectrum = np.minimum(np.median(read, axis=0)[::-1] * ratio, 1.0)
         context.decide(
             "kspace_band",
             f"band {band[0]:.3f} x {band[1]:.3f} of the x{s} LR grid's: "
@@ -370,11 +370,7 @@ def measured_band_edge(profile: np.ndarray, header_band: float) -> float:
     a running median of 5 bins) reaches :data:`BAND_EDGE_RESPONSE`. The headers' band where the
     edge comes within :data:`BAND_EDGE_MARGIN` of it or beyond."""
     n = len(profile)
-    k = np.abs(np.fft.fftfreq(n, d=1.0 / n)).astype(int)
-    m = n // 2 + 1
-    folded = np.bincount(k, weights=profile, minlength=m) / np.maximum(
-        np.bincount(k, minlength=m), 1
-    )
+    folded, _ = _folded(profile, np.ones(n))
     smooth = ndimage.median_filter(folded, size=5, mode="nearest")  # keeps a step where it is
     reached = np.nonzero(smooth >= BAND_EDGE_RESPONSE)[0]
     # bin i sits at i / (n / 2) of Nyquist; the edge lies half a bin past the last one
@@ -405,19 +401,25 @@ def _separable_profiles(t: np.ndarray, weight: np.ndarray, rounds: int = 1000, t
     return wy / g, wx * g
 
 
+def _folded(profile: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A profile in FFT order folded over the two signs: the ``weight``-ed mean per
+    frequency ``0..n/2`` (0 where a frequency has no weight), and the weight summed there."""
+    n = len(profile)
+    k = np.abs(np.fft.fftfreq(n, d=1.0 / n)).astype(int)
+    wsum = np.bincount(k, weights=weight, minlength=n // 2 + 1)
+    total = np.bincount(k, weights=profile * weight, minlength=n // 2 + 1)
+    return total / np.where(wsum > 0, wsum, 1.0), wsum
+
+
 def _profile_at_knots(profile: np.ndarray, weight: np.ndarray, band: float, knots: int):
     """One axis's measured transfer ``profile`` (FFT order) at ``knots`` points on ``|u|`` in
     [0, 1]: the two signs' power-weighted mean per frequency, normalised to DC 1, clipped at
     zero (no raw-data filter flips a frequency's sign), linear between the bins inside the
     band, the outermost bin's value out to the edge; bins without power are left out."""
-    n = len(profile)
-    k = np.abs(np.fft.fftfreq(n, d=1.0 / n)).astype(int)
-    wsum = np.bincount(k, weights=weight, minlength=n // 2 + 1)
-    folded = np.bincount(k, weights=profile * weight, minlength=n // 2 + 1)
-    u = np.arange(len(wsum)) / (band * n / 2.0)
+    folded, wsum = _folded(profile, weight)
+    u = np.arange(len(wsum)) / (band * len(profile) / 2.0)
     use = (wsum > 0) & (u < 1)
     if use.sum() < 2 or wsum[0] <= 0:
         raise ValueError("too few frequencies inside the band to measure the window")
-    values = folded[use] / wsum[use]
-    values = np.maximum(values / values[0], 0.0)
+    values = np.maximum(folded[use] / folded[0], 0.0)
     return np.interp(np.linspace(0.0, 1.0, knots), u[use], values)
