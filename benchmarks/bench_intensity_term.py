@@ -26,21 +26,12 @@ def scores(prediction: Path, reference: Path) -> tuple[float, float]:
     """(PSNR as the harness scores it, PSNR after the monotone map prediction -> HR)."""
     import SimpleITK as sitk
 
-    from mrisr.imageio.registration import rigid_register
-    from mrisr.imageio.resampling import resample_mask_to, resample_to
-    from mrisr.imageio.sitk_io import Geometry
-    from mrisr.metrics.fidelity import normalise, psnr
-    from mrisr.preprocessing.foreground import foreground_mask
+    from mrisr.metrics.fidelity import aligned_in_physical_space, psnr
     from mrisr.preprocessing.pair_noise import _monotone_map
 
     pred_img = sitk.ReadImage(str(prediction), sitk.sitkFloat32)
     ref_img = sitk.ReadImage(str(reference), sitk.sitkFloat32)
-    tf = rigid_register(pred_img, ref_img)
-    grid = Geometry.of(pred_img)
-    ref = sitk.GetArrayFromImage(resample_to(ref_img, grid, sitk.sitkBSpline, transform=tf))
-    mask = foreground_mask(ref, resample_mask_to(ref_img, grid, tf))
-    r = normalise(ref, mask)
-    q = normalise(sitk.GetArrayFromImage(pred_img), mask)
+    r, q, mask, _ = aligned_in_physical_space(ref_img, pred_img)
     kx, ky = _monotone_map(q[mask].astype(np.float64), r[mask].astype(np.float64), bins=128)
     mapped = q.copy()
     mapped[mask] = np.interp(q[mask], kx, ky)

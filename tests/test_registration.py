@@ -10,7 +10,7 @@ import SimpleITK as sitk
 
 from mrisr.dataset.demo import build_demo_dataset
 from mrisr.imageio.registration import rigid_register
-from mrisr.metrics.fidelity import compare_in_physical_space
+from mrisr.metrics.fidelity import aligned_in_physical_space, compare_in_physical_space, psnr
 
 
 def test_registration_recovers_the_demo_motion(tmp_path):
@@ -46,6 +46,13 @@ def test_metrics_register_the_reference(tmp_path):
     reg = compare_in_physical_space(hr, moved)
     assert reg["psnr"] > plain["psnr"] + 5 and reg["ssim"] > 0.95
     assert np.allclose(reg["registration"][3:5], [-1.5, 1.0], atol=0.2)
+    # the aligned arrays behind those scores: on the moved copy's grid, the reference
+    # brought back onto it, and the same PSNR from them
+    ref_n, pred_n, mask, tf = aligned_in_physical_space(hr, moved)
+    assert ref_n.shape == pred_n.shape == mask.shape == hr.GetSize()[::-1]
+    assert np.allclose(tf.GetParameters(), reg["registration"])
+    assert psnr(ref_n, pred_n, mask) == reg["psnr"]
+    assert np.abs(ref_n - pred_n)[mask].mean() < 0.1 * np.abs(pred_n[mask]).mean()
 
 
 def test_validation_registers_each_pair_once_for_every_configuration(tmp_path, monkeypatch):

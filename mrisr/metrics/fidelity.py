@@ -99,12 +99,15 @@ def reference_metrics(ref_n: np.ndarray, pred_n: np.ndarray, mask: np.ndarray) -
     return {m.name: m.compute(ref_n, pred_n, mask) for m in metrics(reference=True)}
 
 
-def compare_in_physical_space(
+def aligned_in_physical_space(
     reference: sitk.Image,
     prediction: sitk.Image,
     register: bool | sitk.Transform = True,
-) -> dict:
-    """PSNR and SSIM of ``prediction`` against ``reference`` resampled onto its grid.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, sitk.Transform | None]:
+    """``(ref_n, pred_n, mask, transform)``: ``reference`` resampled onto ``prediction``'s
+    grid, both normalised by the convention above, and the foreground mask the metrics are
+    taken over. The alignment :func:`compare_in_physical_space` scores, exposed for analyses
+    that need the aligned arrays themselves.
 
     ``register``: True aligns the reference to the prediction first with a rigid
     registration (:func:`mrisr.imageio.registration.rigid_register`: the two series of a
@@ -121,7 +124,17 @@ def compare_in_physical_space(
     valid = resample_mask_to(reference, grid, tf)
     pred = sitk.GetArrayFromImage(prediction).astype(np.float32)
     mask = foreground_mask(ref, valid)
-    ref_n, pred_n = normalise(ref, mask), normalise(pred, mask)
+    return normalise(ref, mask), normalise(pred, mask), mask, tf
+
+
+def compare_in_physical_space(
+    reference: sitk.Image,
+    prediction: sitk.Image,
+    register: bool | sitk.Transform = True,
+) -> dict:
+    """PSNR and SSIM of ``prediction`` against ``reference`` resampled onto its grid
+    (alignment and ``register`` as in :func:`aligned_in_physical_space`)."""
+    ref_n, pred_n, mask, tf = aligned_in_physical_space(reference, prediction, register)
     return {
         **reference_metrics(ref_n, pred_n, mask),
         "foreground_voxels": int(mask.sum()),
