@@ -15,11 +15,14 @@ term taken out. Reads the harness's workdir (``<workdir>/<protocol>/predictions`
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
 
-TRAINER = "EDSRTrainer_quality"
+sys.path.insert(0, str(Path(__file__).parent))
+
+from bench_quality import TRAINER, slug  # noqa: E402
 
 
 def scores(prediction: Path, reference: Path) -> tuple[float, float]:
@@ -48,7 +51,7 @@ def main(argv=None) -> int:
     print("| protocol | configuration | PSNR (as scored) | after the monotone map | map's share |")
     print("|---|---|---|---|---|")
     for protocol in args.protocols.split(","):
-        work = Path(args.workdir) / protocol.replace(":", "_")
+        work = Path(args.workdir) / slug(protocol)
         hr = next((work / "mrisr_raw").glob("Dataset*")) / "imagesHRTs"
         for config in configs:
             preds = sorted((work / "predictions" / TRAINER / config).glob("*.nii.gz"))
